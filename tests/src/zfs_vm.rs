@@ -1,0 +1,1 @@
+//! Real OpenZFS in a QEMU VM for tests.
