@@ -1,1 +1,43 @@
-//! tidepool-zfs
+//! Tidepool's zfs layer: the only code that runs `zfs` and `zpool` (DESIGN.md, layer 3).
+//!
+//! - [`cmd`]: typed commands built as argv from the strict names of
+//!   [`tidepool_api::names`]; never a shell string.
+//! - [`exec`]: the [`Executor`] seam that starts an argv with piped stdio. Production uses
+//!   [`LocalExecutor`]; the conformance tests run the same code against real OpenZFS 2.3 in
+//!   a VM.
+//! - [`parse`]: strict, streaming parsers for the `-H -p` outputs (fixed columns, checked
+//!   column count, `-` handled explicitly; names as zfs prints them, see [`ZfsObjectName`]).
+//! - [`error`]: failures keep argv, exit status and stderr, classified into [`ErrorKind`].
+//! - [`stream`]: `zfs send` as an `AsyncRead`, `zfs receive` as an `AsyncWrite`, each with
+//!   byte-count [`Progress`], and [`pipe`] to join them.
+//! - [`Zfs`]: all of the above behind one async API.
+//!
+//! Not offered on purpose: `zfs receive -F`, recursive destroy. Both can destroy data that
+//! exists only on one side; DESIGN.md forbids Tidepool from doing that.
+
+// Tests state their expectations with unwrap; a failure there is the test failing.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod client;
+pub mod cmd;
+pub mod error;
+pub mod exec;
+pub mod name;
+pub mod parse;
+pub mod stream;
+
+pub use client::{DEFAULT_TIMEOUT, Zfs};
+pub use cmd::{
+    BookmarkSource, Depth, ListRequest, ObjectTypes, ReceiveRequest, SendBase, SendFlags,
+    SendRequest,
+};
+pub use error::{CommandFailure, ErrorKind, ZfsError, classify};
+pub use exec::{Argv, Executor, ExitStatus, LocalExecutor, Process, Spawned};
+pub use name::{
+    HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError, ZfsObjectName, ZfsTarget,
+};
+pub use parse::{
+    Capabilities, Hold, Inventory, ListEntry, ListParser, ObjectType, PoolEntry, PoolHealth,
+    PropertyEntry, PropertySource, SendEstimate, SendEstimateItem, Version, ZfsVersion,
+};
+pub use stream::{Progress, ReceiveSink, SendStream, pipe};

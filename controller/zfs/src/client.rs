@@ -1,0 +1,482 @@
+//! [`Zfs`]: the typed commands run through an [`Executor`], with outputs parsed and
+//! failures classified.
+
+use std::time::Duration;
+
+use tidepool_api::names::{BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotShortName};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+
+use crate::cmd::{self, BookmarkSource, ListRequest, ReceiveRequest, SendRequest};
+use crate::error::{ErrorKind, ZfsError};
+use crate::exec::{Argv, Executor, Output, Spawned, collect_stderr, join_stderr, run};
+use crate::name::{HoldTag, PropertyName, PropertyValue, ResumeToken, ZfsTarget};
+use crate::parse::{
+    self, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry, SendEstimate, ZfsVersion,
+};
+use crate::stream::{ReceiveSink, SendStream};
+
+/// The default time limit of a command that is not a stream (list, snapshot, destroy...).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The zfs layer: every zfs/zpool command Tidepool runs goes through one of these.
+#[derive(Debug, Clone)]
+pub struct Zfs<E> {
+    exec: E,
+    timeout: Duration,
+}
+
+impl<E: Executor> Zfs<E> {
+    pub fn new(exec: E) -> Zfs<E> {
+        Zfs {
+            exec,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the time limit of non-stream commands (sends and receives have none: they
+    /// take as long as the data does, and the caller watches their progress).
+    pub fn with_timeout(mut self, timeout: Duration) -> Zfs<E> {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn executor(&self) -> &E {
+        &self.exec
+    }
+
+    async fn run(&self, argv: Argv) -> Result<Output, ZfsError> {
+        run(&self.exec, &argv, Some(self.timeout)).await
+    }
+
+    /// Runs a command whose output is one record per line, parsing each line as it
+    /// streams in.
+    async fn run_lines<T>(
+        &self,
+        argv: Argv,
+        mut parse: impl FnMut(&str) -> Result<T, LineError>,
+        mut each: impl FnMut(T),
+    ) -> Result<(), ZfsError> {
+        let fut = async {
+            let Spawned {
+                stdin,
+                stdout,
+                stderr,
+                mut process,
+            } = self
+                .exec
+                .spawn(&argv)
+                .await
+                .map_err(|source| ZfsError::Spawn {
+                    argv: argv.clone(),
+                    source,
+                })?;
+            drop(stdin);
+            let err_task = collect_stderr(stderr);
+            let mut reader = BufReader::with_capacity(256 * 1024, stdout);
+            let parsed = read_lines(&mut reader, &mut parse, &mut each).await;
+            if parsed.is_err() {
+                // Stop reading: make sure the process does not linger on a full pipe.
+                let _ = process.kill().await;
+            }
+            let status = process.wait().await;
+            let stderr = join_stderr(err_task).await;
+            let status = status.map_err(|source| ZfsError::Io {
+                argv: argv.clone(),
+                source,
+            })?;
+            if !status.success() {
+                return Err(ZfsError::command(argv.clone(), status, stderr));
+            }
+            match parsed {
+                Ok(()) => Ok(()),
+                Err(ReadError::Io(source)) => Err(ZfsError::Io {
+                    argv: argv.clone(),
+                    source,
+                }),
+                Err(ReadError::Line(line, reason)) => Err(ZfsError::Parse {
+                    argv: argv.clone(),
+                    line,
+                    reason,
+                }),
+            }
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ZfsError::Timeout {
+                    argv: argv.clone(),
+                    timeout: self.timeout,
+                })
+            })
+    }
+
+    /// `zfs version`: userland and kernel module versions.
+    pub async fn version(&self) -> Result<ZfsVersion, ZfsError> {
+        let argv = cmd::version();
+        let out = self.run(argv.clone()).await?;
+        parse::parse_version(&String::from_utf8_lossy(&out.stdout)).map_err(|reason| {
+            ZfsError::Parse {
+                argv,
+                line: 1,
+                reason,
+            }
+        })
+    }
+
+    /// `zpool list -H -p`: pools with health and capacity (all pools when `pools` is
+    /// empty).
+    pub async fn pools(&self, pools: &[PoolName]) -> Result<Vec<PoolEntry>, ZfsError> {
+        let mut v = Vec::new();
+        self.run_lines(cmd::pool_list(pools), parse::parse_pool_line, |p| v.push(p))
+            .await?;
+        Ok(v)
+    }
+
+    /// Runs a listing and hands each entry to `each` as it is parsed.
+    pub async fn list_each(
+        &self,
+        req: &ListRequest,
+        each: impl FnMut(ListEntry),
+    ) -> Result<(), ZfsError> {
+        let parser = req.parser();
+        self.run_lines(req.argv(), |l| parser.parse_line(l), each)
+            .await
+    }
+
+    /// Runs a listing and collects it.
+    pub async fn list(&self, req: &ListRequest) -> Result<Inventory, ZfsError> {
+        let mut entries = Vec::new();
+        self.list_each(req, |e| entries.push(e)).await?;
+        Ok(Inventory {
+            user_props: req.user_props.clone(),
+            entries,
+        })
+    }
+
+    /// Everything under `root` (filesystems, volumes, snapshots, bookmarks, with the given
+    /// user properties) in one `zfs list -r` call.
+    pub async fn inventory(
+        &self,
+        root: &DatasetName,
+        user_props: &[PropertyName],
+    ) -> Result<Inventory, ZfsError> {
+        self.list(&ListRequest::inventory(root.clone(), user_props.to_vec()))
+            .await
+    }
+
+    /// `zfs snapshot -o prop=value... a@x b@x`: atomic across all the snapshots.
+    pub async fn snapshot(
+        &self,
+        snapshots: &[SnapshotName],
+        props: &[(PropertyName, PropertyValue)],
+    ) -> Result<(), ZfsError> {
+        if snapshots.is_empty() {
+            return Err(ZfsError::InvalidRequest("no snapshot to take".into()));
+        }
+        self.run(cmd::snapshot(snapshots, props)).await.map(drop)
+    }
+
+    /// `zfs create [-p] -o prop=value... dataset`.
+    pub async fn create(
+        &self,
+        dataset: &DatasetName,
+        parents: bool,
+        props: &[(PropertyName, PropertyValue)],
+    ) -> Result<(), ZfsError> {
+        self.run(cmd::create(dataset, parents, props))
+            .await
+            .map(drop)
+    }
+
+    /// `zfs destroy dataset@a,b,c`. A snapshot with holds fails the whole call with
+    /// [`ErrorKind::Held`] (zfs itself reports it as busy; the layer looks at the holds to
+    /// tell the two apart).
+    pub async fn destroy_snapshots(
+        &self,
+        dataset: &DatasetName,
+        shorts: &[SnapshotShortName],
+    ) -> Result<(), ZfsError> {
+        if shorts.is_empty() {
+            return Err(ZfsError::InvalidRequest("no snapshot to destroy".into()));
+        }
+        match self.run(cmd::destroy_snapshots(dataset, shorts)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Busy => {
+                let snaps: Vec<SnapshotName> = shorts
+                    .iter()
+                    .filter_map(|s| SnapshotName::new(dataset, s).ok())
+                    .collect();
+                match self.holds(&snaps).await {
+                    Ok(h) if !h.is_empty() => Err(e.with_kind(ErrorKind::Held)),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `zfs destroy dataset@snap`.
+    pub async fn destroy_snapshot(&self, snapshot: &SnapshotName) -> Result<(), ZfsError> {
+        self.destroy_snapshots(&snapshot.dataset(), &[snapshot.short()])
+            .await
+    }
+
+    /// `zfs destroy dataset#mark`.
+    pub async fn destroy_bookmark(&self, bookmark: &BookmarkName) -> Result<(), ZfsError> {
+        self.run(cmd::destroy_bookmark(bookmark)).await.map(drop)
+    }
+
+    /// `zfs destroy dataset` (never recursive).
+    pub async fn destroy_dataset(&self, dataset: &DatasetName) -> Result<(), ZfsError> {
+        self.run(cmd::destroy_dataset(dataset)).await.map(drop)
+    }
+
+    /// `zfs hold tag snap...`.
+    pub async fn hold(&self, tag: &HoldTag, snapshots: &[SnapshotName]) -> Result<(), ZfsError> {
+        if snapshots.is_empty() {
+            return Err(ZfsError::InvalidRequest("no snapshot to hold".into()));
+        }
+        self.run(cmd::hold(tag, snapshots)).await.map(drop)
+    }
+
+    /// `zfs release tag snap...`.
+    pub async fn release(&self, tag: &HoldTag, snapshots: &[SnapshotName]) -> Result<(), ZfsError> {
+        if snapshots.is_empty() {
+            return Err(ZfsError::InvalidRequest("no snapshot to release".into()));
+        }
+        self.run(cmd::release(tag, snapshots)).await.map(drop)
+    }
+
+    /// `zfs holds -H -p snap...`: the holds on the given snapshots.
+    pub async fn holds(&self, snapshots: &[SnapshotName]) -> Result<Vec<Hold>, ZfsError> {
+        if snapshots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut v = Vec::new();
+        self.run_lines(cmd::holds(snapshots, false), parse::parse_hold_line, |h| {
+            v.push(h)
+        })
+        .await?;
+        Ok(v)
+    }
+
+    /// `zfs bookmark snap|bookmark new-bookmark`.
+    pub async fn bookmark(
+        &self,
+        source: &BookmarkSource,
+        bookmark: &BookmarkName,
+    ) -> Result<(), ZfsError> {
+        self.run(cmd::bookmark(source, bookmark)).await.map(drop)
+    }
+
+    /// `zfs rename [-u] from to`.
+    pub async fn rename_dataset(
+        &self,
+        from: &DatasetName,
+        to: &DatasetName,
+        no_remount: bool,
+    ) -> Result<(), ZfsError> {
+        self.run(cmd::rename_dataset(from, to, no_remount))
+            .await
+            .map(drop)
+    }
+
+    /// `zfs rename ds@from ds@to`.
+    pub async fn rename_snapshot(
+        &self,
+        from: &SnapshotName,
+        to: &SnapshotShortName,
+    ) -> Result<(), ZfsError> {
+        self.run(cmd::rename_snapshot(from, to)).await.map(drop)
+    }
+
+    /// `zfs get -H -p -o name,property,value,source props targets...`.
+    pub async fn get<T: ZfsTarget>(
+        &self,
+        props: &[PropertyName],
+        targets: &[T],
+    ) -> Result<Vec<PropertyEntry>, ZfsError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut v = Vec::new();
+        self.run_lines(cmd::get(props, targets), parse::parse_get_line, |p| {
+            v.push(p)
+        })
+        .await?;
+        Ok(v)
+    }
+
+    /// One property of one target; `None` when zfs prints `-`.
+    pub async fn get_one<T: ZfsTarget>(
+        &self,
+        prop: &PropertyName,
+        target: &T,
+    ) -> Result<Option<String>, ZfsError> {
+        let argv = cmd::get(std::slice::from_ref(prop), std::slice::from_ref(target));
+        let entries = self
+            .get(std::slice::from_ref(prop), std::slice::from_ref(target))
+            .await?;
+        match entries.as_slice() {
+            [e] => Ok(e.value_opt().map(str::to_owned)),
+            other => Err(ZfsError::Parse {
+                argv,
+                line: other.len(),
+                reason: format!("expected one line, got {}", other.len()),
+            }),
+        }
+    }
+
+    /// `zfs set prop=value... target`.
+    pub async fn set<T: ZfsTarget + ?Sized>(
+        &self,
+        target: &T,
+        props: &[(PropertyName, PropertyValue)],
+    ) -> Result<(), ZfsError> {
+        if props.is_empty() {
+            return Ok(());
+        }
+        self.run(cmd::set(target, props)).await.map(drop)
+    }
+
+    /// `zfs inherit prop target`.
+    pub async fn inherit<T: ZfsTarget + ?Sized>(
+        &self,
+        target: &T,
+        prop: &PropertyName,
+    ) -> Result<(), ZfsError> {
+        self.run(cmd::inherit(target, prop)).await.map(drop)
+    }
+
+    /// Starts `zfs send` and returns its stream.
+    pub async fn send(&self, req: &SendRequest) -> Result<SendStream, ZfsError> {
+        self.spawn_send(req.argv()).await
+    }
+
+    /// Starts `zfs send -t token` (resumes an interrupted stream).
+    pub async fn send_resume(&self, token: &ResumeToken) -> Result<SendStream, ZfsError> {
+        self.spawn_send(cmd::send_resume(token, false)).await
+    }
+
+    async fn spawn_send(&self, argv: Argv) -> Result<SendStream, ZfsError> {
+        tracing::debug!(%argv, "zfs: send");
+        let s = self
+            .exec
+            .spawn(&argv)
+            .await
+            .map_err(|source| ZfsError::Spawn {
+                argv: argv.clone(),
+                source,
+            })?;
+        Ok(SendStream::new(
+            argv, s.stdin, s.stdout, s.stderr, s.process,
+        ))
+    }
+
+    /// `zfs send -n -v -P ...`: the estimated stream size, nothing sent.
+    pub async fn send_estimate(&self, req: &SendRequest) -> Result<SendEstimate, ZfsError> {
+        self.estimate(req.estimate_argv()).await
+    }
+
+    /// `zfs send -n -v -P -t token`: the estimated size of the rest of a resumed stream.
+    pub async fn send_resume_estimate(
+        &self,
+        token: &ResumeToken,
+    ) -> Result<SendEstimate, ZfsError> {
+        self.estimate(cmd::send_resume(token, true)).await
+    }
+
+    async fn estimate(&self, argv: Argv) -> Result<SendEstimate, ZfsError> {
+        let out = self.run(argv.clone()).await?;
+        // OpenZFS prints the dry-run report on stdout; older releases used stderr.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let text = if stdout.trim().is_empty() {
+            out.stderr.clone()
+        } else {
+            stdout.into_owned()
+        };
+        parse::parse_send_estimate(&text).map_err(|reason| ZfsError::Parse {
+            argv,
+            line: 0,
+            reason,
+        })
+    }
+
+    /// Starts `zfs receive` and returns the sink to write the stream into.
+    pub async fn receive(&self, req: &ReceiveRequest) -> Result<ReceiveSink, ZfsError> {
+        let argv = req.argv();
+        tracing::debug!(%argv, "zfs: receive");
+        let s = self
+            .exec
+            .spawn(&argv)
+            .await
+            .map_err(|source| ZfsError::Spawn {
+                argv: argv.clone(),
+                source,
+            })?;
+        Ok(ReceiveSink::new(
+            argv, s.stdin, s.stdout, s.stderr, s.process,
+        ))
+    }
+
+    /// `zfs receive -A target`: discards a partial receive.
+    pub async fn receive_abort(&self, target: &DatasetName) -> Result<(), ZfsError> {
+        self.run(cmd::receive_abort(target)).await.map(drop)
+    }
+
+    /// The `receive_resume_token` of a dataset, if a partial receive is pending.
+    pub async fn resume_token(
+        &self,
+        dataset: &DatasetName,
+    ) -> Result<Option<ResumeToken>, ZfsError> {
+        let prop: PropertyName = "receive_resume_token"
+            .parse()
+            .map_err(|e| ZfsError::InvalidRequest(format!("{e}")))?;
+        let argv = cmd::get(std::slice::from_ref(&prop), std::slice::from_ref(dataset));
+        match self.get_one(&prop, dataset).await? {
+            None => Ok(None),
+            Some(t) => t.parse().map(Some).map_err(|e| ZfsError::Parse {
+                argv,
+                line: 1,
+                reason: format!("{e}"),
+            }),
+        }
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Line(usize, String),
+}
+
+/// Reads `\n`-terminated lines, reusing one buffer, and parses each as it arrives.
+async fn read_lines<R, T>(
+    reader: &mut R,
+    parse: &mut impl FnMut(&str) -> Result<T, LineError>,
+    each: &mut impl FnMut(T),
+) -> Result<(), ReadError>
+where
+    R: AsyncBufRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(512);
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .await
+            .map_err(ReadError::Io)?;
+        if read == 0 {
+            return Ok(());
+        }
+        n += 1;
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        // Names are ASCII; a foreign user property value may not be UTF-8. Lossy keeps the
+        // listing usable (and borrows when the line is valid, the usual case).
+        let line = String::from_utf8_lossy(line);
+        if line.is_empty() {
+            continue;
+        }
+        each(parse(&line).map_err(|r| ReadError::Line(n, r))?);
+    }
+}

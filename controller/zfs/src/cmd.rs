@@ -1,0 +1,611 @@
+//! Typed commands and the argv they become. Pure: nothing here runs anything, so every
+//! command line can be unit-tested (and shown in a dry-run plan) as it will be run.
+//!
+//! Every name passed here is one of the strict [`tidepool_api::names`] types or a
+//! validated value from [`crate::name`]; nothing is ever joined into a shell string.
+
+use tidepool_api::names::{BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotShortName};
+
+use crate::exec::Argv;
+use crate::name::{HoldTag, PropertyName, PropertyValue, ResumeToken, ZfsTarget};
+use crate::parse::{ListParser, POOL_COLUMNS};
+
+fn zfs() -> Argv {
+    Argv::new("zfs")
+}
+
+/// Which object types a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectTypes {
+    pub filesystem: bool,
+    pub volume: bool,
+    pub snapshot: bool,
+    pub bookmark: bool,
+}
+
+impl ObjectTypes {
+    pub const ALL: ObjectTypes = ObjectTypes {
+        filesystem: true,
+        volume: true,
+        snapshot: true,
+        bookmark: true,
+    };
+    pub const DATASETS: ObjectTypes = ObjectTypes {
+        filesystem: true,
+        volume: true,
+        snapshot: false,
+        bookmark: false,
+    };
+    pub const SNAPSHOTS: ObjectTypes = ObjectTypes {
+        filesystem: false,
+        volume: false,
+        snapshot: true,
+        bookmark: false,
+    };
+    pub const BOOKMARKS: ObjectTypes = ObjectTypes {
+        filesystem: false,
+        volume: false,
+        snapshot: false,
+        bookmark: true,
+    };
+
+    fn arg(self) -> String {
+        let mut v = Vec::new();
+        if self.filesystem {
+            v.push("filesystem");
+        }
+        if self.volume {
+            v.push("volume");
+        }
+        if self.snapshot {
+            v.push("snapshot");
+        }
+        if self.bookmark {
+            v.push("bookmark");
+        }
+        v.join(",")
+    }
+
+    fn is_empty(self) -> bool {
+        !(self.filesystem || self.volume || self.snapshot || self.bookmark)
+    }
+}
+
+/// How far below the roots a listing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Only the roots themselves (for snapshots/bookmarks: those of the roots).
+    RootsOnly,
+    /// `-d N`.
+    Limited(u32),
+    /// `-r`.
+    Recursive,
+}
+
+/// `zfs list -H -p -o <fixed columns>,<user props> -t <types> [-r|-d N] <roots...>`.
+///
+/// A pool's whole inventory is one of these with the pool's root dataset as the root,
+/// [`ObjectTypes::ALL`] and [`Depth::Recursive`]: one process, not one per dataset.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub roots: Vec<DatasetName>,
+    pub types: ObjectTypes,
+    pub depth: Depth,
+    pub user_props: Vec<PropertyName>,
+}
+
+impl ListRequest {
+    /// Everything under `root`: filesystems, volumes, snapshots and bookmarks.
+    pub fn inventory(root: DatasetName, user_props: Vec<PropertyName>) -> ListRequest {
+        ListRequest {
+            roots: vec![root],
+            types: ObjectTypes::ALL,
+            depth: Depth::Recursive,
+            user_props,
+        }
+    }
+
+    pub fn parser(&self) -> ListParser {
+        ListParser::new(self.user_props.clone())
+    }
+
+    pub fn argv(&self) -> Argv {
+        let mut a = zfs();
+        a.args(["list", "-H", "-p", "-o"]);
+        a.arg(self.parser().columns_arg());
+        let types = if self.types.is_empty() {
+            ObjectTypes::ALL
+        } else {
+            self.types
+        };
+        a.args(["-t".to_owned(), types.arg()]);
+        match self.depth {
+            Depth::RootsOnly => {
+                // Snapshots and bookmarks of a root are one level below it.
+                if types.snapshot || types.bookmark {
+                    a.args(["-d", "1"]);
+                }
+            }
+            Depth::Limited(n) => {
+                a.args(["-d".to_owned(), n.to_string()]);
+            }
+            Depth::Recursive => {
+                a.arg("-r");
+            }
+        }
+        a.args(self.roots.iter().map(|r| r.as_str()));
+        a
+    }
+}
+
+/// `zfs snapshot [-o prop=value]... a@x b@x ...`: one atomic transaction for all of them
+/// (OpenZFS requires them to be in one pool).
+pub fn snapshot(snapshots: &[SnapshotName], props: &[(PropertyName, PropertyValue)]) -> Argv {
+    let mut a = zfs();
+    a.arg("snapshot");
+    for (k, v) in props {
+        a.args(["-o".to_owned(), format!("{k}={v}")]);
+    }
+    a.args(snapshots.iter().map(|s| s.as_str()));
+    a
+}
+
+/// `zfs destroy dataset@a,b,c`: several snapshots of one dataset in one call.
+pub fn destroy_snapshots(dataset: &DatasetName, shorts: &[SnapshotShortName]) -> Argv {
+    let mut list = String::new();
+    for (i, s) in shorts.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(s.as_str());
+    }
+    let mut a = zfs();
+    a.args(["destroy".to_owned(), format!("{dataset}@{list}")]);
+    a
+}
+
+/// `zfs destroy pool/ds#mark`.
+pub fn destroy_bookmark(bookmark: &BookmarkName) -> Argv {
+    let mut a = zfs();
+    a.args(["destroy", bookmark.as_str()]);
+    a
+}
+
+/// `zfs destroy pool/ds`: never recursive; fails with `HasDependents` if it has children
+/// or snapshots.
+pub fn destroy_dataset(dataset: &DatasetName) -> Argv {
+    let mut a = zfs();
+    a.args(["destroy", dataset.as_str()]);
+    a
+}
+
+/// `zfs create [-p] [-o prop=value]... pool/ds`.
+pub fn create(
+    dataset: &DatasetName,
+    parents: bool,
+    props: &[(PropertyName, PropertyValue)],
+) -> Argv {
+    let mut a = zfs();
+    a.arg("create");
+    if parents {
+        a.arg("-p");
+    }
+    for (k, v) in props {
+        a.args(["-o".to_owned(), format!("{k}={v}")]);
+    }
+    a.arg(dataset.as_str());
+    a
+}
+
+/// `zfs hold tag snap...` (atomic across the snapshots).
+pub fn hold(tag: &HoldTag, snapshots: &[SnapshotName]) -> Argv {
+    let mut a = zfs();
+    a.args(["hold", tag.as_str()]);
+    a.args(snapshots.iter().map(|s| s.as_str()));
+    a
+}
+
+/// `zfs release tag snap...`.
+pub fn release(tag: &HoldTag, snapshots: &[SnapshotName]) -> Argv {
+    let mut a = zfs();
+    a.args(["release", tag.as_str()]);
+    a.args(snapshots.iter().map(|s| s.as_str()));
+    a
+}
+
+/// `zfs holds -H -p [-r] snap...`.
+pub fn holds(snapshots: &[SnapshotName], recursive: bool) -> Argv {
+    let mut a = zfs();
+    a.args(["holds", "-H", "-p"]);
+    if recursive {
+        a.arg("-r");
+    }
+    a.args(snapshots.iter().map(|s| s.as_str()));
+    a
+}
+
+/// What a bookmark is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BookmarkSource {
+    Snapshot(SnapshotName),
+    /// Copying a bookmark (OpenZFS 2.0+).
+    Bookmark(BookmarkName),
+}
+
+/// `zfs bookmark <snapshot|bookmark> <new bookmark>`.
+pub fn bookmark(source: &BookmarkSource, bookmark: &BookmarkName) -> Argv {
+    let mut a = zfs();
+    a.arg("bookmark");
+    a.arg(match source {
+        BookmarkSource::Snapshot(s) => s.as_str(),
+        BookmarkSource::Bookmark(b) => b.as_str(),
+    });
+    a.arg(bookmark.as_str());
+    a
+}
+
+/// `zfs rename [-u] old new` for a filesystem or volume (`-u`: do not remount).
+pub fn rename_dataset(from: &DatasetName, to: &DatasetName, no_remount: bool) -> Argv {
+    let mut a = zfs();
+    a.arg("rename");
+    if no_remount {
+        a.arg("-u");
+    }
+    a.args([from.as_str(), to.as_str()]);
+    a
+}
+
+/// `zfs rename ds@old ds@new`.
+pub fn rename_snapshot(from: &SnapshotName, to: &SnapshotShortName) -> Argv {
+    let mut a = zfs();
+    a.args([
+        "rename".to_owned(),
+        from.as_str().to_owned(),
+        format!("{}@{}", from.dataset(), to),
+    ]);
+    a
+}
+
+/// `zfs get -H -p -o name,property,value,source <props> <targets...>`.
+pub fn get<T: ZfsTarget>(props: &[PropertyName], targets: &[T]) -> Argv {
+    let mut a = zfs();
+    a.args(["get", "-H", "-p", "-o", "name,property,value,source"]);
+    a.arg(if props.is_empty() {
+        "all".to_owned()
+    } else {
+        props
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    a.args(targets.iter().map(|t| t.zfs_arg()));
+    a
+}
+
+/// `zfs set prop=value... target`.
+pub fn set<T: ZfsTarget + ?Sized>(target: &T, props: &[(PropertyName, PropertyValue)]) -> Argv {
+    let mut a = zfs();
+    a.arg("set");
+    a.args(props.iter().map(|(k, v)| format!("{k}={v}")));
+    a.arg(target.zfs_arg());
+    a
+}
+
+/// `zfs inherit prop target` (for a user property: removes it).
+pub fn inherit<T: ZfsTarget + ?Sized>(target: &T, prop: &PropertyName) -> Argv {
+    let mut a = zfs();
+    a.args(["inherit", prop.as_str(), target.zfs_arg()]);
+    a
+}
+
+/// The base of a send stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendBase {
+    /// A full stream.
+    Full,
+    /// `-i snapshot`: the changes from one snapshot to the sent one.
+    Incremental(SnapshotName),
+    /// `-i pool/ds#mark`: the changes from a bookmark (its snapshot may be gone).
+    FromBookmark(BookmarkName),
+    /// `-I snapshot`: every snapshot between the base and the sent one, as one stream.
+    WithIntermediates(SnapshotName),
+}
+
+/// Flags of `zfs send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendFlags {
+    /// `-w`: raw (still-encrypted blocks, as on disk). Implies `-c` and `-L`-like block
+    /// handling for encrypted data; required to send an encrypted dataset without its key.
+    pub raw: bool,
+    /// `-c`: compressed blocks as on disk.
+    pub compressed: bool,
+    /// `-L`: records larger than 128 KiB.
+    pub large_blocks: bool,
+    /// `-e`: embedded-data blocks.
+    pub embed: bool,
+    /// `-p`: include the dataset's properties.
+    pub props: bool,
+}
+
+/// `zfs send [flags] [-i|-I base] snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRequest {
+    pub snapshot: SnapshotName,
+    pub base: SendBase,
+    pub flags: SendFlags,
+}
+
+impl SendRequest {
+    pub fn full(snapshot: SnapshotName) -> SendRequest {
+        SendRequest {
+            snapshot,
+            base: SendBase::Full,
+            flags: SendFlags::default(),
+        }
+    }
+
+    pub fn argv(&self) -> Argv {
+        self.argv_with(false)
+    }
+
+    /// `zfs send -n -v -P ...`: prints the estimated size, sends nothing.
+    pub fn estimate_argv(&self) -> Argv {
+        self.argv_with(true)
+    }
+
+    fn argv_with(&self, dry_run: bool) -> Argv {
+        let mut a = zfs();
+        a.arg("send");
+        if dry_run {
+            a.args(["-n", "-v", "-P"]);
+        }
+        let f = self.flags;
+        for (on, flag) in [
+            (f.raw, "-w"),
+            (f.compressed, "-c"),
+            (f.large_blocks, "-L"),
+            (f.embed, "-e"),
+            (f.props, "-p"),
+        ] {
+            if on {
+                a.arg(flag);
+            }
+        }
+        match &self.base {
+            SendBase::Full => {}
+            SendBase::Incremental(s) => {
+                a.args(["-i", s.as_str()]);
+            }
+            SendBase::FromBookmark(b) => {
+                a.args(["-i", b.as_str()]);
+            }
+            SendBase::WithIntermediates(s) => {
+                a.args(["-I", s.as_str()]);
+            }
+        }
+        a.arg(self.snapshot.as_str());
+        a
+    }
+}
+
+/// `zfs send -t <token>`: resumes an interrupted stream. The token carries the original
+/// flags (raw, compressed, ...).
+pub fn send_resume(token: &ResumeToken, dry_run: bool) -> Argv {
+    let mut a = zfs();
+    a.arg("send");
+    if dry_run {
+        a.args(["-n", "-v", "-P"]);
+    }
+    a.args(["-t", token.as_str()]);
+    a
+}
+
+/// `zfs receive [-s] [-u] [-o prop=value]... [-x prop]... target`.
+///
+/// There is deliberately no `-F`: forcing a receive rolls the target back and destroys
+/// snapshots the source no longer has, which Tidepool must never do over data that exists
+/// only on the target (DESIGN.md, safety rules). Divergence surfaces as
+/// [`crate::ErrorKind::StreamMismatch`] and is handled above this layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveRequest {
+    /// The filesystem or volume the stream lands in; the snapshot keeps its sent name.
+    pub target: DatasetName,
+    /// `-s`: keep a partial receive and leave a `receive_resume_token`.
+    pub resumable: bool,
+    /// `-u`: do not mount what was received.
+    pub no_mount: bool,
+    /// `-o prop=value`: set on the received dataset (overrides a sent value).
+    pub set_props: Vec<(PropertyName, PropertyValue)>,
+    /// `-x prop`: do not take the sent value.
+    pub exclude_props: Vec<PropertyName>,
+}
+
+impl ReceiveRequest {
+    /// Resumable, unmounted: what replication uses.
+    pub fn new(target: DatasetName) -> ReceiveRequest {
+        ReceiveRequest {
+            target,
+            resumable: true,
+            no_mount: true,
+            set_props: Vec::new(),
+            exclude_props: Vec::new(),
+        }
+    }
+
+    pub fn argv(&self) -> Argv {
+        let mut a = zfs();
+        a.arg("receive");
+        if self.resumable {
+            a.arg("-s");
+        }
+        if self.no_mount {
+            a.arg("-u");
+        }
+        for (k, v) in &self.set_props {
+            a.args(["-o".to_owned(), format!("{k}={v}")]);
+        }
+        for k in &self.exclude_props {
+            a.args(["-x", k.as_str()]);
+        }
+        a.arg(self.target.as_str());
+        a
+    }
+}
+
+/// `zfs receive -A target`: discards a partial receive and its resume token.
+pub fn receive_abort(target: &DatasetName) -> Argv {
+    let mut a = zfs();
+    a.args(["receive", "-A", target.as_str()]);
+    a
+}
+
+/// `zfs version`.
+pub fn version() -> Argv {
+    let mut a = zfs();
+    a.arg("version");
+    a
+}
+
+/// `zpool list -H -p -o <POOL_COLUMNS> [pool...]`.
+pub fn pool_list(pools: &[PoolName]) -> Argv {
+    let mut a = Argv::new("zpool");
+    a.args(["list", "-H", "-p", "-o", POOL_COLUMNS]);
+    a.args(pools.iter().map(|p| p.as_str()));
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(s: &str) -> DatasetName {
+        s.parse().unwrap()
+    }
+    fn snap(s: &str) -> SnapshotName {
+        s.parse().unwrap()
+    }
+    fn v(a: Argv) -> Vec<String> {
+        a.into_vec()
+    }
+
+    #[test]
+    fn list_argv() {
+        let req = ListRequest::inventory(ds("tank"), vec!["tidepool.dev:owner".parse().unwrap()]);
+        assert_eq!(
+            v(req.argv()),
+            [
+                "zfs",
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,type,guid,createtxg,creation,used,written,receive_resume_token,tidepool.dev:owner",
+                "-t",
+                "filesystem,volume,snapshot,bookmark",
+                "-r",
+                "tank"
+            ]
+        );
+        let req = ListRequest {
+            roots: vec![ds("tank/a"), ds("tank/b")],
+            types: ObjectTypes::SNAPSHOTS,
+            depth: Depth::RootsOnly,
+            user_props: vec![],
+        };
+        assert_eq!(
+            &v(req.argv())[5..],
+            [
+                "name,type,guid,createtxg,creation,used,written,receive_resume_token",
+                "-t",
+                "snapshot",
+                "-d",
+                "1",
+                "tank/a",
+                "tank/b"
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshot_destroy_hold_argv() {
+        let props = vec![(
+            "tidepool.dev:owner".parse().unwrap(),
+            "ns/sched".parse().unwrap(),
+        )];
+        assert_eq!(
+            v(snapshot(&[snap("tank/a@x"), snap("tank/b@x")], &props)),
+            [
+                "zfs",
+                "snapshot",
+                "-o",
+                "tidepool.dev:owner=ns/sched",
+                "tank/a@x",
+                "tank/b@x"
+            ]
+        );
+        let shorts: Vec<SnapshotShortName> = vec!["a".parse().unwrap(), "b".parse().unwrap()];
+        assert_eq!(
+            v(destroy_snapshots(&ds("tank/x"), &shorts)),
+            ["zfs", "destroy", "tank/x@a,b"]
+        );
+        let tag: HoldTag = "tidepool:t1".parse().unwrap();
+        assert_eq!(
+            v(hold(&tag, &[snap("tank/a@x")])),
+            ["zfs", "hold", "tidepool:t1", "tank/a@x"]
+        );
+        assert_eq!(
+            v(holds(&[snap("tank/a@x")], false)),
+            ["zfs", "holds", "-H", "-p", "tank/a@x"]
+        );
+        assert_eq!(
+            v(rename_snapshot(&snap("tank/a@x"), &"y".parse().unwrap())),
+            ["zfs", "rename", "tank/a@x", "tank/a@y"]
+        );
+    }
+
+    #[test]
+    fn send_receive_argv() {
+        let mut req = SendRequest::full(snap("tank/a@2"));
+        req.flags = SendFlags {
+            raw: true,
+            large_blocks: true,
+            ..SendFlags::default()
+        };
+        req.base = SendBase::FromBookmark("tank/a#1".parse().unwrap());
+        assert_eq!(
+            v(req.argv()),
+            ["zfs", "send", "-w", "-L", "-i", "tank/a#1", "tank/a@2"]
+        );
+        req.base = SendBase::WithIntermediates(snap("tank/a@0"));
+        assert_eq!(
+            v(req.estimate_argv()),
+            [
+                "zfs", "send", "-n", "-v", "-P", "-w", "-L", "-I", "tank/a@0", "tank/a@2"
+            ]
+        );
+        let mut r = ReceiveRequest::new(ds("back/a"));
+        r.exclude_props.push("mountpoint".parse().unwrap());
+        r.set_props
+            .push(("readonly".parse().unwrap(), "on".parse().unwrap()));
+        assert_eq!(
+            v(r.argv()),
+            [
+                "zfs",
+                "receive",
+                "-s",
+                "-u",
+                "-o",
+                "readonly=on",
+                "-x",
+                "mountpoint",
+                "back/a"
+            ]
+        );
+        assert!(!r.argv().as_slice().iter().any(|a| a == "-F"));
+        assert_eq!(
+            v(receive_abort(&ds("back/a"))),
+            ["zfs", "receive", "-A", "back/a"]
+        );
+    }
+}

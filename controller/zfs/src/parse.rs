@@ -1,0 +1,754 @@
+//! Strict parsers for the `-H -p` output of zfs and zpool. Each parser knows the fixed
+//! column list it asked for, checks the column count, treats `-` explicitly and never
+//! panics on what zfs prints. They work one line at a time so a listing can be parsed as
+//! it streams out of the child (memory bounded by the result, not by the output).
+
+use std::fmt;
+
+use crate::name::{PropertyName, ZfsObjectName};
+
+/// A reason a line was refused; the caller adds the argv and line number.
+pub type LineError = String;
+
+/// The kind of a listed object (`type` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    Filesystem,
+    Volume,
+    Snapshot,
+    Bookmark,
+}
+
+impl ObjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectType::Filesystem => "filesystem",
+            ObjectType::Volume => "volume",
+            ObjectType::Snapshot => "snapshot",
+            ObjectType::Bookmark => "bookmark",
+        }
+    }
+
+    fn parse(s: &str) -> Result<ObjectType, LineError> {
+        Ok(match s {
+            "filesystem" => ObjectType::Filesystem,
+            "volume" => ObjectType::Volume,
+            "snapshot" => ObjectType::Snapshot,
+            "bookmark" => ObjectType::Bookmark,
+            other => return Err(format!("unknown type {other:?}")),
+        })
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The fixed columns of a listing, in order; requested user properties follow them.
+pub const LIST_COLUMNS: &[&str] = &[
+    "name",
+    "type",
+    "guid",
+    "createtxg",
+    "creation",
+    "used",
+    "written",
+    "receive_resume_token",
+];
+
+/// One line of `zfs list -H -p -o <LIST_COLUMNS>,<user props>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub name: ZfsObjectName,
+    pub kind: ObjectType,
+    pub guid: u64,
+    pub createtxg: u64,
+    /// Seconds since the Unix epoch.
+    pub creation: i64,
+    /// Bytes; `None` where zfs prints `-` (bookmarks).
+    pub used: Option<u64>,
+    /// Bytes written since the previous snapshot; `None` where zfs prints `-`.
+    pub written: Option<u64>,
+    /// Set on a filesystem or volume that holds a partially received stream.
+    pub receive_resume_token: Option<Box<str>>,
+    /// Values of the requested user properties, in request order; `None` for `-` (unset).
+    pub user_props: Box<[Option<Box<str>>]>,
+}
+
+/// Parses listing lines for one fixed set of requested user properties.
+#[derive(Debug, Clone)]
+pub struct ListParser {
+    user_props: Vec<PropertyName>,
+}
+
+impl ListParser {
+    pub fn new(user_props: Vec<PropertyName>) -> ListParser {
+        ListParser { user_props }
+    }
+
+    pub fn user_props(&self) -> &[PropertyName] {
+        &self.user_props
+    }
+
+    /// The `-o` argument this parser expects.
+    pub fn columns_arg(&self) -> String {
+        let mut s = LIST_COLUMNS.join(",");
+        for p in &self.user_props {
+            s.push(',');
+            s.push_str(p.as_str());
+        }
+        s
+    }
+
+    pub fn column_count(&self) -> usize {
+        LIST_COLUMNS.len() + self.user_props.len()
+    }
+
+    /// Parses one line (without its newline).
+    pub fn parse_line(&self, line: &str) -> Result<ListEntry, LineError> {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut f = Fields::new(line);
+        let name = f.next("name")?;
+        if name.is_empty() {
+            return Err("empty name".into());
+        }
+        let kind = ObjectType::parse(f.next("type")?)?;
+        let guid = parse_u64(f.next("guid")?, "guid")?;
+        let createtxg = parse_u64(f.next("createtxg")?, "createtxg")?;
+        let creation = parse_i64(f.next("creation")?, "creation")?;
+        let used = opt_u64(f.next("used")?, "used")?;
+        let written = opt_u64(f.next("written")?, "written")?;
+        let token = opt_str(f.next("receive_resume_token")?);
+        let n = self.user_props.len();
+        let user_props: Box<[Option<Box<str>>]> = if n == 0 {
+            f.end(LIST_COLUMNS.len())?;
+            Box::new([])
+        } else {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n - 1 {
+                v.push(opt_str(f.next("user property")?).map(Box::from));
+            }
+            // The last column takes the rest of the line: a user property value set by
+            // someone else may contain a tab, and only the last column can absorb it
+            // unambiguously.
+            v.push(opt_str(f.rest("user property")?).map(Box::from));
+            v.into_boxed_slice()
+        };
+        Ok(ListEntry {
+            name: ZfsObjectName::new(name),
+            kind,
+            guid,
+            createtxg,
+            creation,
+            used,
+            written,
+            receive_resume_token: token.map(Into::into),
+            user_props,
+        })
+    }
+}
+
+/// A whole listing: the entries in the order zfs printed them and the user properties
+/// they carry values for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub user_props: Vec<PropertyName>,
+    pub entries: Vec<ListEntry>,
+}
+
+impl Inventory {
+    /// The value of a requested user property on an entry.
+    pub fn user_prop<'a>(&self, entry: &'a ListEntry, prop: &str) -> Option<&'a str> {
+        let i = self.user_props.iter().position(|p| p.as_str() == prop)?;
+        entry.user_props.get(i)?.as_deref()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ListEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// Snapshots of one dataset, oldest first (by createtxg).
+    pub fn snapshots_of(&self, dataset: &str) -> Vec<&ListEntry> {
+        let mut v: Vec<&ListEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.kind == ObjectType::Snapshot && e.name.dataset_part() == dataset)
+            .collect();
+        v.sort_by_key(|e| e.createtxg);
+        v
+    }
+
+    /// Bookmarks of one dataset, oldest first (by createtxg).
+    pub fn bookmarks_of(&self, dataset: &str) -> Vec<&ListEntry> {
+        let mut v: Vec<&ListEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.kind == ObjectType::Bookmark && e.name.dataset_part() == dataset)
+            .collect();
+        v.sort_by_key(|e| e.createtxg);
+        v
+    }
+
+    /// Filesystems and volumes.
+    pub fn datasets(&self) -> impl Iterator<Item = &ListEntry> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.kind, ObjectType::Filesystem | ObjectType::Volume))
+    }
+}
+
+/// Tab-separated fields of one line, checked against the expected count.
+struct Fields<'a> {
+    rest: Option<&'a str>,
+    taken: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(line: &'a str) -> Fields<'a> {
+        Fields {
+            rest: Some(line),
+            taken: 0,
+        }
+    }
+
+    fn next(&mut self, what: &str) -> Result<&'a str, LineError> {
+        let rest = self.rest.ok_or_else(|| {
+            format!(
+                "too few columns: {} found, column {} ({what}) missing",
+                self.taken,
+                self.taken + 1
+            )
+        })?;
+        self.taken += 1;
+        match rest.find('\t') {
+            Some(i) => {
+                self.rest = Some(&rest[i + 1..]);
+                Ok(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Ok(rest)
+            }
+        }
+    }
+
+    fn rest(&mut self, what: &str) -> Result<&'a str, LineError> {
+        let rest = self
+            .rest
+            .take()
+            .ok_or_else(|| format!("too few columns: {} found, {what} missing", self.taken))?;
+        self.taken += 1;
+        Ok(rest)
+    }
+
+    fn end(&self, expected: usize) -> Result<(), LineError> {
+        match self.rest {
+            None => Ok(()),
+            Some(r) => Err(format!(
+                "too many columns: expected {expected}, found {}",
+                expected + 1 + r.matches('\t').count()
+            )),
+        }
+    }
+}
+
+fn parse_u64(s: &str, what: &str) -> Result<u64, LineError> {
+    // `str::parse` accepts a leading '+'; zfs never prints one, so refuse it.
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what}: {s:?} is not an unsigned integer"));
+    }
+    s.parse()
+        .map_err(|_| format!("{what}: {s:?} does not fit in 64 bits"))
+}
+
+fn parse_i64(s: &str, what: &str) -> Result<i64, LineError> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what}: {s:?} is not an integer"));
+    }
+    s.parse()
+        .map_err(|_| format!("{what}: {s:?} does not fit in 64 bits"))
+}
+
+fn opt_u64(s: &str, what: &str) -> Result<Option<u64>, LineError> {
+    if s == "-" {
+        Ok(None)
+    } else {
+        parse_u64(s, what).map(Some)
+    }
+}
+
+fn opt_str(s: &str) -> Option<&str> {
+    if s == "-" { None } else { Some(s) }
+}
+
+/// One line of `zfs holds -H -p`: `name<TAB>tag<TAB>timestamp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub snapshot: ZfsObjectName,
+    pub tag: String,
+    /// Seconds since the Unix epoch.
+    pub created: i64,
+}
+
+pub fn parse_hold_line(line: &str) -> Result<Hold, LineError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    // Names have no tab; the timestamp is last; a tag set by someone else may contain
+    // anything, so it is whatever lies between.
+    let (name, rest) = line
+        .split_once('\t')
+        .ok_or("too few columns: expected name, tag, timestamp")?;
+    let (tag, ts) = rest
+        .rsplit_once('\t')
+        .ok_or("too few columns: expected name, tag, timestamp")?;
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    Ok(Hold {
+        snapshot: ZfsObjectName::new(name),
+        tag: tag.to_owned(),
+        created: parse_i64(ts, "timestamp")?,
+    })
+}
+
+/// Where a property's value comes from (`source` column of `zfs get`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertySource {
+    Local,
+    Default,
+    Received,
+    Temporary,
+    /// `inherited from <dataset>`.
+    Inherited(ZfsObjectName),
+    /// `-`: read-only or not applicable.
+    None,
+    Other(String),
+}
+
+impl PropertySource {
+    fn parse(s: &str) -> PropertySource {
+        match s {
+            "local" => PropertySource::Local,
+            "default" => PropertySource::Default,
+            "received" => PropertySource::Received,
+            "temporary" => PropertySource::Temporary,
+            "-" | "none" => PropertySource::None,
+            _ => match s.strip_prefix("inherited from ") {
+                Some(from) => PropertySource::Inherited(ZfsObjectName::new(from)),
+                None => PropertySource::Other(s.to_owned()),
+            },
+        }
+    }
+}
+
+/// One line of `zfs get -H -p -o name,property,value,source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyEntry {
+    pub name: ZfsObjectName,
+    pub property: String,
+    /// As printed; `-` means unset or not applicable (see [`PropertyEntry::value_opt`]).
+    pub value: String,
+    pub source: PropertySource,
+}
+
+impl PropertyEntry {
+    /// The value, with `-` read as unset.
+    pub fn value_opt(&self) -> Option<&str> {
+        if self.value == "-" {
+            None
+        } else {
+            Some(&self.value)
+        }
+    }
+}
+
+pub fn parse_get_line(line: &str) -> Result<PropertyEntry, LineError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let bad = || "too few columns: expected name, property, value, source".to_owned();
+    let (name, rest) = line.split_once('\t').ok_or_else(bad)?;
+    let (property, rest) = rest.split_once('\t').ok_or_else(bad)?;
+    // The value may contain tabs (a user property set by someone else); the source never
+    // does, so it is the last column.
+    let (value, source) = rest.rsplit_once('\t').ok_or_else(bad)?;
+    if name.is_empty() || property.is_empty() {
+        return Err("empty name or property".into());
+    }
+    Ok(PropertyEntry {
+        name: ZfsObjectName::new(name),
+        property: property.to_owned(),
+        value: value.to_owned(),
+        source: PropertySource::parse(source),
+    })
+}
+
+/// Pool health (`health` column of `zpool list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolHealth {
+    Online,
+    Degraded,
+    Faulted,
+    Offline,
+    Unavail,
+    Removed,
+    Suspended,
+    Other(String),
+}
+
+impl PoolHealth {
+    fn parse(s: &str) -> PoolHealth {
+        match s {
+            "ONLINE" => PoolHealth::Online,
+            "DEGRADED" => PoolHealth::Degraded,
+            "FAULTED" => PoolHealth::Faulted,
+            "OFFLINE" => PoolHealth::Offline,
+            "UNAVAIL" => PoolHealth::Unavail,
+            "REMOVED" => PoolHealth::Removed,
+            "SUSPENDED" => PoolHealth::Suspended,
+            other => PoolHealth::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            PoolHealth::Online => "ONLINE",
+            PoolHealth::Degraded => "DEGRADED",
+            PoolHealth::Faulted => "FAULTED",
+            PoolHealth::Offline => "OFFLINE",
+            PoolHealth::Unavail => "UNAVAIL",
+            PoolHealth::Removed => "REMOVED",
+            PoolHealth::Suspended => "SUSPENDED",
+            PoolHealth::Other(s) => s,
+        }
+    }
+}
+
+/// Columns of `zpool list -H -p -o ...`.
+pub const POOL_COLUMNS: &str = "name,guid,size,allocated,free,capacity,health,readonly";
+
+/// One line of `zpool list -H -p -o <POOL_COLUMNS>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    pub name: ZfsObjectName,
+    pub guid: u64,
+    pub size: u64,
+    pub allocated: u64,
+    pub free: u64,
+    /// Percent of `size` allocated.
+    pub capacity_percent: u64,
+    pub health: PoolHealth,
+    pub readonly: bool,
+}
+
+pub fn parse_pool_line(line: &str) -> Result<PoolEntry, LineError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut f = Fields::new(line);
+    let name = f.next("name")?;
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    let guid = parse_u64(f.next("guid")?, "guid")?;
+    let size = parse_u64(f.next("size")?, "size")?;
+    let allocated = parse_u64(f.next("allocated")?, "allocated")?;
+    let free = parse_u64(f.next("free")?, "free")?;
+    let cap = f.next("capacity")?;
+    let capacity_percent = parse_u64(cap.strip_suffix('%').unwrap_or(cap), "capacity")?;
+    let health = PoolHealth::parse(f.next("health")?);
+    let readonly = match f.next("readonly")? {
+        "on" => true,
+        "off" | "-" => false,
+        other => return Err(format!("readonly: {other:?} is not on/off")),
+    };
+    f.end(8)?;
+    Ok(PoolEntry {
+        name: ZfsObjectName::new(name),
+        guid,
+        size,
+        allocated,
+        free,
+        capacity_percent,
+        health,
+        readonly,
+    })
+}
+
+/// An OpenZFS release number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl Version {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Version {
+        Version {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses the leading `X.Y[.Z]` of `2.3.2-1~bpo12+1`.
+    fn parse_prefix(s: &str) -> Option<Version> {
+        let end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let mut parts = s[..end].split('.').filter(|p| !p.is_empty());
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Some(Version::new(major, minor, patch))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// What `zfs version` reports: the userland tools and the loaded kernel module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZfsVersion {
+    pub userland: Version,
+    /// `None` when the module is not loaded (zfs prints no `zfs-kmod-` line).
+    pub kernel: Option<Version>,
+    /// The full strings as printed, e.g. `zfs-2.3.2-1~bpo12+1`.
+    pub userland_raw: String,
+    pub kernel_raw: Option<String>,
+}
+
+impl ZfsVersion {
+    /// The version that bounds what works: the older of userland and kernel module.
+    pub fn effective(&self) -> Version {
+        match self.kernel {
+            Some(k) => k.min(self.userland),
+            None => self.userland,
+        }
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::of(self.effective())
+    }
+}
+
+/// Parses the output of `zfs version`.
+pub fn parse_version(out: &str) -> Result<ZfsVersion, LineError> {
+    let mut userland = None;
+    let mut kernel = None;
+    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(v) = line.strip_prefix("zfs-kmod-") {
+            let ver = Version::parse_prefix(v)
+                .ok_or_else(|| format!("cannot read a version in {line:?}"))?;
+            kernel = Some((ver, line.to_owned()));
+        } else if let Some(v) = line.strip_prefix("zfs-") {
+            let ver = Version::parse_prefix(v)
+                .ok_or_else(|| format!("cannot read a version in {line:?}"))?;
+            userland = Some((ver, line.to_owned()));
+        }
+    }
+    let (userland, userland_raw) =
+        userland.ok_or_else(|| format!("no `zfs-<version>` line in {out:?}"))?;
+    Ok(ZfsVersion {
+        userland,
+        userland_raw,
+        kernel: kernel.as_ref().map(|k| k.0),
+        kernel_raw: kernel.map(|k| k.1),
+    })
+}
+
+/// Features Tidepool uses, derived from the OpenZFS release that introduced them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// `zfs bookmark`, `zfs send -i pool/ds#mark` (0.6.4).
+    pub bookmarks: bool,
+    /// `zfs receive -s`, `receive_resume_token`, `zfs send -t` (0.7.0).
+    pub resumable_receive: bool,
+    /// Native encryption and raw sends `zfs send -w` (0.8.0).
+    pub raw_send: bool,
+    /// Bookmarks copied from bookmarks, redacted sends, `zfs send --saved` (2.0.0).
+    pub bookmark_copy: bool,
+    /// `zfs list -j` / `zpool list -j` JSON output (2.3.0).
+    pub json_output: bool,
+}
+
+impl Capabilities {
+    pub fn of(v: Version) -> Capabilities {
+        Capabilities {
+            bookmarks: v >= Version::new(0, 6, 4),
+            resumable_receive: v >= Version::new(0, 7, 0),
+            raw_send: v >= Version::new(0, 8, 0),
+            bookmark_copy: v >= Version::new(2, 0, 0),
+            json_output: v >= Version::new(2, 3, 0),
+        }
+    }
+}
+
+/// One stream of a dry-run send (`zfs send -n -v -P`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendEstimateItem {
+    /// `None` for a full stream; the incremental source as printed otherwise.
+    pub from: Option<String>,
+    pub to: String,
+    pub bytes: u64,
+}
+
+/// The parsed output of `zfs send -n -v -P`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendEstimate {
+    pub items: Vec<SendEstimateItem>,
+    /// The `size` line: the estimated total stream size in bytes.
+    pub total_bytes: u64,
+}
+
+/// Parses `zfs send -nvP` output. Lines other than `full`, `incremental` and `size` (the
+/// resume-token dump `zfs send -t` prints first, for example) are skipped.
+pub fn parse_send_estimate(out: &str) -> Result<SendEstimate, LineError> {
+    let mut est = SendEstimate::default();
+    let mut total = None;
+    for line in out.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut cols = line.split('\t');
+        match cols.next() {
+            Some("full") => {
+                let cols: Vec<&str> = cols.collect();
+                let [to, size] = cols[..] else {
+                    return Err(format!(
+                        "`full` line with {} columns: {line:?}",
+                        cols.len() + 1
+                    ));
+                };
+                est.items.push(SendEstimateItem {
+                    from: None,
+                    to: to.to_owned(),
+                    bytes: parse_u64(size, "size")?,
+                });
+            }
+            Some("incremental") => {
+                let cols: Vec<&str> = cols.collect();
+                let [from, to, size] = cols[..] else {
+                    return Err(format!(
+                        "`incremental` line with {} columns: {line:?}",
+                        cols.len() + 1
+                    ));
+                };
+                est.items.push(SendEstimateItem {
+                    from: Some(from.to_owned()),
+                    to: to.to_owned(),
+                    bytes: parse_u64(size, "size")?,
+                });
+            }
+            Some("size") => {
+                let size = cols.next().ok_or("`size` line without a value")?;
+                total = Some(parse_u64(size, "size")?);
+            }
+            _ => {}
+        }
+    }
+    est.total_bytes = match total {
+        Some(t) => t,
+        None if !est.items.is_empty() => est.items.iter().map(|i| i.bytes).sum(),
+        None => return Err(format!("no `size` line in {out:?}")),
+    };
+    Ok(est)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parser(props: &[&str]) -> ListParser {
+        ListParser::new(props.iter().map(|p| p.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn list_line_with_dashes_and_user_props() {
+        let p = parser(&["tidepool.dev:owner"]);
+        let e = p
+            .parse_line("tank/a@s1\tsnapshot\t123\t45\t1763800000\t0\t12288\t-\tns/x")
+            .unwrap();
+        assert_eq!(e.name, "tank/a@s1");
+        assert_eq!(e.kind, ObjectType::Snapshot);
+        assert_eq!((e.guid, e.createtxg, e.creation), (123, 45, 1763800000));
+        assert_eq!((e.used, e.written), (Some(0), Some(12288)));
+        assert_eq!(e.receive_resume_token, None);
+        assert_eq!(e.user_props.as_ref(), [Some("ns/x".into())]);
+        let b = p
+            .parse_line("tank/a#m\tbookmark\t9\t45\t1763800000\t-\t-\t-\t-")
+            .unwrap();
+        assert_eq!(
+            (b.used, b.written, b.user_props[0].as_deref()),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn list_line_column_checks() {
+        let p = parser(&[]);
+        let ok = "tank\tfilesystem\t1\t1\t1\t1\t1\t-";
+        assert!(p.parse_line(ok).is_ok());
+        assert!(
+            p.parse_line(&format!("{ok}\textra"))
+                .unwrap_err()
+                .contains("too many")
+        );
+        assert!(
+            p.parse_line("tank\tfilesystem\t1")
+                .unwrap_err()
+                .contains("too few")
+        );
+        assert!(p.parse_line("tank\tpony\t1\t1\t1\t1\t1\t-").is_err());
+        assert!(p.parse_line("tank\tfilesystem\t+1\t1\t1\t1\t1\t-").is_err());
+        assert!(
+            p.parse_line("tank\tfilesystem\t18446744073709551616\t1\t1\t1\t1\t-")
+                .is_err()
+        );
+        assert!(p.parse_line("\tfilesystem\t1\t1\t1\t1\t1\t-").is_err());
+        assert!(p.parse_line("").is_err());
+    }
+
+    #[test]
+    fn last_user_prop_may_contain_tabs() {
+        let p = parser(&["a:b", "c:d"]);
+        let e = p
+            .parse_line("t/x\tfilesystem\t1\t1\t1\t1\t1\t-\tv1\tv\t2")
+            .unwrap();
+        assert_eq!(e.user_props[1].as_deref(), Some("v\t2"));
+    }
+
+    #[test]
+    fn holds_get_pool_lines() {
+        let h = parse_hold_line("my pool/a b@s 1\ttag with\ttab\t1763800000").unwrap();
+        assert_eq!(h.snapshot, "my pool/a b@s 1");
+        assert_eq!(h.tag, "tag with\ttab");
+        assert!(parse_hold_line("x@y\ttag").is_err());
+        let g = parse_get_line("tank/a\tcompression\tlz4\tinherited from tank").unwrap();
+        assert_eq!(
+            g.source,
+            PropertySource::Inherited(ZfsObjectName::new("tank"))
+        );
+        let g = parse_get_line("tank/a\tx:y\t-\t-").unwrap();
+        assert_eq!((g.value_opt(), &g.source), (None, &PropertySource::None));
+        let pl = parse_pool_line("tank\t42\t1000\t10\t990\t1\tONLINE\toff").unwrap();
+        assert_eq!(
+            (pl.capacity_percent, pl.health, pl.readonly),
+            (1, PoolHealth::Online, false)
+        );
+    }
+
+    #[test]
+    fn versions_and_capabilities() {
+        let v = parse_version("zfs-2.3.2-1~bpo12+1\nzfs-kmod-2.3.2-1~bpo12+1\n").unwrap();
+        assert_eq!(v.userland, Version::new(2, 3, 2));
+        assert_eq!(v.kernel, Some(Version::new(2, 3, 2)));
+        let c = v.capabilities();
+        assert!(c.bookmarks && c.raw_send && c.resumable_receive && c.json_output);
+        let old = parse_version("zfs-2.2.7-1\nzfs-kmod-0.8.6-1\n").unwrap();
+        assert_eq!(old.effective(), Version::new(0, 8, 6));
+        assert!(!old.capabilities().json_output);
+        assert!(old.capabilities().raw_send);
+        assert!(parse_version("garbage").is_err());
+    }
+}
