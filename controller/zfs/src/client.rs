@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use tidepool_api::names::{BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotShortName};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 
 use crate::cmd::{self, BookmarkSource, ListRequest, ReceiveRequest, SendRequest};
 use crate::error::{ErrorKind, ZfsError};
 use crate::exec::{Argv, Executor, Output, Spawned, collect_stderr, join_stderr, run};
 use crate::name::{HoldTag, PropertyName, PropertyValue, ResumeToken, ZfsTarget};
 use crate::parse::{
-    self, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry, SendEstimate, ZfsVersion,
+    self, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry, ReadError, SendEstimate,
+    ZfsVersion, read_records,
 };
 use crate::stream::{ReceiveSink, SendStream};
 
@@ -73,7 +74,7 @@ impl<E: Executor> Zfs<E> {
             drop(stdin);
             let err_task = collect_stderr(stderr);
             let mut reader = BufReader::with_capacity(256 * 1024, stdout);
-            let parsed = read_lines(&mut reader, &mut parse, &mut each).await;
+            let parsed = read_records(&mut reader, &mut parse, &mut each).await;
             if parsed.is_err() {
                 // Stop reading: make sure the process does not linger on a full pipe.
                 let _ = process.kill().await;
@@ -88,12 +89,12 @@ impl<E: Executor> Zfs<E> {
                 return Err(ZfsError::command(argv.clone(), status, stderr));
             }
             match parsed {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(ReadError::Io(source)) => Err(ZfsError::Io {
                     argv: argv.clone(),
                     source,
                 }),
-                Err(ReadError::Line(line, reason)) => Err(ZfsError::Parse {
+                Err(ReadError::Line { line, reason }) => Err(ZfsError::Parse {
                     argv: argv.clone(),
                     line,
                     reason,
@@ -441,42 +442,5 @@ impl<E: Executor> Zfs<E> {
                 reason: format!("{e}"),
             }),
         }
-    }
-}
-
-enum ReadError {
-    Io(std::io::Error),
-    Line(usize, String),
-}
-
-/// Reads `\n`-terminated lines, reusing one buffer, and parses each as it arrives.
-async fn read_lines<R, T>(
-    reader: &mut R,
-    parse: &mut impl FnMut(&str) -> Result<T, LineError>,
-    each: &mut impl FnMut(T),
-) -> Result<(), ReadError>
-where
-    R: AsyncBufRead + Unpin,
-{
-    let mut buf = Vec::with_capacity(512);
-    let mut n = 0usize;
-    loop {
-        buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .await
-            .map_err(ReadError::Io)?;
-        if read == 0 {
-            return Ok(());
-        }
-        n += 1;
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        // Names are ASCII; a foreign user property value may not be UTF-8. Lossy keeps the
-        // listing usable (and borrows when the line is valid, the usual case).
-        let line = String::from_utf8_lossy(line);
-        if line.is_empty() {
-            continue;
-        }
-        each(parse(&line).map_err(|r| ReadError::Line(n, r))?);
     }
 }

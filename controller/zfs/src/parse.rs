@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
 use crate::name::{PropertyName, ZfsObjectName};
 
 /// A reason a line was refused; the caller adds the argv and line number.
@@ -73,8 +75,25 @@ pub struct ListEntry {
     pub written: Option<u64>,
     /// Set on a filesystem or volume that holds a partially received stream.
     pub receive_resume_token: Option<Box<str>>,
-    /// Values of the requested user properties, in request order; `None` for `-` (unset).
-    pub user_props: Box<[Option<Box<str>>]>,
+    /// The requested user properties' columns as printed (tab-separated, `-` for unset),
+    /// kept as one string: one allocation per entry however many are requested. Read them
+    /// with [`ListEntry::user_prop`].
+    user_props: Option<Box<str>>,
+    user_prop_count: u16,
+}
+
+impl ListEntry {
+    /// The value of the `i`th requested user property; `None` when unset (`-`).
+    pub fn user_prop(&self, i: usize) -> Option<&str> {
+        let n = usize::from(self.user_prop_count);
+        if i >= n {
+            return None;
+        }
+        let raw = self.user_props.as_deref()?;
+        // The last column takes the rest of the line (it may contain tabs).
+        let v = raw.splitn(n, '\t').nth(i)?;
+        if v == "-" { None } else { Some(v) }
+    }
 }
 
 /// Parses listing lines for one fixed set of requested user properties.
@@ -122,19 +141,26 @@ impl ListParser {
         let written = opt_u64(f.next("written")?, "written")?;
         let token = opt_str(f.next("receive_resume_token")?);
         let n = self.user_props.len();
-        let user_props: Box<[Option<Box<str>>]> = if n == 0 {
+        let user_props = if n == 0 {
             f.end(LIST_COLUMNS.len())?;
-            Box::new([])
+            None
         } else {
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n - 1 {
-                v.push(opt_str(f.next("user property")?).map(Box::from));
+            // Check that every requested column is there; the last one takes the rest of
+            // the line: a user property value set by someone else may contain a tab, and
+            // only the last column can absorb it unambiguously.
+            let tail = f.rest("user property")?;
+            let found = tail.matches('\t').count() + 1;
+            if found < n {
+                return Err(format!(
+                    "too few columns: {} user properties requested, {found} found",
+                    n
+                ));
             }
-            // The last column takes the rest of the line: a user property value set by
-            // someone else may contain a tab, and only the last column can absorb it
-            // unambiguously.
-            v.push(opt_str(f.rest("user property")?).map(Box::from));
-            v.into_boxed_slice()
+            if n == 1 && tail == "-" {
+                None
+            } else {
+                Some(Box::from(tail))
+            }
         };
         Ok(ListEntry {
             name: ZfsObjectName::new(name),
@@ -146,6 +172,7 @@ impl ListParser {
             written,
             receive_resume_token: token.map(Into::into),
             user_props,
+            user_prop_count: u16::try_from(n).map_err(|_| "too many user properties".to_owned())?,
         })
     }
 }
@@ -162,7 +189,7 @@ impl Inventory {
     /// The value of a requested user property on an entry.
     pub fn user_prop<'a>(&self, entry: &'a ListEntry, prop: &str) -> Option<&'a str> {
         let i = self.user_props.iter().position(|p| p.as_str() == prop)?;
-        entry.user_props.get(i)?.as_deref()
+        entry.user_prop(i)
     }
 
     pub fn get(&self, name: &str) -> Option<&ListEntry> {
@@ -255,12 +282,23 @@ impl<'a> Fields<'a> {
 }
 
 fn parse_u64(s: &str, what: &str) -> Result<u64, LineError> {
-    // `str::parse` accepts a leading '+'; zfs never prints one, so refuse it.
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{what}: {s:?} is not an unsigned integer"));
+    // One pass, digits only (`str::parse` would accept a leading '+', which zfs never
+    // prints).
+    if s.is_empty() {
+        return Err(format!("{what}: empty, expected an unsigned integer"));
     }
-    s.parse()
-        .map_err(|_| format!("{what}: {s:?} does not fit in 64 bits"))
+    let mut v: u64 = 0;
+    for b in s.bytes() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(format!("{what}: {s:?} is not an unsigned integer"));
+        }
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(d)))
+            .ok_or_else(|| format!("{what}: {s:?} does not fit in 64 bits"))?;
+    }
+    Ok(v)
 }
 
 fn parse_i64(s: &str, what: &str) -> Result<i64, LineError> {
@@ -655,6 +693,68 @@ pub fn parse_send_estimate(out: &str) -> Result<SendEstimate, LineError> {
     Ok(est)
 }
 
+/// Why reading a line-per-record output failed.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    /// Line numbers are 1-based.
+    Line {
+        line: usize,
+        reason: LineError,
+    },
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "read failed: {e}"),
+            ReadError::Line { line, reason } => write!(f, "line {line}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Reads `\n`-terminated records as they arrive (from a child's stdout, a file, a socket),
+/// reusing one line buffer, and hands each parsed record to `each`: memory stays bounded
+/// by what `each` keeps. Returns the number of records.
+pub async fn read_records<R, T>(
+    reader: &mut R,
+    parse: &mut impl FnMut(&str) -> Result<T, LineError>,
+    each: &mut impl FnMut(T),
+) -> Result<usize, ReadError>
+where
+    R: AsyncBufRead + Unpin + ?Sized,
+{
+    let mut buf = Vec::with_capacity(512);
+    let mut line_no = 0usize;
+    let mut records = 0usize;
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .await
+            .map_err(ReadError::Io)?;
+        if read == 0 {
+            return Ok(records);
+        }
+        line_no += 1;
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if line.is_empty() {
+            continue;
+        }
+        // Names are ASCII; a foreign user property value may not be UTF-8. Lossy keeps the
+        // listing usable (and borrows when the line is valid, the usual case).
+        let line = String::from_utf8_lossy(line);
+        let record = parse(&line).map_err(|reason| ReadError::Line {
+            line: line_no,
+            reason,
+        })?;
+        each(record);
+        records += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,14 +774,12 @@ mod tests {
         assert_eq!((e.guid, e.createtxg, e.creation), (123, 45, 1763800000));
         assert_eq!((e.used, e.written), (Some(0), Some(12288)));
         assert_eq!(e.receive_resume_token, None);
-        assert_eq!(e.user_props.as_ref(), [Some("ns/x".into())]);
+        assert_eq!(e.user_prop(0), Some("ns/x"));
+        assert_eq!(e.user_prop(1), None);
         let b = p
             .parse_line("tank/a#m\tbookmark\t9\t45\t1763800000\t-\t-\t-\t-")
             .unwrap();
-        assert_eq!(
-            (b.used, b.written, b.user_props[0].as_deref()),
-            (None, None, None)
-        );
+        assert_eq!((b.used, b.written, b.user_prop(0)), (None, None, None));
     }
 
     #[test]
@@ -715,7 +813,12 @@ mod tests {
         let e = p
             .parse_line("t/x\tfilesystem\t1\t1\t1\t1\t1\t-\tv1\tv\t2")
             .unwrap();
-        assert_eq!(e.user_props[1].as_deref(), Some("v\t2"));
+        assert_eq!(e.user_prop(0), Some("v1"));
+        assert_eq!(e.user_prop(1), Some("v\t2"));
+        assert!(
+            p.parse_line("t/x\tfilesystem\t1\t1\t1\t1\t1\t-\tv1")
+                .is_err()
+        );
     }
 
     #[test]
