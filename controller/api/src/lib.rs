@@ -2,8 +2,31 @@
 //! ZFS names and status-condition helpers.
 //!
 //! This crate does no I/O and has no async runtime: it is the vocabulary every other layer
-//! shares.
+//! shares. Validation lives in two places that agree: the generated CRD schema (patterns,
+//! ranges, CEL rules, checked by the API server at admission) and the Rust parsers of the
+//! value types (checked again by the agent).
 
+pub mod common;
+pub mod condition;
+pub mod crds;
+pub mod cron;
+pub mod dataset_grant;
+pub mod duration;
 pub mod names;
+pub mod replication_policy;
+pub mod snapshot_schedule;
+pub mod zfs_node;
 
+pub use common::{DatasetSelector, DeletionPolicy, LastError, Retention, Schedule, Trigger};
+pub use cron::CronExpression;
+pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
+pub use duration::HumanDuration;
 pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, SnapshotShortName};
+pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
+pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
+pub use zfs_node::{ZfsNode, ZfsNodeSpec};
+
+/// The API group.
+pub const GROUP: &str = "tidepool.dev";
+/// The ZFS user property that records which object owns a snapshot (`<namespace>/<name>`).
+pub const OWNER_PROPERTY: &str = "tidepool.dev:owner";

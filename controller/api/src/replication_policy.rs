@@ -1,0 +1,336 @@
+//! `ReplicationPolicy`: keep a replica of a dataset's snapshots on another node, an SSH
+//! host running ZFS, or an object store.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    DeletionPolicy, LastError, Retention, Schedule, SecretReference, Trigger, pattern,
+};
+use crate::names::DatasetName;
+
+/// Replicate a dataset's snapshots to a target, incrementally, never losing the last
+/// common snapshot and never overwriting data the target has and the source lacks.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "tidepool.dev",
+    version = "v1alpha1",
+    kind = "ReplicationPolicy",
+    namespaced,
+    status = "ReplicationPolicyStatus",
+    shortname = "tprp",
+    category = "tidepool",
+    doc = "Replicates a dataset's snapshots to another node, an SSH host running ZFS, or an object store.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.source.dataset"),
+    printcolumn(
+        name = "Source Node",
+        type_ = "string",
+        json_path = ".spec.source.nodeName",
+        priority = 1
+    ),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
+    printcolumn(
+        name = "Lag",
+        type_ = "date",
+        json_path = ".status.lastReplicatedSnapshotTime"
+    ),
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextSyncTime",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationPolicySpec {
+    /// What to replicate.
+    pub source: ReplicationSource,
+    pub target: ReplicationTarget,
+    /// When to sync. Leave out to sync after each new source snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub send: SendOptions,
+    /// Retention on the target, independent of the source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// What to do when the target has data the source lacks (snapshots newer than the last
+    /// common one, changes since it, or no common snapshot at all).
+    #[serde(default)]
+    pub on_divergence: OnDivergence,
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSource {
+    /// The node whose pool holds the dataset (may change if the pool moves to another node).
+    #[schemars(length(min = 1, max = 253), regex(pattern = pattern::DNS_SUBDOMAIN))]
+    pub node_name: String,
+    /// Immutable: pointing a policy at another dataset would orphan its replica.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source.dataset is immutable; create a new ReplicationPolicy to replicate another dataset"))]
+    pub dataset: DatasetName,
+    /// Also replicate every descendant dataset.
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub snapshots: SnapshotSelection,
+}
+
+/// Which source snapshots to replicate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSelection {
+    /// Only snapshots taken by this SnapshotSchedule (same namespace). Leave out for every
+    /// snapshot of the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = pattern::DNS_SUBDOMAIN))]
+    pub schedule_name: Option<String>,
+    /// Only snapshots whose short name starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+    )]
+    pub name_prefix: Option<String>,
+    /// Send the snapshots between the last common one and the newest too (`zfs send -I`);
+    /// false sends only the newest (`-i`).
+    #[serde(default = "yes")]
+    pub intermediates: bool,
+}
+
+/// Exactly one of `node`, `ssh`, `objectStore`. The kind and the target dataset are
+/// immutable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.node) ? 1 : 0) + (has(self.ssh) ? 1 : 0) + (has(self.objectStore) ? 1 : 0) == 1").message("set exactly one target kind: node, ssh or objectStore"))]
+#[x_kube(validation = Rule::new("has(self.node) == has(oldSelf.node) && has(self.ssh) == has(oldSelf.ssh) && has(self.objectStore) == has(oldSelf.objectStore)").message("the target kind is immutable; create a new ReplicationPolicy"))]
+pub struct ReplicationTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ObjectStoreTarget>,
+}
+
+/// Another node of the cluster, reached agent to agent over pinned TLS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTarget {
+    #[schemars(length(min = 1, max = 253), regex(pattern = pattern::DNS_SUBDOMAIN))]
+    pub node_name: String,
+    /// The dataset to receive into (created on first sync; its parent must exist).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("target dataset is immutable"))]
+    pub dataset: DatasetName,
+}
+
+/// A host outside the cluster running OpenZFS, reached over SSH.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshTarget {
+    #[schemars(length(min = 1, max = 253), regex(pattern = pattern::HOST))]
+    pub host: String,
+    #[serde(default = "default_ssh_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default = "default_ssh_user")]
+    #[schemars(regex(pattern = pattern::USER))]
+    pub user: String,
+    #[x_kube(validation = Rule::new("self == oldSelf").message("target dataset is immutable"))]
+    pub dataset: DatasetName,
+    /// Secret with `ssh-privatekey` and `known_hosts` (host keys are always checked).
+    pub secret_ref: SecretReference,
+}
+
+/// An S3-compatible object store; streams are stored as chunked, checksummed files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.prefix.split('/').exists(c, c == '..' || c == '.')").message("prefix must not contain '.' or '..' components"))]
+pub struct ObjectStoreTarget {
+    /// `https://...` (or `http://` for a store on a trusted network).
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+    )]
+    pub endpoint: String,
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("bucket is immutable"))]
+    pub bucket: String,
+    #[serde(default)]
+    #[schemars(
+        length(max = 512),
+        regex(pattern = "^([A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]*$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("prefix is immutable"))]
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = "^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub secret_ref: SecretReference,
+}
+
+/// How streams are made (`zfs send`) and received (`zfs receive`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendOptions {
+    /// Send encrypted datasets raw (`-w`): the target never sees plaintext or keys. With
+    /// false, a sync that would leave plaintext of an encrypted source on a target that does
+    /// not encrypt it is refused.
+    #[serde(default = "yes")]
+    pub raw: bool,
+    /// Keep on-disk compression in the stream (`-c`).
+    #[serde(default = "yes")]
+    pub compressed: bool,
+    /// Allow blocks over 128 KiB (`-L`); must stay the same for the life of a replica.
+    #[serde(default = "yes")]
+    pub large_blocks: bool,
+    /// Embed small blocks in the stream (`-e`).
+    #[serde(default = "yes")]
+    pub embedded_data: bool,
+    /// Send dataset properties (`-p`).
+    #[serde(default)]
+    pub properties: bool,
+    /// Properties the target must not take from the stream (`zfs receive -x`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub exclude_properties: Vec<ZfsPropertyName>,
+    /// Properties set on the received dataset (`zfs receive -o`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub override_properties: Vec<PropertyValue>,
+    /// Bytes per second, e.g. `50Mi`. Leave out for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = pattern::BANDWIDTH))]
+    pub bandwidth_limit: Option<String>,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            raw: true,
+            compressed: true,
+            large_blocks: true,
+            embedded_data: true,
+            properties: false,
+            exclude_properties: vec![],
+            override_properties: vec![],
+            bandwidth_limit: None,
+        }
+    }
+}
+
+/// A ZFS property name, native (`compression`) or user (`tidepool.dev:owner`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct ZfsPropertyName(
+    #[schemars(length(min = 1, max = 256), regex(pattern = pattern::ZFS_PROPERTY))] pub String,
+);
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyValue {
+    pub name: ZfsPropertyName,
+    #[schemars(length(max = 1024), regex(pattern = "^[^\\x00\\n]*$"))]
+    pub value: String,
+}
+
+/// What to do when the target has diverged from the source.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnDivergence {
+    /// Stop syncing and report `Diverged=True`; change nothing on the target.
+    #[default]
+    Fail,
+    /// Rename the diverged target dataset aside (`<dataset>-diverged-<time>`), keeping
+    /// everything it holds, and start a new replica from the source.
+    Rotate,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_ssh_port() -> i32 {
+    22
+}
+
+fn default_ssh_user() -> String {
+    "root".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// When the last successful sync finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// How long it took, e.g. `12s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// Creation time of the newest snapshot the target holds; `now` minus this is the lag
+    /// (the `Lag` column shows it as an age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replicated_snapshot_time: Option<Time>,
+    /// The newest snapshot source and target share (by GUID), as its short name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_common_snapshot: Option<String>,
+    /// A partial receive left a resume token on the target.
+    #[serde(default)]
+    pub resume_token_present: bool,
+    /// Bytes sent by the last sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_bytes: Option<i64>,
+    /// Progress of the sync under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SyncProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_trigger: Option<String>,
+    #[serde(default)]
+    pub consecutive_failures: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncProgress {
+    pub bytes_done: i64,
+    /// From `zfs send -nvP`; absent when the estimate failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<i64>,
+    pub started: Time,
+}

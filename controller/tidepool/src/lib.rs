@@ -1,0 +1,46 @@
+//! The `tidepool` command. `main.rs` only calls [`run`].
+
+pub mod crdgen;
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
+
+  crdgen    write the CustomResourceDefinitions to DIR (default: crds)
+  --check   write nothing; fail if DIR differs from what would be written";
+
+/// Runs the command line `args` (without the program name).
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("crdgen") => {
+            let mut check = false;
+            let mut dir = None;
+            for arg in &args[1..] {
+                match arg.as_str() {
+                    "--check" => check = true,
+                    a if a.starts_with('-') => bail!("unknown flag {a}\n{USAGE}"),
+                    a => dir = Some(a),
+                }
+            }
+            let dir = std::path::Path::new(dir.unwrap_or("crds"));
+            if check {
+                let stale = crdgen::stale_files(dir).context("checking CRDs")?;
+                if !stale.is_empty() {
+                    bail!(
+                        "CRDs in {} are stale: {}; run `cargo run -p tidepool -- crdgen`",
+                        dir.display(),
+                        stale.join(", ")
+                    );
+                }
+            } else {
+                crdgen::write(dir).context("writing CRDs")?;
+            }
+            Ok(())
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
