@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;
 
-use crate::error::ZfsError;
+use crate::error::{ErrorKind, ZfsError};
 use crate::exec::{Argv, BoxRead, BoxWrite, Process, collect_stderr, join_stderr};
 
 /// Bytes moved so far; cheap to clone and read from anywhere.
@@ -279,8 +279,14 @@ pub async fn pipe(mut send: SendStream, mut receive: ReceiveSink) -> Result<u64,
     match copied {
         Ok(_) => {
             let (s, r) = tokio::join!(send.finish(), receive.finish());
-            r?;
-            s
+            match (s, r) {
+                (Ok(n), Ok(_)) => Ok(n),
+                // The sender failed (a stale resume token, a missing snapshot): the
+                // receiver only saw a short stream, so the sender's reason is the real one.
+                (Err(se), Err(re)) if re.kind() == ErrorKind::StreamInterrupted => Err(se),
+                (_, Err(re)) => Err(re),
+                (Err(se), Ok(_)) => Err(se),
+            }
         }
         Err(e) => {
             // The receive side (usually) died: the send may be blocked writing to a pipe
