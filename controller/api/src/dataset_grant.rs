@@ -19,6 +19,7 @@ use crate::names::DatasetName;
     group = "tidepool.dev",
     version = "v1alpha1",
     kind = "DatasetGrant",
+    derive = "PartialEq",
     status = "DatasetGrantStatus",
     shortname = "tpgrant",
     category = "tidepool",

@@ -19,6 +19,7 @@ use crate::names::DatasetName;
     version = "v1alpha1",
     kind = "ReplicationPolicy",
     namespaced,
+    derive = "PartialEq",
     status = "ReplicationPolicyStatus",
     shortname = "tprp",
     category = "tidepool",
@@ -100,7 +101,7 @@ pub struct ReplicationSource {
 }
 
 /// Which source snapshots to replicate.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotSelection {
     /// Only snapshots taken by this SnapshotSchedule (same namespace). Leave out for every
@@ -271,6 +272,16 @@ pub enum OnDivergence {
     /// Rename the diverged target dataset aside (`<dataset>-diverged-<time>`), keeping
     /// everything it holds, and start a new replica from the source.
     Rotate,
+}
+
+impl Default for SnapshotSelection {
+    fn default() -> Self {
+        Self {
+            schedule_name: None,
+            name_prefix: None,
+            intermediates: true,
+        }
+    }
 }
 
 fn yes() -> bool {

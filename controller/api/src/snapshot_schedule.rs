@@ -15,6 +15,7 @@ use crate::common::{
     version = "v1alpha1",
     kind = "SnapshotSchedule",
     namespaced,
+    derive = "PartialEq",
     status = "SnapshotScheduleStatus",
     shortname = "tpss",
     category = "tidepool",

@@ -14,6 +14,7 @@ use crate::common::pattern;
     group = "tidepool.dev",
     version = "v1alpha1",
     kind = "ZfsNode",
+    derive = "PartialEq",
     status = "ZfsNodeStatus",
     shortname = "tpnode",
     category = "tidepool",
