@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one test command (the README's, and what .ci/run calls).
+#
+# Installs and builds what the tests need (cached under ${TIDEPOOL_CACHE:-~/.cache/tidepool}),
+# checks formatting, lints and CRD freshness, then runs every test: unit tests, the
+# control-plane tests against a real kube-apiserver + etcd, and the zfs conformance tests
+# against real OpenZFS 2.3 in a QEMU VM. Nothing is skipped: a part that cannot run fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+
+step "toolchain"
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+for tool in cargo go; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: install it first" >&2; exit 1; }
+done
+cargo fmt --version >/dev/null && cargo clippy --version >/dev/null
+
+step "control plane: kube-apiserver, etcd, kubectl, helm (built from Go modules, cached)"
+tests/control-plane/build.sh
+
+step "OpenZFS VM image (Debian packages + DKMS, cached)"
+tests/zfs-vm/build-image.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "CRDs are current"
+cargo run -q --locked -p tidepool -- crdgen --check
+
+step "cargo test"
+cargo test --workspace --locked -- --nocapture 2>&1 | tee "${TMPDIR:-/tmp}/tidepool-test.log"
+
+step "done"
