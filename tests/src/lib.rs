@@ -4,4 +4,5 @@
 //! - [`zfs_vm`]: real OpenZFS 2.3 in a QEMU (TCG) VM.
 
 pub mod control_plane;
+pub mod zfs_exec;
 pub mod zfs_vm;
