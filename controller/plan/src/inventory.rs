@@ -1,0 +1,128 @@
+//! What the planner is told about a dataset: plain values, filled by the controller from
+//! whatever the zfs layer and the agents report. The planner never asks for more.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tidepool_api::{DatasetName, SnapshotShortName};
+
+/// One snapshot of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The part after `@`.
+    pub name: SnapshotShortName,
+    /// The snapshot's `guid`: the same on every pool that received it. Identity across
+    /// source and target is decided by this, never by the name.
+    pub guid: u64,
+    /// The transaction group that created it: the order of snapshots within a dataset.
+    pub createtxg: u64,
+    /// The `creation` property.
+    pub creation: Timestamp,
+    /// The value of the `tidepool.dev:owner` user property (`<namespace>/<name>`), if any.
+    /// Shared (`Arc`) because one owner typically owns thousands of snapshots.
+    pub owner: Option<Arc<str>>,
+    /// `userrefs > 0`: someone holds it, and `zfs destroy` would fail anyway.
+    pub held: bool,
+}
+
+/// One bookmark of a dataset (`dataset#name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookmarkInfo {
+    /// The part after `#`.
+    pub name: SnapshotShortName,
+    /// The guid of the snapshot it was made from.
+    pub guid: u64,
+    pub createtxg: u64,
+    pub creation: Timestamp,
+}
+
+/// A `zfs hold` tag on one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldInfo {
+    /// The snapshot's guid.
+    pub guid: u64,
+    pub tag: String,
+}
+
+/// A partial receive's resume token on a target, with what `zfs send -nvt <token>` decoded
+/// from it when the agent could decode it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeToken {
+    pub token: String,
+    /// `toguid`: the snapshot the interrupted stream was sending.
+    pub to_guid: Option<u64>,
+    /// `fromguid`: the incremental base, absent for a full stream.
+    pub from_guid: Option<u64>,
+    /// Whether the interrupted stream was raw (`rawok`).
+    pub raw: Option<bool>,
+}
+
+impl ResumeToken {
+    /// A token the agent could not decode: only its text is known.
+    pub fn opaque(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            to_guid: None,
+            from_guid: None,
+            raw: None,
+        }
+    }
+}
+
+/// Everything the planner needs to know about one dataset on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetInventory {
+    pub dataset: DatasetName,
+    /// False when the dataset does not exist (a target before the first receive). The lists
+    /// are then empty, except that an interrupted first receive leaves a resume token.
+    pub exists: bool,
+    /// In any order; the planner orders them by `createtxg`.
+    pub snapshots: Vec<SnapshotInfo>,
+    pub bookmarks: Vec<BookmarkInfo>,
+    /// Hold tags, for the snapshots that have holds (may be empty when not listed).
+    pub holds: Vec<HoldInfo>,
+    /// The `written` property: bytes written to the dataset since its newest snapshot.
+    pub written_since_newest: u64,
+    /// `receive_resume_token`, when a resumable receive was interrupted.
+    pub receive_resume_token: Option<ResumeToken>,
+    /// `encryption` is not `off`.
+    pub encrypted: bool,
+}
+
+impl DatasetInventory {
+    /// An inventory of a dataset that does not exist.
+    pub fn absent(dataset: DatasetName) -> Self {
+        Self {
+            dataset,
+            exists: false,
+            snapshots: Vec::new(),
+            bookmarks: Vec::new(),
+            holds: Vec::new(),
+            written_since_newest: 0,
+            receive_resume_token: None,
+            encrypted: false,
+        }
+    }
+
+    /// An existing dataset with these snapshots and nothing else.
+    pub fn with_snapshots(dataset: DatasetName, snapshots: Vec<SnapshotInfo>) -> Self {
+        Self {
+            exists: true,
+            snapshots,
+            ..Self::absent(dataset)
+        }
+    }
+
+    /// The newest snapshot by `createtxg`.
+    pub fn newest_snapshot(&self) -> Option<&SnapshotInfo> {
+        self.snapshots.iter().max_by_key(|s| s.createtxg)
+    }
+
+    pub fn snapshot_by_guid(&self, guid: u64) -> Option<&SnapshotInfo> {
+        self.snapshots.iter().find(|s| s.guid == guid)
+    }
+
+    pub(crate) fn has_hold(&self, guid: u64, tag: &str) -> bool {
+        self.holds.iter().any(|h| h.guid == guid && h.tag == tag)
+    }
+}
