@@ -377,11 +377,23 @@ fn day_matches(f: &CronFields, date: Date) -> bool {
     }
 }
 
-/// The instants at which the expression fires on one civil day, ascending, without
-/// duplicates (a gap can map two civil times to one instant).
-fn cron_instants_on(f: &CronFields, tz: &TimeZone, date: Date, out: &mut Vec<Timestamp>) {
+/// Civil times of the zone are at most this far from `offset_of(t)` apart for nearby
+/// instants: no zone shifts its offset by more at once (2011's Samoa aside).
+const MAX_SHIFT: SignedDuration = SignedDuration::from_hours(4);
+
+/// The instants at which the expression fires on one civil day, limited to civil times in
+/// `[lo, hi]`, ascending, without duplicates (a gap can map two civil times to one
+/// instant).
+fn cron_instants_on(
+    f: &CronFields,
+    tz: &TimeZone,
+    date: Date,
+    lo: DateTime,
+    hi: DateTime,
+    out: &mut Vec<Timestamp>,
+) {
     out.clear();
-    if !day_matches(f, date) {
+    if !day_matches(f, date) || date < lo.date() || date > hi.date() {
         return;
     }
     let every_hour = f.hours & 0x00ff_ffff == 0x00ff_ffff;
@@ -394,6 +406,9 @@ fn cron_instants_on(f: &CronFields, tz: &TimeZone, date: Date, out: &mut Vec<Tim
                 continue;
             }
             let dt = DateTime::from_parts(date, jiff::civil::time(hour, minute, 0, 0));
+            if dt < lo || dt > hi {
+                continue;
+            }
             let push = |out: &mut Vec<Timestamp>, offset: jiff::tz::Offset| {
                 if let Ok(t) = offset.to_timestamp(dt) {
                     out.push(t);
@@ -416,55 +431,56 @@ fn cron_instants_on(f: &CronFields, tz: &TimeZone, date: Date, out: &mut Vec<Tim
     out.dedup();
 }
 
+fn civil_shift(dt: DateTime, by: SignedDuration) -> DateTime {
+    dt.checked_add(by).unwrap_or(if by.is_negative() {
+        DateTime::MIN
+    } else {
+        DateTime::MAX
+    })
+}
+
 fn cron_next(f: &CronFields, tz: &TimeZone, t: Timestamp) -> Result<Timestamp, ScheduleError> {
-    // Start a day early: a civil day's instants can begin before `t`'s civil date in zones
-    // whose offset just changed.
-    let start = tz
-        .to_datetime(t)
-        .date()
-        .yesterday()
-        .map_err(|_| ScheduleError::OutOfRange)?;
+    let lo = civil_shift(tz.to_datetime(t), -MAX_SHIFT);
+    let start = lo.date();
     let mut buf = Vec::new();
     let mut best: Option<Timestamp> = None;
+    let mut hi = DateTime::MAX;
     for i in 0..MAX_SEARCH_DAYS {
         let date = start
             .checked_add(i.days())
             .map_err(|_| ScheduleError::OutOfRange)?;
-        cron_instants_on(f, tz, date, &mut buf);
-        if let Some(&found) = buf.iter().find(|&&x| x > t) {
-            best = Some(best.map_or(found, |b| b.min(found)));
-        }
-        // The next civil day's instants all come later than this one's, up to offset
-        // changes of under a day: one more day settles it.
-        if let Some(b) = best
-            && tz.to_datetime(b).date() < date
-        {
+        if date > hi.date() {
             break;
+        }
+        cron_instants_on(f, tz, date, lo, hi, &mut buf);
+        if let Some(&found) = buf.iter().find(|&&x| x > t) {
+            let b = best.map_or(found, |b| b.min(found));
+            best = Some(b);
+            // A later civil time can only map to an earlier instant within a fold.
+            hi = civil_shift(tz.to_datetime(b), MAX_SHIFT);
         }
     }
     best.ok_or(ScheduleError::OutOfRange)
 }
 
 fn cron_prev(f: &CronFields, tz: &TimeZone, t: Timestamp) -> Result<Timestamp, ScheduleError> {
-    let start = tz
-        .to_datetime(t)
-        .date()
-        .tomorrow()
-        .map_err(|_| ScheduleError::OutOfRange)?;
+    let hi = civil_shift(tz.to_datetime(t), MAX_SHIFT);
+    let start = hi.date();
     let mut buf = Vec::new();
     let mut best: Option<Timestamp> = None;
+    let mut lo = DateTime::MIN;
     for i in 0..MAX_SEARCH_DAYS {
         let date = start
             .checked_sub(i.days())
             .map_err(|_| ScheduleError::OutOfRange)?;
-        cron_instants_on(f, tz, date, &mut buf);
-        if let Some(&found) = buf.iter().rev().find(|&&x| x <= t) {
-            best = Some(best.map_or(found, |b| b.max(found)));
-        }
-        if let Some(b) = best
-            && tz.to_datetime(b).date() > date
-        {
+        if date < lo.date() {
             break;
+        }
+        cron_instants_on(f, tz, date, lo, hi, &mut buf);
+        if let Some(&found) = buf.iter().rev().find(|&&x| x <= t) {
+            let b = best.map_or(found, |b| b.max(found));
+            best = Some(b);
+            lo = civil_shift(tz.to_datetime(b), -MAX_SHIFT);
         }
     }
     best.ok_or(ScheduleError::OutOfRange)
@@ -475,3 +491,6 @@ impl fmt::Display for RunReason {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests;
