@@ -1009,7 +1009,8 @@ impl<'a> Planner<'a> {
         if let Ok(bookmark) = bookmark_name(&src.dataset, to, self.input.policy) {
             out.extend(self.bookmark(to, bookmark));
         }
-        out.extend(self.release_others(to.guid, to.createtxg));
+        // `to` is newer than anything the target has now.
+        out.extend(self.release_others(to.guid, to.createtxg, u64::MAX));
         out
     }
 
@@ -1098,16 +1099,20 @@ impl<'a> Planner<'a> {
         {
             steps.push(self.hold(Side::Target, name, t));
         }
-        steps.extend(self.release_others(guid, txg));
+        let dst_txg = dst.snapshot_by_guid(guid).map_or(u64::MAX, |t| t.createtxg);
+        steps.extend(self.release_others(guid, txg, dst_txg));
         self.steps.extend(steps);
     }
 
     /// Release this policy's holds on every other snapshot and destroy its bookmarks of
     /// older ones. Only called once the new common snapshot is protected (the steps before
     /// these in the same list).
-    fn release_others(&self, keep_guid: u64, keep_txg: u64) -> Vec<Step> {
+    fn release_others(&self, keep_guid: u64, src_keep_txg: u64, dst_keep_txg: u64) -> Vec<Step> {
         let mut out = Vec::new();
-        for (side, inv) in [(Side::Source, self.src), (Side::Target, self.dst)] {
+        for (side, inv, keep_txg) in [
+            (Side::Source, self.src, src_keep_txg),
+            (Side::Target, self.dst, dst_keep_txg),
+        ] {
             for h in inv
                 .holds
                 .iter()
@@ -1139,7 +1144,9 @@ impl<'a> Planner<'a> {
             }
         }
         for b in self.src.bookmarks.iter().filter(|b| {
-            b.guid != keep_guid && b.createtxg < keep_txg && b.name.as_str().ends_with(&self.suffix)
+            b.guid != keep_guid
+                && b.createtxg < src_keep_txg
+                && b.name.as_str().ends_with(&self.suffix)
         }) {
             let Ok(bookmark) = self.src.dataset.bookmark(&b.name) else {
                 continue;

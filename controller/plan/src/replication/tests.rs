@@ -1,1 +1,768 @@
+use std::sync::Arc;
 
+use jiff::SignedDuration;
+use proptest::prelude::*;
+use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
+
+use super::*;
+use crate::inventory::{BookmarkInfo, HoldInfo, ResumeToken, SnapshotInfo};
+
+const POLICY: &str = "ns/offsite";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+fn now() -> Timestamp {
+    ts("2026-11-22T12:00:00Z")
+}
+
+/// Snapshot number `i` of the source history: guid and txg follow from `i`.
+fn snap(i: u64) -> SnapshotInfo {
+    SnapshotInfo {
+        name: format!("tidepool_s{i:03}_h").parse().expect("name"),
+        guid: 0xa000 + i,
+        createtxg: 100 + 10 * i,
+        creation: ts("2026-11-01T00:00:00Z") + SignedDuration::from_hours(i as i64),
+        owner: Some(Arc::from("ns/hourly")),
+        held: false,
+    }
+}
+
+/// The same snapshot as received on the target: same guid and name, its own txg.
+fn received(i: u64) -> SnapshotInfo {
+    SnapshotInfo {
+        createtxg: 5000 + 7 * i,
+        ..snap(i)
+    }
+}
+
+fn source(ids: &[u64]) -> DatasetInventory {
+    DatasetInventory::with_snapshots(
+        "tank/db".parse().expect("dataset"),
+        ids.iter().map(|i| snap(*i)).collect(),
+    )
+}
+
+fn target(ids: &[u64]) -> DatasetInventory {
+    DatasetInventory::with_snapshots(
+        "backup/db".parse().expect("dataset"),
+        ids.iter().map(|i| received(*i)).collect(),
+    )
+}
+
+fn absent_target() -> DatasetInventory {
+    DatasetInventory::absent("backup/db".parse().expect("dataset"))
+}
+
+fn bookmark_of(i: u64, name: &str) -> BookmarkInfo {
+    let s = snap(i);
+    BookmarkInfo {
+        name: name.parse().expect("name"),
+        guid: s.guid,
+        createtxg: s.createtxg,
+        creation: s.creation,
+    }
+}
+
+struct Setup {
+    source: DatasetInventory,
+    target: DatasetInventory,
+    send: SendOptions,
+    selection: SnapshotSelection,
+    on_divergence: OnDivergence,
+    resume_failed: Option<ResumeFailure>,
+    selection_owner: Option<&'static str>,
+}
+
+impl Setup {
+    fn new(source: DatasetInventory, target: DatasetInventory) -> Self {
+        Self {
+            source,
+            target,
+            send: SendOptions::default(),
+            selection: SnapshotSelection {
+                intermediates: true,
+                ..Default::default()
+            },
+            on_divergence: OnDivergence::Fail,
+            resume_failed: None,
+            selection_owner: None,
+        }
+    }
+
+    fn plan(&self) -> ReplicationPlan {
+        let input = ReplicationInput {
+            policy: POLICY,
+            source: &self.source,
+            target: &self.target,
+            send: &self.send,
+            selection: &self.selection,
+            selection_owner: self.selection_owner,
+            on_divergence: self.on_divergence,
+            resume_failed: self.resume_failed.as_ref(),
+        };
+        plan(&input, now())
+    }
+
+    /// Mark the newest common snapshot `i` as protected already (held on both sides,
+    /// bookmarked on the source), as after an earlier successful step.
+    fn protected(mut self, i: u64) -> Self {
+        let tag = hold_tag(POLICY);
+        self.source.holds.push(HoldInfo {
+            guid: snap(i).guid,
+            tag: tag.clone(),
+        });
+        self.target.holds.push(HoldInfo {
+            guid: snap(i).guid,
+            tag,
+        });
+        let bm = bookmark_name(&self.source.dataset, &snap(i), POLICY).expect("name");
+        self.source
+            .bookmarks
+            .push(bookmark_of(i, bm.short().as_str()));
+        self
+    }
+}
+
+/// A compact description of a plan: one line per step.
+fn describe(plan: &ReplicationPlan) -> Vec<String> {
+    let short = |n: &str| {
+        n.rsplit_once(['@', '#'])
+            .map_or(n.to_owned(), |(_, s)| s.to_owned())
+    };
+    plan.steps
+        .iter()
+        .map(|s| match &s.action {
+            Action::AbortReceive { target } => format!("abort {target}"),
+            Action::RenameTarget { to, .. } => format!("rename {to}"),
+            Action::Send(send) => match &send.stream {
+                Stream::Full { snapshot, .. } => format!("full {}", short(snapshot.as_str())),
+                Stream::Incremental {
+                    base,
+                    to,
+                    intermediates,
+                    ..
+                } => {
+                    let base = match base {
+                        Base::Snapshot { name, .. } => short(name.as_str()),
+                        Base::Bookmark { name, .. } => format!("#{}", short(name.as_str())),
+                    };
+                    let flag = if *intermediates { "-I" } else { "-i" };
+                    format!("{flag} {base} {}", short(to.as_str()))
+                }
+                Stream::Resume { token, .. } => format!("resume {token}"),
+            },
+            Action::Hold { side, snapshot, .. } => {
+                format!("hold {side:?} {}", short(snapshot.as_str()))
+            }
+            Action::Release { side, snapshot, .. } => {
+                format!("release {side:?} {}", short(snapshot.as_str()))
+            }
+            Action::Bookmark { snapshot, .. } => format!("bookmark {}", short(snapshot.as_str())),
+            Action::DestroyBookmark { bookmark, .. } => {
+                format!("destroy bookmark {}", short(bookmark.as_str()))
+            }
+            Action::SetOwner { snapshots, .. } => format!("claim {}", snapshots.len()),
+        })
+        .collect()
+}
+
+#[test]
+fn first_run_is_a_full_send() {
+    // Intermediates: the oldest in full, then -I to the newest.
+    let s = Setup::new(source(&[1, 2, 3]), absent_target());
+    let plan = s.plan();
+    assert_eq!(
+        describe(&plan),
+        ["full tidepool_s001_h", "-I tidepool_s001_h tidepool_s003_h"]
+    );
+    assert_eq!(plan.steps[0].reason.code, ReasonCode::InitialFullSend);
+    assert!(plan.divergence.is_none() && plan.blocked.is_none());
+    // Without: the newest alone.
+    let mut s = Setup::new(source(&[1, 2, 3]), absent_target());
+    s.selection.intermediates = false;
+    assert_eq!(describe(&s.plan()), ["full tidepool_s003_h"]);
+}
+
+#[test]
+fn incremental_from_the_newest_common_snapshot_by_guid() {
+    let mut s = Setup::new(source(&[1, 2, 3, 4, 5]), target(&[1, 2, 3])).protected(3);
+    // The target's copy of 3 has another name: identity is the guid.
+    s.target.snapshots[2].name = "renamed-on-target".parse().expect("name");
+    let plan = s.plan();
+    assert_eq!(describe(&plan), ["-I tidepool_s003_h tidepool_s005_h"]);
+    let send = plan.sends().next().expect("send");
+    assert_eq!(send.stream.base_guid(), Some(snap(3).guid));
+    assert_eq!(plan.steps[0].reason.code, ReasonCode::Incremental);
+    assert_eq!(
+        plan.newest_common.as_ref().map(|c| c.guid),
+        Some(snap(3).guid)
+    );
+    assert_eq!(
+        plan.newest_common.as_ref().map(|c| c.name.as_str()),
+        Some("renamed-on-target")
+    );
+    assert!(!send.receive.exclude_properties.iter().any(|p| p == "-F"));
+    // What happens after: claim the two received snapshots, hold 5 on both sides,
+    // bookmark it, release 3's holds, destroy 3's bookmark.
+    let after: Vec<String> = describe(&ReplicationPlan {
+        steps: send.on_success.clone(),
+        divergence: None,
+        blocked: None,
+        newest_common: None,
+    });
+    assert_eq!(
+        after,
+        [
+            "claim 2",
+            "hold Source tidepool_s005_h",
+            "hold Target tidepool_s005_h",
+            "bookmark tidepool_s005_h",
+            "release Source tidepool_s003_h",
+            "release Target renamed-on-target",
+            &format!(
+                "destroy bookmark tidepool_s003_h{}",
+                bookmark_suffix(POLICY)
+            ),
+        ]
+    );
+
+    // -i when the policy skips intermediates.
+    s.selection.intermediates = false;
+    assert_eq!(describe(&s.plan()), ["-i tidepool_s003_h tidepool_s005_h"]);
+}
+
+#[test]
+fn up_to_date_protects_the_common_snapshot_once() {
+    let s = Setup::new(source(&[1, 2, 3]), target(&[1, 2, 3]));
+    let plan = s.plan();
+    assert_eq!(
+        describe(&plan),
+        [
+            "hold Source tidepool_s003_h",
+            "bookmark tidepool_s003_h",
+            "hold Target tidepool_s003_h"
+        ]
+    );
+    assert!(plan.is_up_to_date());
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| s.reason.code == ReasonCode::ProtectCommon)
+    );
+    // Once protected, nothing.
+    let s = Setup::new(source(&[1, 2, 3]), target(&[1, 2, 3])).protected(3);
+    assert!(s.plan().steps.is_empty());
+}
+
+#[test]
+fn from_a_bookmark_when_the_source_lost_the_common_snapshot() {
+    // The source destroyed 3 (the target's newest) but kept a bookmark of it.
+    let mut s = Setup::new(source(&[1, 4, 5, 6]), target(&[1, 2, 3]));
+    s.source.bookmarks.push(bookmark_of(3, "keep3"));
+    let plan = s.plan();
+    assert_eq!(
+        describe(&plan),
+        [
+            "hold Target tidepool_s003_h",
+            "-i #keep3 tidepool_s004_h",
+            "-I tidepool_s004_h tidepool_s006_h"
+        ]
+    );
+    let codes: Vec<ReasonCode> = plan.steps.iter().map(|s| s.reason.code).collect();
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::ProtectCommon,
+            ReasonCode::IncrementalFromBookmark,
+            ReasonCode::CarryIntermediates
+        ]
+    );
+    assert_eq!(
+        plan.newest_common.as_ref().map(|c| c.on_source),
+        Some(false)
+    );
+    // Without intermediates, one step straight to the newest.
+    s.selection.intermediates = false;
+    assert_eq!(
+        describe(&s.plan()),
+        ["hold Target tidepool_s003_h", "-i #keep3 tidepool_s006_h"]
+    );
+}
+
+#[test]
+fn resume_tokens() {
+    let token = |to: Option<u64>, from: Option<u64>, raw: Option<bool>| ResumeToken {
+        token: "1-abc-def".into(),
+        to_guid: to.map(|i| snap(i).guid),
+        from_guid: from.map(|i| snap(i).guid),
+        raw,
+    };
+    struct Case {
+        name: &'static str,
+        token: ResumeToken,
+        failed: bool,
+        encrypted: bool,
+        want: Vec<&'static str>,
+    }
+    let cases = [
+        Case {
+            name: "a valid token is resumed, nothing else",
+            token: token(Some(4), Some(3), Some(false)),
+            failed: false,
+            encrypted: false,
+            want: vec!["resume 1-abc-def"],
+        },
+        Case {
+            name: "an opaque token is resumed",
+            token: ResumeToken::opaque("1-abc-def"),
+            failed: false,
+            encrypted: false,
+            want: vec!["resume 1-abc-def"],
+        },
+        Case {
+            name: "the last resume of this token failed: abort and plan afresh",
+            token: ResumeToken::opaque("1-abc-def"),
+            failed: true,
+            encrypted: false,
+            want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
+        },
+        Case {
+            name: "its snapshot is gone from the source",
+            token: token(Some(9), Some(3), None),
+            failed: false,
+            encrypted: false,
+            want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
+        },
+        Case {
+            name: "its base is gone",
+            token: token(Some(4), Some(0), None),
+            failed: false,
+            encrypted: false,
+            want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
+        },
+        Case {
+            name: "a raw token while the policy now sends non-raw (unencrypted source)",
+            token: token(Some(4), Some(3), Some(true)),
+            failed: false,
+            encrypted: false,
+            want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
+        },
+        Case {
+            name: "a non-raw token for an encrypted source",
+            token: token(Some(4), Some(3), Some(false)),
+            failed: false,
+            encrypted: true,
+            want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
+        },
+    ];
+    for c in cases {
+        let mut s = Setup::new(source(&[1, 2, 3, 4, 5]), target(&[1, 2, 3])).protected(3);
+        s.source.encrypted = c.encrypted;
+        s.target.receive_resume_token = Some(c.token);
+        if c.failed {
+            s.resume_failed = Some(ResumeFailure {
+                token: "1-abc-def".into(),
+                error: "cannot resume send: 'tank/db@x' used in the initial send no longer exists"
+                    .into(),
+            });
+        }
+        let plan = s.plan();
+        assert_eq!(describe(&plan), c.want, "{}", c.name);
+        let first = &plan.steps[0].reason;
+        if c.want[0].starts_with("abort") {
+            assert_eq!(first.code, ReasonCode::StaleResumeToken, "{}", c.name);
+            assert!(first.message.contains("stale"), "{}", c.name);
+        } else {
+            assert_eq!(first.code, ReasonCode::ResumeInterrupted, "{}", c.name);
+        }
+    }
+}
+
+#[test]
+fn interrupted_first_receive() {
+    // A full receive was cut short: the target exists with a token and no snapshots.
+    let mut t = target(&[]);
+    t.receive_resume_token = Some(ResumeToken {
+        token: "1-full".into(),
+        to_guid: Some(snap(1).guid),
+        from_guid: None,
+        raw: Some(false),
+    });
+    let s = Setup::new(source(&[1, 2]), t.clone());
+    assert_eq!(describe(&s.plan()), ["resume 1-full"]);
+    // Stale: abort (which removes the partial dataset) and start over with a full send.
+    let mut s = Setup::new(source(&[1, 2]), t);
+    s.resume_failed = Some(ResumeFailure {
+        token: "1-full".into(),
+        error: "checksum mismatch".into(),
+    });
+    assert_eq!(
+        describe(&s.plan()),
+        [
+            "abort backup/db",
+            "full tidepool_s001_h",
+            "-I tidepool_s001_h tidepool_s002_h"
+        ]
+    );
+}
+
+#[test]
+fn encryption() {
+    // (source encrypted, send.raw, want raw flag or refusal)
+    let cases = [
+        (true, true, Ok(true)),
+        (false, true, Ok(false)),
+        (false, false, Ok(false)),
+        (true, false, Err(BlockedCode::PlaintextOfEncryptedSource)),
+    ];
+    for (encrypted, raw, want) in cases {
+        let mut s = Setup::new(source(&[1, 2]), absent_target());
+        s.source.encrypted = encrypted;
+        s.send.raw = raw;
+        let plan = s.plan();
+        let got = match &plan.blocked {
+            Some(b) => Err(b.code),
+            None => Ok(plan.sends().all(|send| send.flags.raw)),
+        };
+        assert_eq!(got, want, "encrypted {encrypted} raw {raw}");
+        if got.is_err() {
+            assert!(plan.steps.is_empty());
+        }
+    }
+}
+
+#[test]
+fn divergence() {
+    struct Case {
+        name: &'static str,
+        target: DatasetInventory,
+        kind: &'static str,
+    }
+    let mut written = target(&[1, 2, 3]);
+    written.written_since_newest = 4096;
+    let mut foreign = target(&[]);
+    foreign.snapshots.push(SnapshotInfo {
+        guid: 0xdead,
+        ..received(7)
+    });
+    let mut after_common = target(&[1, 2]);
+    after_common.snapshots.push(SnapshotInfo {
+        guid: 0xbeef,
+        name: "made-on-target".parse().expect("name"),
+        ..received(3)
+    });
+    let cases = [
+        Case {
+            name: "target has snapshots newer than the common one",
+            target: after_common,
+            kind: "SnapshotsAfterCommon",
+        },
+        Case {
+            name: "source destroyed what the target still has newest",
+            // The target has 4, the source no longer has it (nor a bookmark).
+            target: target(&[1, 2, 3, 4]),
+            kind: "SnapshotsAfterCommon",
+        },
+        Case {
+            name: "no common snapshot",
+            target: foreign,
+            kind: "NoCommonSnapshot",
+        },
+        Case {
+            name: "an empty dataset is in the way",
+            target: target(&[]),
+            kind: "NoCommonSnapshot",
+        },
+        Case {
+            name: "written since the common snapshot",
+            target: written,
+            kind: "ModifiedSinceCommon",
+        },
+    ];
+    for c in cases {
+        let src = source(&[1, 2, 3, 5]);
+        // Fail: report, change nothing.
+        let mut s = Setup::new(src.clone(), c.target.clone());
+        let plan = s.plan();
+        let d = plan.divergence.as_ref().expect(c.name);
+        assert_eq!(d.kind.as_str(), c.kind, "{}", c.name);
+        assert_eq!(
+            plan.blocked.as_ref().map(|b| b.code),
+            Some(BlockedCode::Diverged),
+            "{}",
+            c.name
+        );
+        assert!(plan.steps.is_empty(), "{}", c.name);
+        // Rotate: rename aside, then a full send into the now free name.
+        s.on_divergence = OnDivergence::Rotate;
+        let plan = s.plan();
+        assert_eq!(
+            describe(&plan),
+            [
+                "rename backup/db-diverged-20261122T120000Z",
+                "full tidepool_s001_h",
+                "-I tidepool_s001_h tidepool_s005_h"
+            ],
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            plan.divergence.as_ref().map(|d| d.kind.as_str()),
+            Some(c.kind)
+        );
+        assert!(plan.blocked.is_none());
+        assert_eq!(plan.steps[0].reason.code, ReasonCode::RotateDiverged);
+        assert_eq!(plan.steps[1].reason.code, ReasonCode::FullSendAfterRotate);
+    }
+}
+
+#[test]
+fn a_pool_root_cannot_rotate() {
+    let mut t = target(&[]);
+    t.dataset = "backup".parse().expect("dataset");
+    t.snapshots.push(SnapshotInfo {
+        guid: 0xdead,
+        ..received(1)
+    });
+    let mut s = Setup::new(source(&[1]), t);
+    s.on_divergence = OnDivergence::Rotate;
+    let plan = s.plan();
+    assert_eq!(
+        plan.blocked.map(|b| b.code),
+        Some(BlockedCode::CannotRotate)
+    );
+    assert!(plan.steps.is_empty());
+}
+
+#[test]
+fn selection_picks_what_is_sent() {
+    let mut src = source(&[1, 2, 3, 4]);
+    src.snapshots[3].owner = Some(Arc::from("ns/other"));
+    src.snapshots[3].name = "manual-4".parse().expect("name");
+    // By owner (scheduleName): 4 is another object's.
+    let mut s = Setup::new(src.clone(), target(&[1])).protected(1);
+    s.selection_owner = Some("ns/hourly");
+    assert_eq!(describe(&s.plan()), ["-I tidepool_s001_h tidepool_s003_h"]);
+    // By name prefix.
+    let mut s = Setup::new(src.clone(), target(&[1])).protected(1);
+    s.selection.name_prefix = Some("manual".into());
+    assert_eq!(describe(&s.plan()), ["-I tidepool_s001_h manual-4"]);
+    // Nothing selected.
+    let mut s = Setup::new(src, absent_target());
+    s.selection.name_prefix = Some("nope".into());
+    assert_eq!(
+        s.plan().blocked.map(|b| b.code),
+        Some(BlockedCode::NoSourceSnapshots)
+    );
+    // No source.
+    let mut s = Setup::new(source(&[]), absent_target());
+    s.source.exists = false;
+    assert_eq!(
+        s.plan().blocked.map(|b| b.code),
+        Some(BlockedCode::SourceMissing)
+    );
+}
+
+#[test]
+fn names_of_holds_bookmarks_and_rotations() {
+    assert_eq!(hold_tag("ns/offsite"), "tidepool:ns/offsite");
+    assert!(hold_tag(&"x".repeat(300)).len() < 40);
+    let ds: DatasetName = "tank/db".parse().expect("dataset");
+    let b = bookmark_name(&ds, &snap(1), POLICY).expect("bookmark");
+    assert_eq!(
+        b.as_str(),
+        format!("tank/db#tidepool_s001_h{}", bookmark_suffix(POLICY))
+    );
+    let mut long = snap(1);
+    long.name = "a".repeat(195).parse().expect("name");
+    let b = bookmark_name(&ds, &long, POLICY).expect("bookmark");
+    assert!(b.as_str().starts_with("tank/db#g000000000000a001_tp"));
+    assert_eq!(
+        rotated_name(&"backup/db".parse().expect("dataset"), now())
+            .expect("name")
+            .as_str(),
+        "backup/db-diverged-20261122T120000Z"
+    );
+    assert!(
+        rotated_name(
+            &format!("backup/{}", "d".repeat(240)).parse().expect("ds"),
+            now()
+        )
+        .is_err()
+    );
+}
+
+// ---- property tests ----
+
+/// A random history of one source and its target: the source takes snapshots 0..n; the
+/// target received some prefix of them; then each side may have destroyed some, the
+/// source may keep bookmarks, the target may have extra snapshots of its own, writes, a
+/// resume token.
+#[derive(Debug, Clone)]
+struct History {
+    source: DatasetInventory,
+    target: DatasetInventory,
+    intermediates: bool,
+    rotate: bool,
+    failed: bool,
+}
+
+fn arb_history() -> impl Strategy<Value = History> {
+    (
+        1u64..25,
+        0u64..25,
+        proptest::collection::vec(any::<(bool, bool, bool)>(), 25),
+        0u8..4,
+        0u8..6,
+        any::<(bool, bool, bool, bool)>(),
+        0u64..30,
+        0u64..30,
+    )
+        .prop_map(
+            |(
+                n,
+                received_n,
+                keep,
+                extra,
+                token_kind,
+                (intermediates, rotate, failed, target_exists),
+                to,
+                from,
+            )| {
+                let received_n = received_n.min(n);
+                let mut src = source(&[]);
+                let mut dst = target(&[]);
+                dst.exists = target_exists || received_n > 0;
+                for i in 0..n {
+                    let (src_keeps, dst_keeps, bookmark) = keep[i as usize];
+                    if src_keeps || i == n - 1 {
+                        src.snapshots.push(snap(i));
+                    }
+                    if bookmark {
+                        src.bookmarks.push(bookmark_of(i, &format!("b{i}")));
+                    }
+                    if i < received_n && dst_keeps {
+                        dst.snapshots.push(received(i));
+                    }
+                }
+                if extra > 0 && dst.exists {
+                    for k in 0..u64::from(extra) {
+                        dst.snapshots.push(SnapshotInfo {
+                            guid: 0xf000 + k,
+                            name: format!("local{k}").parse().expect("name"),
+                            ..received(30 + k)
+                        });
+                    }
+                }
+                if extra == 3 {
+                    dst.written_since_newest = 1;
+                }
+                if dst.exists {
+                    dst.receive_resume_token = match token_kind {
+                        0 => Some(ResumeToken::opaque("t")),
+                        1 => Some(ResumeToken {
+                            token: "t".into(),
+                            to_guid: Some(snap(to).guid),
+                            from_guid: Some(snap(from).guid),
+                            raw: None,
+                        }),
+                        _ => None,
+                    };
+                }
+                History {
+                    source: src,
+                    target: dst,
+                    intermediates,
+                    rotate,
+                    failed,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn replication_invariants(h in arb_history()) {
+        let mut s = Setup::new(h.source.clone(), h.target.clone());
+        s.selection.intermediates = h.intermediates;
+        s.on_divergence = if h.rotate { OnDivergence::Rotate } else { OnDivergence::Fail };
+        if h.failed {
+            s.resume_failed = Some(ResumeFailure { token: "t".into(), error: "stale".into() });
+        }
+        let plan = s.plan();
+        let dst = &h.target;
+        let target_guids: HashSet<u64> = dst.snapshots.iter().map(|x| x.guid).collect();
+
+        // Walk the steps, tracking what the target has, as the executor would.
+        let mut has: HashSet<u64> = target_guids.clone();
+        let mut target_present = dst.exists;
+        let mut token_present = dst.receive_resume_token.is_some();
+        for step in &plan.steps {
+            match &step.action {
+                Action::AbortReceive { target } => {
+                    prop_assert_eq!(target, &dst.dataset);
+                    prop_assert!(token_present, "abort without a token");
+                    token_present = false;
+                    if dst.snapshots.is_empty() {
+                        target_present = false;
+                    }
+                }
+                Action::RenameTarget { from, to } => {
+                    prop_assert_eq!(from, &dst.dataset);
+                    let prefix = format!("{}-diverged-", dst.dataset);
+                    prop_assert!(to.as_str().starts_with(&prefix), "rotated to {}", to);
+                    prop_assert!(plan.divergence.is_some());
+                    target_present = false;
+                    has.clear();
+                }
+                Action::Send(send) => {
+                    prop_assert!(send.receive.resumable);
+                    match &send.stream {
+                        Stream::Full { guid, .. } => {
+                            // A full stream only lands where there is no dataset.
+                            prop_assert!(!target_present, "full receive over an existing target");
+                            target_present = true;
+                            has.insert(*guid);
+                        }
+                        Stream::Incremental { base, to_guid, intermediates, .. } => {
+                            // Never a send whose base the target lacks.
+                            prop_assert!(has.contains(&base.guid()), "base {} not on target", base.guid());
+                            prop_assert!(target_present);
+                            // The target has nothing newer than the base (no rollback needed).
+                            if matches!(base, Base::Bookmark { .. }) {
+                                prop_assert!(!intermediates, "-I from a bookmark");
+                            }
+                            has.insert(*to_guid);
+                        }
+                        Stream::Resume { .. } => prop_assert!(token_present),
+                    }
+                }
+                Action::Hold { side, guid, .. } => {
+                    if *side == Side::Target { prop_assert!(has.contains(guid)); }
+                }
+                Action::Release { .. } | Action::Bookmark { .. } | Action::SetOwner { .. } => {}
+                Action::DestroyBookmark { bookmark, .. } => {
+                    prop_assert!(bookmark.as_str().ends_with(&bookmark_suffix(POLICY)));
+                }
+            }
+        }
+        // Divergence never yields a destroy of target data: with Fail nothing at all; with
+        // Rotate the old dataset is renamed first, never received over.
+        if let Some(_d) = &plan.divergence {
+            if h.rotate {
+                let renamed = plan.steps.iter().any(|s| matches!(s.action, Action::RenameTarget { .. }));
+                prop_assert!(plan.blocked.is_some() || renamed, "diverged without rename");
+            } else {
+                prop_assert!(plan.steps.is_empty());
+            }
+        }
+        // Every step explains itself.
+        for step in &plan.steps {
+            prop_assert!(!step.reason.message.is_empty());
+        }
+    }
+}
