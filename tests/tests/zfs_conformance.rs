@@ -122,6 +122,9 @@ fn expect_kind<T: std::fmt::Debug>(r: Result<T, ZfsError>, kind: ErrorKind) -> Z
         Ok(v) => panic!("expected {kind}, got success: {v:?}"),
         Err(e) => {
             assert_eq!(e.kind(), kind, "wrong classification of: {e}");
+            if let Some(stderr) = e.stderr() {
+                capture_stderr(kind, stderr);
+            }
             e
         }
     }
@@ -132,6 +135,28 @@ fn capture(name: &str, content: &[u8]) {
         let dir = std::path::PathBuf::from(dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), content).unwrap();
+    }
+}
+
+/// Appends one real stderr and the kind the layer gave it to `stderr-classified.tsv`
+/// (`<kind><TAB><stderr with \\ \\n \\t escaped>`), the classifier's fixture.
+fn capture_stderr(kind: ErrorKind, stderr: &str) {
+    use std::io::Write;
+    if let Some(dir) = std::env::var_os("TIDEPOOL_ZFS_CAPTURE") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let escaped = stderr
+            .trim_end()
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\t', "\\t");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr-classified.tsv"))
+            .unwrap();
+        f.write_all(format!("{kind}\t{escaped}\n").as_bytes())
+            .unwrap();
     }
 }
 
@@ -820,9 +845,14 @@ async fn interrupted(z: &VmZfs, req: &SendRequest, recv: &ReceiveRequest, cut: u
     }
     assert_eq!(sink.progress().bytes(), cut as u64);
     send.abort().await;
-    sink.finish()
+    let e = sink
+        .finish()
         .await
-        .expect_err("a cut stream must fail the receive")
+        .expect_err("a cut stream must fail the receive");
+    if let Some(stderr) = e.stderr() {
+        capture_stderr(e.kind(), stderr);
+    }
+    e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,9 @@
 //! datasets x 1,000 snapshots, with one user property column), parsed
 //!
 //! - `parse-only`: [`ListParser::parse_line`] over lines already in memory (parser speed);
-//! - `streaming`: the production path, [`read_records`] reading the listing from a file
-//!   through a 256 KiB buffer, keeping the parsed [`ListEntry`]s (what `Zfs::list` does
-//!   with the child's stdout);
+//! - `streaming`: the production path, `Zfs::list` with the local executor: a child
+//!   process (a `zfs` shim that cats the listing) whose stdout pipe is parsed line by line
+//!   as it arrives, keeping the parsed entries;
 //! - `baseline`: the naive way, the whole output read into one String, then
 //!   `split('\t')` into a `Vec<String>` per line, kept.
 //!
@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use tidepool_zfs::parse::{ListEntry, ListParser, read_records};
+use tidepool_api::names::DatasetName;
+use tidepool_zfs::parse::ListParser;
+use tidepool_zfs::{ListRequest, LocalExecutor, Zfs};
 
 const DEFAULT_LINES: usize = 1_000_000;
 const SNAPS_PER_DATASET: usize = 1_000;
@@ -272,27 +274,31 @@ fn run_variant(variant: &str, file: &Path) {
             (n, secs, None, cpu_seconds() - cpu_before)
         }
         "streaming" => {
+            // The production path end to end: `Zfs::list` spawns "zfs" with the local
+            // executor (here a shim that cats the listing, so no ZFS is needed), reads its
+            // stdout pipe line by line and keeps the parsed entries.
+            let dir = file.parent().unwrap_or(Path::new("/tmp"));
+            let shim = dir.join("zfs");
+            let script = format!("#!/bin/sh\nexec cat '{}'\n", file.display());
+            std::fs::write(&shim, script).unwrap_or_else(|e| fail(e.to_string()));
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| fail(e.to_string()));
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap_or_else(|e| fail(e.to_string()));
-            let p = parser();
+            let zfs = Zfs::new(LocalExecutor::with_bin_dir(dir));
+            let root: DatasetName = "tank".parse().unwrap_or_else(|e| fail(format!("{e}")));
+            let req = ListRequest::inventory(root, parser().user_props().to_vec());
             let start = Instant::now();
-            let entries: Vec<ListEntry> = rt.block_on(async {
-                let f = tokio::fs::File::open(file)
-                    .await
-                    .unwrap_or_else(|e| fail(e.to_string()));
-                let mut r = tokio::io::BufReader::with_capacity(256 * 1024, f);
-                let mut v = Vec::new();
-                read_records(&mut r, &mut |l| p.parse_line(l), &mut |e| v.push(e))
-                    .await
-                    .unwrap_or_else(|e| fail(e.to_string()));
-                v
-            });
+            let inv = rt
+                .block_on(zfs.list(&req))
+                .unwrap_or_else(|e| fail(e.to_string()));
             let secs = start.elapsed().as_secs_f64();
-            let n = entries.len();
+            let n = inv.entries.len();
             let kept = rss_kib().saturating_sub(before);
-            std::hint::black_box(&entries);
+            std::hint::black_box(&inv);
             (n, secs, Some(kept), cpu_seconds() - cpu_before)
         }
         "baseline" => {
