@@ -60,6 +60,7 @@ use crate::names::DatasetName;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.target.node) || self.target.node.nodeName != self.source.nodeName || (self.target.node.dataset != self.source.dataset && !self.target.node.dataset.startsWith(self.source.dataset + '/') && !self.source.dataset.startsWith(self.target.node.dataset + '/'))").message("on the source's own node, the target dataset must not be the source dataset, below it or above it"))]
 pub struct ReplicationPolicySpec {
     /// What to replicate.
     pub source: ReplicationSource,
