@@ -292,10 +292,12 @@ impl ZfsVm {
         let mut qemu = Command::new("bash")
             .arg("-c")
             .arg(
+                // fd 3: a background job's stdin would be /dev/null without it.
                 r#"
-                "$@" </dev/null &
+                exec 3<&0
+                "$@" </dev/null 3<&- &
                 qemu=$!
-                { read -r _; kill -KILL "$qemu" 2>/dev/null; } &
+                { read -r _ <&3; kill -KILL "$qemu" 2>/dev/null; } &
                 watchdog=$!
                 wait "$qemu"
                 status=$?
