@@ -168,8 +168,22 @@ impl ControlPlane {
         let binaries = tokio::task::spawn_blocking(Binaries::ensure)
             .await
             .context("the build task panicked")??;
-        let started = Instant::now();
         sweep_stale_dirs();
+        // A port found free can be taken by someone else before etcd or kube-apiserver
+        // binds it; that race is the only failure worth another attempt.
+        let mut attempt = 1;
+        loop {
+            match Self::launch(binaries.clone()).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn launch(binaries: Binaries) -> Result<Self> {
+        let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempdir()
@@ -583,6 +597,12 @@ enum Request {
 struct Supervisor {
     requests: Option<mpsc::Sender<Request>>,
     thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Supervisor {
