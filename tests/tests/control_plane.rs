@@ -70,6 +70,31 @@ async fn starts_serves_the_full_api_and_stops_on_drop() {
         );
     }
 
+    // The cached kubectl and helm talk to it with the admin kubeconfig.
+    let kubectl = cp
+        .kubectl()
+        .args(["version", "-o", "json"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running kubectl: {e}"));
+    let versions = String::from_utf8_lossy(&kubectl.stdout);
+    assert!(
+        kubectl.status.success() && versions.matches("\"gitVersion\": \"v1.34.").count() == 2,
+        "kubectl version: {versions}{}",
+        String::from_utf8_lossy(&kubectl.stderr)
+    );
+    let helm = cp
+        .helm()
+        .args(["list", "--all-namespaces"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running helm: {e}"));
+    assert!(
+        helm.status.success(),
+        "helm list: {}",
+        String::from_utf8_lossy(&helm.stderr)
+    );
+
     let port = port_of(cp.server());
     assert!(listening(port));
     drop(cp);
