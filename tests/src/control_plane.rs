@@ -150,6 +150,8 @@ pub struct ControlPlane {
     admin_config: Config,
     kubeconfig: PathBuf,
     started_in: Duration,
+    // Last: released after `dir` is gone (see `dir_owner_lock`).
+    _owner: File,
 }
 
 impl fmt::Debug for ControlPlane {
@@ -188,7 +190,7 @@ impl ControlPlane {
             .prefix(TEMP_PREFIX)
             .tempdir()
             .context("creating the control plane's temporary directory")?;
-        fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
+        let owner = dir_owner_lock(dir.path())?;
         let pki = Pki::generate(dir.path())?;
 
         let supervisor = Supervisor::new()?;
@@ -276,6 +278,7 @@ impl ControlPlane {
             admin_config,
             kubeconfig,
             started_in: started.elapsed(),
+            _owner: owner,
         })
     }
 
@@ -724,6 +727,30 @@ fn free_port() -> Result<u16> {
         .context("finding a free loopback port")?
         .local_addr()?
         .port())
+}
+
+/// Records our pid in the directory and holds an exclusive lock on that file for as long as
+/// the control plane lives. A `flock <file> rm -rf <dir>` started in its own process group
+/// waits for the lock, so the directory (etcd preallocates over 100 MB) is removed even when
+/// it belongs to the never-dropped shared instance or the test process is killed: the
+/// kernel releases the lock when the process dies. [`sweep_stale_dirs`] is the fallback.
+fn dir_owner_lock(dir: &Path) -> Result<File> {
+    use std::{io::Write as _, os::unix::process::CommandExt as _};
+    let path = dir.join(OWNER_FILE);
+    let mut owner = File::create(&path).context("creating the owner file")?;
+    write!(owner, "{}", std::process::id())?;
+    owner.lock().context("locking the owner file")?;
+    // Best effort: without flock(1) the sweep at the next start does the job.
+    let _ = Command::new("flock")
+        .arg(&path)
+        .args(["rm", "-rf", "--"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    Ok(owner)
 }
 
 /// Removes temporary directories of control planes whose test process is gone (a static
