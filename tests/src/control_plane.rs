@@ -28,8 +28,9 @@
 //! the shared one: until the process exits) — not from a tokio worker thread, which a
 //! `#[tokio::test]` runtime tears down at the end of each test. Dropping a
 //! [`ControlPlane`] also kills and reaps both processes and removes the temporary
-//! directory; temporary directories left by killed test processes are swept at the next
-//! start.
+//! directory. The temporary directory of one that is never dropped (the shared one, or
+//! any in a killed process) is removed by a `flock` process waiting on a lock that the
+//! kernel releases when the test process dies, and swept at the next start as a fallback.
 
 use std::{
     fmt,
