@@ -13,6 +13,8 @@
 //! carries a reason, a bounded code plus a sentence, so status, events and logs can explain
 //! each destroy and each send.
 
+#![forbid(unsafe_code)]
+
 pub mod inventory;
 pub mod naming;
 pub mod replication;

@@ -27,6 +27,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use jiff::Timestamp;
 use tidepool_api::names::MAX_SHORT_NAME_LEN;
@@ -37,6 +38,7 @@ use tidepool_api::{
 
 use crate::inventory::{BookmarkInfo, DatasetInventory, ResumeToken, SnapshotInfo};
 use crate::naming::{NamePrecision, format_time};
+use crate::retention::{Protection, Protections};
 use crate::schedule::fnv1a;
 
 /// The inputs of one replication step.
@@ -85,6 +87,19 @@ impl ReplicationPlan {
                 .steps
                 .iter()
                 .any(|s| matches!(s.action, Action::Send(_)))
+    }
+
+    /// Add what retention must keep for this policy: the newest common snapshot (on both
+    /// sides: its GUID is the same).
+    pub fn protect(&self, policy: &str, protections: &mut Protections) {
+        if let Some(c) = &self.newest_common {
+            protections.protect(
+                c.guid,
+                Protection::ReplicationBase {
+                    policy: policy.to_owned(),
+                },
+            );
+        }
     }
 
     pub fn sends(&self) -> impl Iterator<Item = &SendStep> {
@@ -262,6 +277,24 @@ impl Base {
     pub fn guid(&self) -> u64 {
         match self {
             Base::Snapshot { guid, .. } | Base::Bookmark { guid, .. } => *guid,
+        }
+    }
+}
+
+impl SendStep {
+    /// Add the snapshots a transfer under way uses (its base and the snapshot it sends), so
+    /// retention on either side leaves them alone until it ends.
+    pub fn protect_in_flight(&self, policy: &str, protections: &mut Protections) {
+        let why = || Protection::TransferInUse {
+            policy: policy.to_owned(),
+        };
+        let (base, to) = match &self.stream {
+            Stream::Full { guid, .. } => (None, Some(*guid)),
+            Stream::Incremental { base, to_guid, .. } => (Some(base.guid()), Some(*to_guid)),
+            Stream::Resume { to_guid, .. } => (None, *to_guid),
+        };
+        for guid in base.into_iter().chain(to) {
+            protections.protect(guid, why());
         }
     }
 }
@@ -529,7 +562,9 @@ impl<'a> Planner<'a> {
                         ReasonCode::ResumeInterrupted,
                         message,
                     ));
-                    return self.finish(None, None);
+                    let common = self.newest_common();
+                    let newest_common = common.as_ref().map(|c| self.common_status(c));
+                    return self.finish(None, newest_common);
                 }
                 Some(why) => {
                     self.steps.push(step(
@@ -728,7 +763,8 @@ impl<'a> Planner<'a> {
     }
 
     fn newest_common(&self) -> Option<SourceCommon<'a>> {
-        let mut target_guids: HashSet<u64> = HashSet::with_capacity(self.dst.snapshots.len());
+        let mut target_guids: GuidSet =
+            HashSet::with_capacity_and_hasher(self.dst.snapshots.len(), Default::default());
         target_guids.extend(self.dst.snapshots.iter().map(|s| s.guid));
         let snapshot = self
             .src
@@ -1164,6 +1200,30 @@ impl<'a> Planner<'a> {
             ));
         }
         out
+    }
+}
+
+/// GUIDs are random 64-bit numbers already: a set of them needs no SipHash, one multiply
+/// spreads them enough (and a million inserts and lookups cost a few milliseconds, not a
+/// hundred).
+type GuidSet = HashSet<u64, BuildHasherDefault<GuidHasher>>;
+
+#[derive(Default)]
+struct GuidHasher(u64);
+
+impl Hasher for GuidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

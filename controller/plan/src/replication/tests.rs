@@ -234,6 +234,29 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
 }
 
 #[test]
+fn plans_feed_retention_protections() {
+    let s = Setup::new(source(&[1, 2, 3, 4]), target(&[1, 2])).protected(2);
+    let plan = s.plan();
+    let mut p = crate::retention::Protections::new();
+    plan.protect(POLICY, &mut p);
+    assert!(matches!(
+        p.get(snap(2).guid),
+        Some(crate::retention::Protection::ReplicationBase { .. })
+    ));
+    plan.sends()
+        .next()
+        .expect("send")
+        .protect_in_flight(POLICY, &mut p);
+    assert!(matches!(
+        p.get(snap(4).guid),
+        Some(crate::retention::Protection::TransferInUse { .. })
+    ));
+    // The base is both; the later protection says why it is kept now.
+    assert!(p.get(snap(2).guid).is_some());
+    assert!(p.get(snap(3).guid).is_none());
+}
+
+#[test]
 fn up_to_date_protects_the_common_snapshot_once() {
     let s = Setup::new(source(&[1, 2, 3]), target(&[1, 2, 3]));
     let plan = s.plan();
