@@ -246,3 +246,85 @@ fn a_panicking_test_still_stops_its_control_plane() {
     assert!(!listening(port), "kube-apiserver outlived the panic");
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
+
+/// Stops a detached `control-plane up` even when the test fails.
+struct Down<'a>(&'a std::path::Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+            .arg("down")
+            .env("TIDEPOOL_CONTROL_PLANE_STATE", self.0)
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn control_plane_up_detach_serves_the_crds_until_down() {
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = |command: &'static str| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_control-plane"));
+        cmd.args(command.split(' '))
+            .env("TIDEPOOL_CONTROL_PLANE_STATE", state.path())
+            .kill_on_drop(true);
+        cmd
+    };
+    let _down = Down(state.path());
+    let up = run("up --detach")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running control-plane up --detach: {e}"));
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up.status.success(),
+        "control-plane up --detach failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let kubeconfig = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+        .unwrap_or_else(|| panic!("no `export KUBECONFIG=` in:\n{stdout}"))
+        .to_owned();
+
+    let binaries = tokio::task::spawn_blocking(tidepool_tests::control_plane::Binaries::ensure)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let crds = tokio::process::Command::new(binaries.kubectl())
+        .args(["get", "crds", "-o", "name"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running kubectl: {e}"));
+    let names = String::from_utf8_lossy(&crds.stdout);
+    assert!(
+        names.contains("snapshotschedules.tidepool.dev")
+            && names.contains("replicationpolicies.tidepool.dev"),
+        "CRDs: {names}{}",
+        String::from_utf8_lossy(&crds.stderr)
+    );
+
+    let status = run("status")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&status.stdout).starts_with("running (pid "));
+    let down = run("down").output().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let status = run("status")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout).trim(),
+        "not running"
+    );
+    assert!(
+        !std::path::Path::new(&kubeconfig).exists(),
+        "{kubeconfig} left behind"
+    );
+}

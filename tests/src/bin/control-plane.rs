@@ -47,8 +47,12 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Where a detached control plane keeps its pid, log and a stable kubeconfig path.
+/// Where a detached control plane keeps its pid, log and a stable kubeconfig path
+/// (`TIDEPOOL_CONTROL_PLANE_STATE` overrides it, e.g. for a test).
 fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TIDEPOOL_CONTROL_PLANE_STATE") {
+        return PathBuf::from(dir);
+    }
     let cache = std::env::var_os("TIDEPOOL_CACHE").map_or_else(
         || {
             let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
