@@ -153,7 +153,7 @@ fn received(source: &[SnapshotInfo], lag: usize, owner: &Arc<str>) -> Vec<Snapsh
 
 fn retention_rules() -> Retention {
     Retention {
-        keep_last: Some(100),
+        keep_last: Some(24),
         keep_within: Some("1d".parse().expect("duration")),
         hourly: Some(48),
         daily: Some(30),
@@ -187,7 +187,7 @@ fn naive_retention(
         .filter(|s| s.owner.as_deref() == Some(OWNER))
         .cloned()
         .collect();
-    owned.sort_by(|a, b| b.creation.cmp(&a.creation));
+    owned.sort_by_key(|s| std::cmp::Reverse(s.creation));
     let mut keep: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
     if let Some(first) = owned.first() {
         keep.entry(first.name.to_string())

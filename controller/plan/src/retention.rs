@@ -218,7 +218,7 @@ pub fn plan_dataset<'a>(
     if owned.is_sorted_by_key(|s| key(s)) {
         owned.reverse();
     } else if !owned.is_sorted_by(|a, b| key(a) >= key(b)) {
-        owned.sort_unstable_by_key(|s| std::cmp::Reverse(key(s)));
+        sort_newest_first(&mut owned);
     }
 
     let mut reasons = vec![KeepReasons::default(); owned.len()];
@@ -258,6 +258,27 @@ pub fn plan<'a>(
         .iter()
         .map(|inv| plan_dataset(rules, inv, now))
         .collect()
+}
+
+/// Sort by `(creation, createtxg)`, newest first. Sorting the references directly chases a
+/// pointer per comparison; sorting compact keys and then gathering is several times faster
+/// on a large unordered inventory.
+fn sort_newest_first(owned: &mut Vec<&SnapshotInfo>) {
+    let mut keys: Vec<(i64, i32, u64, usize)> = owned
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s.creation.as_second(),
+                s.creation.subsec_nanosecond(),
+                s.createtxg,
+                i,
+            )
+        })
+        .collect();
+    keys.sort_unstable_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    let sorted: Vec<&SnapshotInfo> = keys.iter().map(|k| owned[k.3]).collect();
+    *owned = sorted;
 }
 
 fn count(n: Option<i32>) -> usize {

@@ -789,3 +789,301 @@ proptest! {
         }
     }
 }
+
+// ---- simulated histories: schedule, replicate, prune, over many rounds ----
+
+mod simulation {
+    use super::*;
+    use crate::retention::{self, Protections, RetentionRules};
+    use jiff::tz::TimeZone;
+    use tidepool_api::Retention;
+
+    const SCHEDULE: &str = "ns/hourly";
+
+    struct World {
+        src: DatasetInventory,
+        dst: DatasetInventory,
+        next: u64,
+        dst_txg: u64,
+        t: Timestamp,
+    }
+
+    impl World {
+        fn take_snapshot(&mut self) {
+            let i = self.next;
+            self.next += 1;
+            self.t += SignedDuration::from_mins(37);
+            self.src.snapshots.push(SnapshotInfo {
+                name: format!("tidepool_{i:05}_h").parse().expect("name"),
+                guid: 0x5000_0000 + i * 7919,
+                createtxg: 100 + i * 3,
+                creation: self.t,
+                owner: Some(Arc::from(SCHEDULE)),
+                held: false,
+            });
+        }
+
+        fn inv(&mut self, side: Side) -> &mut DatasetInventory {
+            match side {
+                Side::Source => &mut self.src,
+                Side::Target => &mut self.dst,
+            }
+        }
+
+        fn refresh_held(inv: &mut DatasetInventory) {
+            for s in &mut inv.snapshots {
+                s.held = inv.holds.iter().any(|h| h.guid == s.guid);
+            }
+        }
+
+        /// Execute the steps in order, as the controller and agents would; `fail_at` cuts
+        /// the run short (a failed command). Returns false when it failed.
+        fn execute(&mut self, steps: &[Step], fail_at: Option<usize>) -> bool {
+            for (n, step) in steps.iter().enumerate() {
+                if Some(n) == fail_at {
+                    return false;
+                }
+                match &step.action {
+                    Action::AbortReceive { .. } => self.dst.receive_resume_token = None,
+                    Action::RenameTarget { .. } => {
+                        panic!("no divergence in a normal history: {}", step.reason)
+                    }
+                    Action::Send(send) => {
+                        let (base_txg, to_guid, all) = match &send.stream {
+                            Stream::Full { guid, .. } => {
+                                assert!(!self.dst.exists, "full receive over an existing target");
+                                self.dst.exists = true;
+                                (0, *guid, false)
+                            }
+                            Stream::Incremental {
+                                base,
+                                to_guid,
+                                intermediates,
+                                ..
+                            } => {
+                                assert!(
+                                    self.dst.snapshots.iter().any(|s| s.guid == base.guid()),
+                                    "base missing on target"
+                                );
+                                let txg = self
+                                    .src
+                                    .snapshots
+                                    .iter()
+                                    .map(|s| (s.guid, s.createtxg))
+                                    .chain(self.src.bookmarks.iter().map(|b| (b.guid, b.createtxg)))
+                                    .find(|(g, _)| *g == base.guid())
+                                    .map(|(_, t)| t)
+                                    .expect("base on source");
+                                (txg, *to_guid, *intermediates)
+                            }
+                            Stream::Resume { .. } => unreachable!("no tokens here"),
+                        };
+                        let to_txg = self
+                            .src
+                            .snapshot_by_guid(to_guid)
+                            .expect("to on source")
+                            .createtxg;
+                        let mut new: Vec<SnapshotInfo> = self
+                            .src
+                            .snapshots
+                            .iter()
+                            .filter(|s| {
+                                s.createtxg == to_txg
+                                    || (all && s.createtxg > base_txg && s.createtxg < to_txg)
+                            })
+                            .cloned()
+                            .collect();
+                        new.sort_by_key(|s| s.createtxg);
+                        for mut s in new {
+                            self.dst_txg += 1;
+                            s.createtxg = self.dst_txg;
+                            s.owner = None;
+                            s.held = false;
+                            self.dst.snapshots.push(s);
+                        }
+                        self.dst.written_since_newest = 0;
+                        if !self.execute(&send.on_success, None) {
+                            return false;
+                        }
+                    }
+                    Action::Hold {
+                        side, guid, tag, ..
+                    } => {
+                        let inv = self.inv(*side);
+                        assert!(
+                            inv.snapshots.iter().any(|s| s.guid == *guid),
+                            "hold of a missing snapshot"
+                        );
+                        if !inv.has_hold(*guid, tag) {
+                            inv.holds.push(HoldInfo {
+                                guid: *guid,
+                                tag: tag.clone(),
+                            });
+                        }
+                        Self::refresh_held(inv);
+                    }
+                    Action::Release {
+                        side, guid, tag, ..
+                    } => {
+                        let inv = self.inv(*side);
+                        inv.holds.retain(|h| !(h.guid == *guid && &h.tag == tag));
+                        Self::refresh_held(inv);
+                    }
+                    Action::Bookmark { guid, bookmark, .. } => {
+                        let s = self
+                            .src
+                            .snapshot_by_guid(*guid)
+                            .expect("bookmark of a missing snapshot")
+                            .clone();
+                        if !self
+                            .src
+                            .bookmarks
+                            .iter()
+                            .any(|b| b.name == bookmark.short())
+                        {
+                            self.src.bookmarks.push(BookmarkInfo {
+                                name: bookmark.short(),
+                                guid: s.guid,
+                                createtxg: s.createtxg,
+                                creation: s.creation,
+                            });
+                        }
+                    }
+                    Action::DestroyBookmark { bookmark, .. } => {
+                        self.src.bookmarks.retain(|b| b.name != bookmark.short());
+                    }
+                    Action::SetOwner { snapshots, owner } => {
+                        for name in snapshots {
+                            if let Some(s) = self
+                                .dst
+                                .snapshots
+                                .iter_mut()
+                                .find(|s| s.name == name.short())
+                            {
+                                s.owner = Some(Arc::from(owner.as_str()));
+                            }
+                        }
+                    }
+                }
+            }
+            true
+        }
+
+        fn prune(
+            &mut self,
+            side: Side,
+            retention: &Retention,
+            owner: &str,
+            protections: &Protections,
+        ) {
+            let tz = TimeZone::UTC;
+            let rules = RetentionRules {
+                retention,
+                time_zone: &tz,
+                owner,
+                protections,
+            };
+            let now = self.t;
+            let inv = self.inv(side);
+            let plan = retention::plan_dataset(&rules, inv, now);
+            let gone: HashSet<u64> = plan.destroy.iter().map(|d| d.snapshot.guid).collect();
+            for d in &plan.destroy {
+                assert!(!d.snapshot.held, "retention destroyed a held snapshot");
+            }
+            inv.snapshots.retain(|s| !gone.contains(&s.guid));
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Round {
+        snapshots: u8,
+        replicate: bool,
+        fail_at: Option<usize>,
+        prune_source: bool,
+        prune_target: bool,
+    }
+
+    fn arb_round() -> impl Strategy<Value = Round> {
+        (
+            0u8..4,
+            proptest::bool::weighted(0.6),
+            proptest::option::weighted(0.2, 0usize..8),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(snapshots, replicate, fail_at, prune_source, prune_target)| Round {
+                    snapshots,
+                    replicate,
+                    fail_at,
+                    prune_source,
+                    prune_target,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Over random histories of snapshots, interrupted or skipped replication (target
+        /// offline) and aggressive retention on both sides: once a replica exists the two
+        /// sides never lose their common snapshot, never diverge, never need a new full
+        /// send, and no send lacks its base.
+        #[test]
+        fn replication_survives_retention(
+            rounds in proptest::collection::vec(arb_round(), 1..40),
+            keep_last in 1i32..4,
+            intermediates in any::<bool>(),
+        ) {
+            let mut w = World {
+                src: DatasetInventory::with_snapshots("tank/db".parse().expect("ds"), Vec::new()),
+                dst: DatasetInventory::absent("backup/db".parse().expect("ds")),
+                next: 0,
+                dst_txg: 10_000,
+                t: ts("2026-01-01T00:00:00Z"),
+            };
+            let retention = Retention { keep_last: Some(keep_last), ..Default::default() };
+            let send = SendOptions::default();
+            let selection = SnapshotSelection { intermediates, ..Default::default() };
+            let mut replicated = false;
+            for round in rounds {
+                for _ in 0..round.snapshots {
+                    w.take_snapshot();
+                }
+                let input = ReplicationInput {
+                    policy: POLICY,
+                    source: &w.src,
+                    target: &w.dst,
+                    send: &send,
+                    selection: &selection,
+                    selection_owner: Some(SCHEDULE),
+                    on_divergence: OnDivergence::Fail,
+                    resume_failed: None,
+                };
+                let plan = plan(&input, w.t);
+                if replicated {
+                    prop_assert!(plan.divergence.is_none(), "diverged: {:?}", plan.divergence);
+                    prop_assert!(plan.blocked.is_none(), "blocked: {:?}", plan.blocked);
+                    prop_assert!(plan.newest_common.is_some(), "lost the common snapshot");
+                    prop_assert!(
+                        plan.sends().all(|s| !matches!(s.stream, Stream::Full { .. })),
+                        "a new full send after the replica existed"
+                    );
+                }
+                let mut protections = Protections::new();
+                plan.protect(POLICY, &mut protections);
+                if round.replicate {
+                    let steps = plan.steps.clone();
+                    w.execute(&steps, round.fail_at);
+                    replicated |= !w.dst.snapshots.is_empty();
+                }
+                if round.prune_source {
+                    w.prune(Side::Source, &retention, SCHEDULE, &protections);
+                }
+                if round.prune_target {
+                    w.prune(Side::Target, &retention, POLICY, &protections);
+                }
+            }
+        }
+    }
+}
