@@ -880,13 +880,9 @@ impl<'a> Planner<'a> {
         let Ok(name) = self.src.dataset.snapshot(&first.name) else {
             return;
         };
-        let created: Vec<&SnapshotInfo> = vec![first];
-        let on_success = if first.guid == newest.guid {
-            self.after_send(first, &created)
-        } else {
-            // The -I step that follows protects the newest.
-            self.claim(&created).into_iter().collect()
-        };
+        // Protect `first` at once, even when a `-I` step follows: if that step fails, the
+        // full stream's snapshot is the only common one and must survive retention.
+        let on_success = self.after_send(first, &[first]);
         let send = SendStep {
             stream: Stream::Full {
                 snapshot: name,

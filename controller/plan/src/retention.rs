@@ -276,7 +276,7 @@ fn sort_newest_first(owned: &mut Vec<&SnapshotInfo>) {
             )
         })
         .collect();
-    keys.sort_unstable_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    keys.sort_unstable_by_key(|k| std::cmp::Reverse((k.0, k.1, k.2)));
     let sorted: Vec<&SnapshotInfo> = keys.iter().map(|k| owned[k.3]).collect();
     *owned = sorted;
 }
