@@ -194,7 +194,8 @@ fi
 
 for b in "${BINARIES[@]}"; do [[ -x $STAGE/$b ]] || die "build produced no $b"; done
 "$STAGE/kube-apiserver" --version >&2
-"$STAGE/etcd" --version | head -n1 >&2
+# sed, not head: head would exit early and SIGPIPE etcd, failing the pipeline (pipefail).
+"$STAGE/etcd" --version | sed -n 1p >&2
 rm -rf "$BIN_DIR"
 mv "$STAGE" "$BIN_DIR"
 log "built in $((SECONDS - started)) s: $BIN_DIR"
