@@ -34,8 +34,8 @@ case "${1:-}" in
 esac
 
 # --- versions: the wrapper go.mod files are the single source of truth -------------------
-required_version() { # <go.mod> <module path>
-    sed -n -E "s#^(require)?[[:space:]]*$2 (v[^[:space:]]+).*#\\2#p" "$1" | head -n1
+required_version() { # <go.mod> <module path>: the version in `require M v` or a require block
+    awk -v m="$2" '$1 == "require" && $2 == m { print $3; exit } $1 == m && $2 ~ /^v/ { print $2; exit }' "$1"
 }
 K8S_VERSION=$(required_version "$HERE/kube/go.mod" k8s.io/kubernetes)
 ETCD_VERSION=$(required_version "$HERE/etcd/go.mod" go.etcd.io/etcd/server/v3)
