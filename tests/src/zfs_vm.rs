@@ -42,6 +42,9 @@
 //! vm.boot_time();    // qemu start -> exec server answering
 //! ```
 //!
+//! Debugging: `TIDEPOOL_VM_KERNEL_ARGS=loglevel=7` adds kernel arguments (the kernel log then
+//! lands in the console log); `TIDEPOOL_CACHE` moves the image cache.
+//!
 //! # Lifetime
 //!
 //! qemu runs under a small bash watchdog whose stdin is a pipe from the test process; the
@@ -216,11 +219,17 @@ impl ZfsVm {
                     .find_map(|l| l.strip_prefix("kernel=").map(str::to_owned))
             })
             .unwrap_or_default();
+        // mitigations=off: a test VM; page-table isolation costs every syscall a TLB flush,
+        // which TCG pays dearly for.
         let mut append = format!(
             "root=/dev/vda rw console=ttyS0 loglevel=4 init=/sbin/tidepool-init panic=-1 \
-             tidepool.exec_port={}",
+             mitigations=off tidepool.exec_port={}",
             Self::EXEC_PORT
         );
+        if let Ok(extra) = std::env::var("TIDEPOOL_VM_KERNEL_ARGS") {
+            append.push(' ');
+            append.push_str(&extra);
+        }
         let share = match &config.host_share {
             Some(dir) => {
                 let dir = dir

@@ -139,6 +139,14 @@ async fn boots_and_pipes_send_into_receive() -> Result<()> {
         .await?;
     ensure!(!write.status.success(), "the host share is writable");
 
+    // Round-trip cost of one small command, which every zfs-layer test pays many times.
+    let rounds = 10;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        vm.exec_ok(["true"]).await?;
+    }
+    eprintln!("zfs-vm: one `true` round trip {:.0?}", t.elapsed() / rounds);
+
     vm.destroy_pool(&dst).await?;
     vm.destroy_pool(&src).await?;
     eprintln!(
