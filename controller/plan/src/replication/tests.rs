@@ -806,6 +806,9 @@ mod simulation {
         next: u64,
         dst_txg: u64,
         t: Timestamp,
+        /// Fail the command after this many more succeeded (counting the follow-up steps
+        /// of a send too).
+        fail_after: Option<usize>,
     }
 
     impl World {
@@ -838,10 +841,12 @@ mod simulation {
 
         /// Execute the steps in order, as the controller and agents would; `fail_at` cuts
         /// the run short (a failed command). Returns false when it failed.
-        fn execute(&mut self, steps: &[Step], fail_at: Option<usize>) -> bool {
-            for (n, step) in steps.iter().enumerate() {
-                if Some(n) == fail_at {
-                    return false;
+        fn execute(&mut self, steps: &[Step]) -> bool {
+            for step in steps {
+                match &mut self.fail_after {
+                    Some(0) => return false,
+                    Some(n) => *n -= 1,
+                    None => {}
                 }
                 match &step.action {
                     Action::AbortReceive { .. } => self.dst.receive_resume_token = None,
@@ -902,7 +907,7 @@ mod simulation {
                             self.dst.snapshots.push(s);
                         }
                         self.dst.written_since_newest = 0;
-                        if !self.execute(&send.on_success, None) {
+                        if !self.execute(&send.on_success) {
                             return false;
                         }
                     }
@@ -1023,7 +1028,7 @@ mod simulation {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+        #![proptest_config(ProptestConfig::with_cases(500))]
 
         /// Over random histories of snapshots, interrupted or skipped replication (target
         /// offline) and aggressive retention on both sides: once a replica exists the two
@@ -1041,6 +1046,7 @@ mod simulation {
                 next: 0,
                 dst_txg: 10_000,
                 t: ts("2026-01-01T00:00:00Z"),
+                fail_after: None,
             };
             let retention = Retention { keep_last: Some(keep_last), ..Default::default() };
             let send = SendOptions::default();
@@ -1074,8 +1080,25 @@ mod simulation {
                 plan.protect(POLICY, &mut protections);
                 if round.replicate {
                     let steps = plan.steps.clone();
-                    w.execute(&steps, round.fail_at);
+                    w.fail_after = round.fail_at;
+                    w.execute(&steps);
+                    w.fail_after = None;
                     replicated |= !w.dst.snapshots.is_empty();
+                    // The controller's contract: retention runs with the protections of a
+                    // replication plan made from the inventories as they are now (here
+                    // added to the stale ones), so a send whose bookkeeping failed still
+                    // protects what it delivered.
+                    let input = ReplicationInput {
+                        policy: POLICY,
+                        source: &w.src,
+                        target: &w.dst,
+                        send: &send,
+                        selection: &selection,
+                        selection_owner: Some(SCHEDULE),
+                        on_divergence: OnDivergence::Fail,
+                        resume_failed: None,
+                    };
+                    super::plan(&input, w.t).protect(POLICY, &mut protections);
                 }
                 if round.prune_source {
                     w.prune(Side::Source, &retention, SCHEDULE, &protections);
