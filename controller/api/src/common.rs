@@ -29,6 +29,12 @@ pub mod pattern {
     pub const HOST: &str = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|[0-9a-fA-F]*:[0-9a-fA-F:.]*)$";
     /// A POSIX user name.
     pub const USER: &str = "^[a-z_][a-z0-9_-]{0,31}$";
+    /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name.
+    pub const LABEL_KEY: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+    /// A Kubernetes label value (may be empty).
+    pub const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+    /// Printable ASCII: no newlines or control characters.
+    pub const PRINTABLE: &str = "^[ -~]+$";
     /// A bandwidth in bytes per second, with an optional binary suffix.
     pub const BANDWIDTH: &str = "^[1-9][0-9]{0,11}(Ki|Mi|Gi)?$";
 }
@@ -55,7 +61,7 @@ pub struct DatasetSelector {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.interval) != has(self.cron)").message("set exactly one of interval and cron"))]
 pub struct Schedule {
-    /// A fixed interval (`500ms` to weeks), counted from the scheduled time, not from the
+    /// A fixed interval (from milliseconds, e.g. `500ms`, to weeks), counted from the scheduled time, not from the
     /// end of the previous run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<HumanDuration>,
@@ -119,7 +125,7 @@ pub struct Retention {
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = pattern::PRINTABLE))]
     pub manual: Option<String>,
 }
 
@@ -142,8 +148,35 @@ pub struct SecretReference {
     pub name: String,
 }
 
-/// Node labels to match (all must match), as in a Pod's `nodeSelector`.
-pub type NodeSelector = BTreeMap<String, String>;
+/// Node labels to match (all must match), as in a Pod's `nodeSelector`. Keys and values
+/// follow Kubernetes' label syntax.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct NodeSelector(pub BTreeMap<String, String>);
+
+impl JsonSchema for NodeSelector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NodeSelector".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": 16,
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": pattern::LABEL_VALUE,
+            },
+            "x-kubernetes-validations": [{
+                "rule": format!("self.all(k, size(k) <= 316 && k.matches('{}'))", pattern::LABEL_KEY.replace('\\', "\\\\")),
+                "message": "label keys must be [prefix/]name as in Kubernetes labels",
+            }],
+        })
+    }
+}
 
 /// The most recent failure, kept until a later success clears it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -60,7 +60,6 @@ pub struct DatasetGrantSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub node_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 16))]
     pub node_selector: Option<NodeSelector>,
     /// What the namespaces may do there.
     #[serde(default = "all_access")]

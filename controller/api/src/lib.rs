@@ -6,6 +6,12 @@
 //! ranges, CEL rules, checked by the API server at admission) and the Rust parsers of the
 //! value types (checked again by the agent).
 
+// kube's `printcolumn(name = .., type_ = ..)` repeats argument names across columns, which
+// clippy reads as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+// Tests state their expectations with unwrap; a failure there is the test failing.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod common;
 pub mod condition;
 pub mod crds;

@@ -154,6 +154,7 @@ pub struct NodeTarget {
 #[serde(rename_all = "camelCase")]
 pub struct SshTarget {
     #[schemars(length(min = 1, max = 253), regex(pattern = pattern::HOST))]
+    #[x_kube(validation = Rule::new("!self.contains(':') || isIP(self)").message("host must be a DNS name, an IPv4 address or a valid IPv6 address"))]
     pub host: String,
     #[serde(default = "default_ssh_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -175,7 +176,9 @@ pub struct ObjectStoreTarget {
     /// `https://...` (or `http://` for a store on a trusted network).
     #[schemars(
         length(min = 1, max = 512),
-        regex(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+        regex(
+            pattern = "^https?://[A-Za-z0-9.-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[A-Za-z0-9._~/-]*)?$"
+        )
     )]
     pub endpoint: String,
     #[schemars(
@@ -222,6 +225,7 @@ pub struct SendOptions {
     /// Properties the target must not take from the stream (`zfs receive -x`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("excludeProperties must not name a property twice"))]
     pub exclude_properties: Vec<ZfsPropertyName>,
     /// Properties set on the received dataset (`zfs receive -o`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -65,7 +65,6 @@ pub struct SnapshotScheduleSpec {
     /// Run on every node whose labels match. With neither this nor `nodeName`, run on every
     /// node whose agent reports the datasets' pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 16))]
     pub node_selector: Option<NodeSelector>,
     /// The datasets to snapshot; on each node, all of them in one atomic call.
     #[schemars(length(min = 1, max = 32))]

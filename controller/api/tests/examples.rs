@@ -2,6 +2,8 @@
 //! trip with every field it sets unchanged. (That the API server accepts them is proven
 //! against a real kube-apiserver in `tests/`.)
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
