@@ -25,7 +25,7 @@
 //!   what the inventories show (what the receiver actually committed), every time, so an
 //!   interrupted bookkeeping step is repaired by the next plan.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -763,6 +763,72 @@ impl<'a> Planner<'a> {
     }
 
     fn newest_common(&self) -> Option<SourceCommon<'a>> {
+        let by_txg = |v: &[SnapshotInfo]| v.is_sorted_by_key(|s| s.createtxg);
+        if by_txg(&self.src.snapshots) && by_txg(&self.dst.snapshots) {
+            self.newest_common_lockstep()
+        } else {
+            self.newest_common_hashed()
+        }
+    }
+
+    /// Both sides list their snapshots in `createtxg` order (as `zfs list -s createtxg`
+    /// does), and snapshots they share are in the same order on both. Walk both from the
+    /// newest end, one step each in turn, remembering what each side has shown: the first
+    /// guid seen on both is the newest common one (an older common snapshot sits deeper on
+    /// both sides, so it is reached later). A target that is a few snapshots behind costs a
+    /// few steps, not a set of a million guids.
+    fn newest_common_lockstep(&self) -> Option<SourceCommon<'a>> {
+        let (src, dst) = (&self.src.snapshots, &self.dst.snapshots);
+        let mut bookmarks: Vec<&'a BookmarkInfo> = self.src.bookmarks.iter().collect();
+        bookmarks.sort_unstable_by_key(|b| b.createtxg);
+        let mut seen_src: HashMap<u64, SourceCommon<'a>, BuildHasherDefault<GuidHasher>> =
+            HashMap::default();
+        let mut seen_dst: GuidSet = HashSet::default();
+        let (mut i, mut b, mut j) = (src.len(), bookmarks.len(), dst.len());
+        while i > 0 || b > 0 || j > 0 {
+            // The source side's next newest: a snapshot, or a bookmark newer than it (a
+            // bookmark of a snapshot still there has the same txg and comes after it).
+            let next = match (
+                i.checked_sub(1).map(|k| &src[k]),
+                b.checked_sub(1).map(|k| bookmarks[k]),
+            ) {
+                (Some(s), Some(bm)) if bm.createtxg > s.createtxg => {
+                    b -= 1;
+                    Some(SourceCommon::Bookmark(bm))
+                }
+                (Some(s), _) => {
+                    i -= 1;
+                    Some(SourceCommon::Snapshot(s))
+                }
+                (None, Some(bm)) => {
+                    b -= 1;
+                    Some(SourceCommon::Bookmark(bm))
+                }
+                (None, None) => None,
+            };
+            if let Some(next) = next {
+                let guid = match &next {
+                    SourceCommon::Snapshot(s) => s.guid,
+                    SourceCommon::Bookmark(bm) => bm.guid,
+                };
+                if seen_dst.contains(&guid) {
+                    return Some(next);
+                }
+                seen_src.entry(guid).or_insert(next);
+            }
+            if j > 0 {
+                j -= 1;
+                let guid = dst[j].guid;
+                if let Some(found) = seen_src.remove(&guid) {
+                    return Some(found);
+                }
+                seen_dst.insert(guid);
+            }
+        }
+        None
+    }
+
+    fn newest_common_hashed(&self) -> Option<SourceCommon<'a>> {
         let mut target_guids: GuidSet =
             HashSet::with_capacity_and_hasher(self.dst.snapshots.len(), Default::default());
         target_guids.extend(self.dst.snapshots.iter().map(|s| s.guid));

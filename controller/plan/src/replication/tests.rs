@@ -718,6 +718,25 @@ proptest! {
         }
         let plan = s.plan();
         let dst = &h.target;
+        // The lockstep walk and the hashed search find the same newest common snapshot.
+        {
+            let input = ReplicationInput {
+                policy: POLICY,
+                source: &s.source,
+                target: &s.target,
+                send: &s.send,
+                selection: &s.selection,
+                selection_owner: None,
+                on_divergence: s.on_divergence,
+                resume_failed: None,
+            };
+            let p = Planner::new(&input);
+            let guid = |c: Option<SourceCommon<'_>>| c.map(|c| match c {
+                SourceCommon::Snapshot(x) => (x.guid, false),
+                SourceCommon::Bookmark(b) => (b.guid, true),
+            });
+            prop_assert_eq!(guid(p.newest_common_lockstep()), guid(p.newest_common_hashed()));
+        }
         let target_guids: HashSet<u64> = dst.snapshots.iter().map(|x| x.guid).collect();
 
         // Walk the steps, tracking what the target has, as the executor would.
