@@ -12,6 +12,18 @@
 //! ([`inventory`]) that the controller fills from what the agents report. Every action
 //! carries a reason, a bounded code plus a sentence, so status, events and logs can explain
 //! each destroy and each send.
+//!
+//! The controller's side of the contract (the simulation in `replication/tests.rs` plays
+//! it):
+//! - Plan again from fresh inventories after every step that changed something; the
+//!   anchor steps (holds, bookmarks, releases) are derived from what the inventories show,
+//!   so a lost follow-up step is repaired by the next plan.
+//! - Run retention with [`Protections`] built from a replication plan made from the
+//!   current inventories ([`ReplicationPlan::protect`]) and from the transfers under way
+//!   ([`replication::SendStep::protect_in_flight`]), on the source and on the target.
+//! - Echo [`Run::manual_token`] to `status.lastManualTrigger` once a manual run is done,
+//!   and pass the time in the newest owned snapshot's name as
+//!   [`ScheduleInput::last_run`].
 
 #![forbid(unsafe_code)]
 
