@@ -6,6 +6,8 @@
 //! ranges, CEL rules, checked by the API server at admission) and the Rust parsers of the
 //! value types (checked again by the agent).
 
+#![forbid(unsafe_code)]
+
 // kube's `printcolumn(name = .., type_ = ..)` repeats argument names across columns, which
 // clippy reads as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]

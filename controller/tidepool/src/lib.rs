@@ -1,5 +1,7 @@
 //! The `tidepool` command. `main.rs` only calls [`run`].
 
+#![forbid(unsafe_code)]
+
 pub mod crdgen;
 
 use anyhow::{Context, bail};
