@@ -205,6 +205,11 @@ const PATTERNS: &[(&str, ErrorKind)] = &[
         "resuming recv on existing dataset",
         ErrorKind::PartialReceiveExists,
     ),
+    // `zfs receive -A` with nothing to abort.
+    (
+        "does not have any resumable receive state",
+        ErrorKind::NotFound,
+    ),
     // Streams that do not fit the target.
     (
         "has been modified since most recent snapshot",
@@ -251,6 +256,9 @@ const PATTERNS: &[(&str, ErrorKind)] = &[
         ErrorKind::AlreadyExists,
     ),
     ("no such tag on this dataset", ErrorKind::NotFound),
+    // OpenZFS 2.3: "cannot destroy snapshot p/d@s1: it's being held. Run 'zfs holds -r
+    // p/d@s1' to see holders." (older releases said "dataset is busy").
+    ("it's being held", ErrorKind::Held),
     ("it has holds", ErrorKind::Held),
     ("dataset is held", ErrorKind::Held),
     // Dependents.

@@ -15,6 +15,7 @@
 //! Not offered on purpose: `zfs receive -F`, recursive destroy. Both can destroy data that
 //! exists only on one side; DESIGN.md forbids Tidepool from doing that.
 
+#![forbid(unsafe_code)]
 // Tests state their expectations with unwrap; a failure there is the test failing.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

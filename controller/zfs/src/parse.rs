@@ -83,16 +83,32 @@ pub struct ListEntry {
 }
 
 impl ListEntry {
-    /// The value of the `i`th requested user property; `None` when unset (`-`).
+    /// The value of the `i`th requested user property; `None` when unset (`-`), and for
+    /// every property of an entry whose user properties are
+    /// [ambiguous](ListEntry::user_props_ambiguous).
     pub fn user_prop(&self, i: usize) -> Option<&str> {
         let n = usize::from(self.user_prop_count);
-        if i >= n {
+        if i >= n || self.user_props_ambiguous() {
             return None;
         }
         let raw = self.user_props.as_deref()?;
-        // The last column takes the rest of the line (it may contain tabs).
+        // With one column, it takes the rest of the line (its value may contain tabs).
         let v = raw.splitn(n, '\t').nth(i)?;
         if v == "-" { None } else { Some(v) }
+    }
+
+    /// Whether a user property value contains a tab, so that with several requested user
+    /// properties zfs's `-H` output cannot say which tab separates columns. Tidepool never
+    /// writes such a value ([`crate::PropertyValue`] refuses tabs), so this means a foreign
+    /// value; the entry's user properties then read as unset, which callers treat as
+    /// "not Tidepool's" (the safe side: never destroyed, never claimed).
+    pub fn user_props_ambiguous(&self) -> bool {
+        let n = usize::from(self.user_prop_count);
+        n > 1
+            && self
+                .user_props
+                .as_deref()
+                .is_some_and(|raw| raw.bytes().filter(|&b| b == b'\t').count() >= n)
     }
 }
 
@@ -145,9 +161,9 @@ impl ListParser {
             f.end(LIST_COLUMNS.len())?;
             None
         } else {
-            // Check that every requested column is there; the last one takes the rest of
-            // the line: a user property value set by someone else may contain a tab, and
-            // only the last column can absorb it unambiguously.
+            // Check that every requested column is there. More tabs than columns means a
+            // value (set by someone else) contains a tab: kept, and reported by
+            // `user_props_ambiguous` (unambiguous when only one property was requested).
             let tail = f.rest("user property")?;
             let found = tail.bytes().filter(|&b| b == b'\t').count() + 1;
             if found < n {
@@ -818,13 +834,18 @@ mod tests {
     }
 
     #[test]
-    fn last_user_prop_may_contain_tabs() {
+    fn a_tab_in_a_user_prop_value() {
         let p = parser(&["a:b", "c:d"]);
         let e = p
             .parse_line("t/x\tfilesystem\t1\t1\t1\t1\t1\t-\tv1\tv\t2")
             .unwrap();
-        assert_eq!(e.user_prop(0), Some("v1"));
-        assert_eq!(e.user_prop(1), Some("v\t2"));
+        assert!(e.user_props_ambiguous());
+        assert_eq!((e.user_prop(0), e.user_prop(1)), (None, None));
+        let one = parser(&["a:b"])
+            .parse_line("t/x\tfilesystem\t1\t1\t1\t1\t1\t-\tv\t2")
+            .unwrap();
+        assert!(!one.user_props_ambiguous());
+        assert_eq!(one.user_prop(0), Some("v\t2"));
         assert!(
             p.parse_line("t/x\tfilesystem\t1\t1\t1\t1\t1\t-\tv1")
                 .is_err()
