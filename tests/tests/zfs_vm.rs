@@ -155,3 +155,67 @@ async fn boots_and_pipes_send_into_receive() -> Result<()> {
     );
     Ok(())
 }
+
+/// Set in the child process of [`qemu_dies_with_the_test_process`].
+const ORPHAN_CHILD_ENV: &str = "TIDEPOOL_ZFS_VM_ORPHAN_CHILD";
+
+/// A test process that dies hard (SIGKILL: no destructor, no panic handler) must not leave
+/// its qemu behind. The test runs this binary again as a child that starts booting a VM,
+/// kills the child as soon as its qemu exists, and waits for that qemu to go.
+#[tokio::test]
+async fn qemu_dies_with_the_test_process() -> Result<()> {
+    if std::env::var_os(ORPHAN_CHILD_ENV).is_some() {
+        // The child: start a VM; the parent kills us during the boot.
+        ZfsVm::boot().await?;
+        anyhow::bail!("the parent should have killed this process");
+    }
+    // The image is built (or being built) by the shared VM; the child must not wait for it.
+    ZfsVm::shared().await?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", "qemu_dies_with_the_test_process", "--nocapture"])
+        .env(ORPHAN_CHILD_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // The child's run dir, which is in its qemu's command line.
+    let marker = format!("tidepool-zfs-vm-{}-", child.id());
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let qemu = loop {
+        if let Some(pid) = find_qemu(&marker) {
+            break pid;
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the child exited ({status}) before its qemu was seen");
+        }
+        ensure!(Instant::now() < deadline, "the child's qemu never appeared");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    child.kill()?;
+    child.wait()?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{qemu}")).exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "qemu {qemu} outlived its test process"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// The pid of a qemu-system-x86_64 whose command line contains `marker`.
+fn find_qemu(marker: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0);
+            let program = args.next()?;
+            let is_qemu = program.ends_with(b"qemu-system-x86_64");
+            let marked = String::from_utf8_lossy(&cmdline).contains(marker);
+            (is_qemu && marked).then_some(pid)
+        })
+}
