@@ -39,6 +39,7 @@ pub use name::{
 };
 pub use parse::{
     Capabilities, Hold, Inventory, ListEntry, ListParser, ObjectType, PoolEntry, PoolHealth,
-    PropertyEntry, PropertySource, SendEstimate, SendEstimateItem, Version, ZfsVersion,
+    PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem, Version,
+    ZfsVersion,
 };
 pub use stream::{Progress, ReceiveSink, SendStream, pipe};

@@ -660,8 +660,56 @@ pub struct SendEstimateItem {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SendEstimate {
     pub items: Vec<SendEstimateItem>,
-    /// The `size` line: the estimated total stream size in bytes.
+    /// The `size` line: the estimated stream size in bytes (for `-t`, what is left).
     pub total_bytes: u64,
+    /// With `-t`: what the resume token holds (`resume token contents:`).
+    pub resume: Option<ResumeTokenContents>,
+}
+
+/// The decoded fields of a resume token, as `zfs send -nvP -t` prints them. Enough to
+/// check a token before using it: does the snapshot `toname` still exist with `toguid`,
+/// is the stream incremental (`fromguid`), raw, compressed...
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResumeTokenContents {
+    pub toname: Option<String>,
+    pub toguid: Option<u64>,
+    pub fromguid: Option<u64>,
+    /// Bytes already received.
+    pub bytes: Option<u64>,
+    pub object: Option<u64>,
+    pub offset: Option<u64>,
+    pub raw: bool,
+    pub compressed: bool,
+    pub large_blocks: bool,
+    pub embed: bool,
+    /// Every `name = value` pair as printed, the above included.
+    pub fields: Vec<(String, String)>,
+}
+
+impl ResumeTokenContents {
+    fn set(&mut self, key: &str, value: &str) {
+        let num = || {
+            let v = value.trim();
+            match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => v.parse().ok(),
+            }
+        };
+        match key {
+            "toname" => self.toname = Some(value.to_owned()),
+            "toguid" => self.toguid = num(),
+            "fromguid" => self.fromguid = num(),
+            "bytes" => self.bytes = num(),
+            "object" => self.object = num(),
+            "offset" => self.offset = num(),
+            "rawok" => self.raw = true,
+            "compressok" => self.compressed = true,
+            "largeblockok" => self.large_blocks = true,
+            "embedok" => self.embed = true,
+            _ => {}
+        }
+        self.fields.push((key.to_owned(), value.to_owned()));
+    }
 }
 
 /// Parses `zfs send -nvP` output. Lines other than `full`, `incremental` and `size` (the
@@ -669,8 +717,28 @@ pub struct SendEstimate {
 pub fn parse_send_estimate(out: &str) -> Result<SendEstimate, LineError> {
     let mut est = SendEstimate::default();
     let mut total = None;
+    let mut in_token = false;
     for line in out.lines() {
         let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with("resume token contents") {
+            in_token = true;
+            est.resume = Some(ResumeTokenContents::default());
+            continue;
+        }
+        if in_token {
+            // `\tname = value` lines (and a `nvlist version: 0` header) until the first
+            // stream line.
+            if let Some((k, v)) = line.trim_start().split_once(" = ") {
+                if let Some(r) = est.resume.as_mut() {
+                    r.set(k.trim(), v);
+                }
+                continue;
+            }
+            if line.starts_with("nvlist version") {
+                continue;
+            }
+            in_token = false;
+        }
         let mut cols = line.split('\t');
         match cols.next() {
             Some("full") => {
