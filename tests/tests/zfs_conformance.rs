@@ -948,6 +948,17 @@ async fn interrupted_receive_resumes_and_abort_clears_it() {
 
     // Resume: the rest of the stream completes the snapshot; the token is gone.
     let est = z.send_resume_estimate(&token).await.unwrap();
+    // The token names what it resumes: the planner checks it before using it.
+    let contents = est
+        .resume
+        .clone()
+        .expect("send -nvP -t prints the token contents");
+    assert_eq!(contents.toname.as_deref(), Some(s1.as_str()));
+    let si = z.inventory(&d, &[]).await.unwrap();
+    assert_eq!(contents.toguid, Some(guid_of(&si, s1.as_str())));
+    // What the target committed before the cut: some, at most what was written.
+    let committed = contents.bytes.unwrap_or(0);
+    assert!(committed > 0 && committed <= 4 << 20, "{contents:?}");
     capture(
         "zfs-send-nvP-t.txt",
         &raw(&z, tidepool_zfs::cmd::send_resume(&token, true)).await,
