@@ -227,7 +227,6 @@ const PATTERNS: &[(&str, ErrorKind)] = &[
         "is a clone must destroy it to overwrite it",
         ErrorKind::StreamMismatch,
     ),
-    ("incremental source", ErrorKind::StreamMismatch),
     ("to match previous receive", ErrorKind::StreamMismatch),
     ("does not exist, but the", ErrorKind::StreamMismatch),
     // Broken streams.
@@ -245,7 +244,9 @@ const PATTERNS: &[(&str, ErrorKind)] = &[
     ("operation not supported", ErrorKind::Unsupported),
     ("pool must be upgraded", ErrorKind::Unsupported),
     ("does not support this operation", ErrorKind::Unsupported),
-    ("feature", ErrorKind::Unsupported),
+    ("feature not enabled", ErrorKind::Unsupported),
+    ("unsupported feature", ErrorKind::Unsupported),
+    ("feature flags", ErrorKind::Unsupported),
     // Space.
     ("out of space", ErrorKind::OutOfSpace),
     ("quota exceeded", ErrorKind::OutOfSpace),
@@ -312,4 +313,37 @@ pub fn classify(stderr: &str) -> ErrorKind {
         .find(|(frag, _)| text.contains(frag))
         .map(|&(_, kind)| kind)
         .unwrap_or(ErrorKind::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real OpenZFS 2.3 messages live in tests/fixtures/stderr-classified.tsv; these pin the
+    // order of the patterns where two could match.
+    #[test]
+    fn specific_patterns_win() {
+        assert_eq!(
+            classify(
+                "cannot receive incremental stream: destination p/d contains partially-complete state from \"zfs receive -s\"."
+            ),
+            ErrorKind::PartialReceiveExists
+        );
+        assert_eq!(
+            classify(
+                "cannot receive incremental stream: most recent snapshot of p/d does not\nmatch incremental source"
+            ),
+            ErrorKind::StreamMismatch
+        );
+        assert_eq!(
+            classify("cannot resume send: 'p/d@s2' used in the initial send no longer exists"),
+            ErrorKind::ResumeTokenStale
+        );
+        assert_eq!(
+            classify("cannot open 'p/d@s1': dataset does not exist"),
+            ErrorKind::NotFound
+        );
+        assert_eq!(classify(""), ErrorKind::Other);
+        assert_eq!(ErrorKind::Held.as_str(), "Held");
+    }
 }
