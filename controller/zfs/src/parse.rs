@@ -305,6 +305,18 @@ fn parse_u64(s: &str, what: &str) -> Result<u64, LineError> {
     if s.is_empty() {
         return Err(format!("{what}: empty, expected an unsigned integer"));
     }
+    if s.len() < 20 {
+        // Up to 19 digits cannot overflow a u64: no checked arithmetic on the hot path.
+        let mut v: u64 = 0;
+        for b in s.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(format!("{what}: {s:?} is not an unsigned integer"));
+            }
+            v = v * 10 + u64::from(d);
+        }
+        return Ok(v);
+    }
     let mut v: u64 = 0;
     for b in s.bytes() {
         let d = b.wrapping_sub(b'0');
