@@ -522,6 +522,26 @@ async fn atomic_snapshot_destroy_rename_get_set() {
     for m in &more {
         z.snapshot(&[b.snapshot(m).unwrap()], &[]).await.unwrap();
     }
+    let est = z.destroy_snapshots_estimate(&b, &more[..2]).await.unwrap();
+    capture(
+        "zfs-destroy-nvp.txt",
+        &raw(
+            &z,
+            tidepool_zfs::cmd::destroy_snapshots_dry_run(&b, &more[..2]),
+        )
+        .await,
+    );
+    let would: Vec<&str> = est.destroyed.iter().map(|n| n.as_str()).collect();
+    assert_eq!(would, [format!("{b}@m1"), format!("{b}@m2")]);
+    assert_eq!(
+        z.inventory(&b, &[])
+            .await
+            .unwrap()
+            .snapshots_of(b.as_str())
+            .len(),
+        4,
+        "a dry run destroys nothing"
+    );
     z.destroy_snapshots(&b, &more[..2]).await.unwrap();
     let left: Vec<String> = z
         .inventory(&b, &[])

@@ -11,8 +11,8 @@ use crate::error::{ErrorKind, ZfsError};
 use crate::exec::{Argv, Executor, Output, Spawned, collect_stderr, join_stderr, run};
 use crate::name::{HoldTag, PropertyName, PropertyValue, ResumeToken, ZfsTarget};
 use crate::parse::{
-    self, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry, ReadError, SendEstimate,
-    ZfsVersion, read_records,
+    self, DestroyEstimate, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry,
+    ReadError, SendEstimate, ZfsVersion, read_records,
 };
 use crate::stream::{ReceiveSink, SendStream};
 
@@ -214,6 +214,27 @@ impl<E: Executor> Zfs<E> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `zfs destroy -n -v -p dataset@a,b,c`: what a batched destroy would remove and the
+    /// space it would free; nothing is destroyed.
+    pub async fn destroy_snapshots_estimate(
+        &self,
+        dataset: &DatasetName,
+        shorts: &[SnapshotShortName],
+    ) -> Result<DestroyEstimate, ZfsError> {
+        if shorts.is_empty() {
+            return Err(ZfsError::InvalidRequest("no snapshot to destroy".into()));
+        }
+        let argv = cmd::destroy_snapshots_dry_run(dataset, shorts);
+        let out = self.run(argv.clone()).await?;
+        parse::parse_destroy_estimate(&String::from_utf8_lossy(&out.stdout)).map_err(|reason| {
+            ZfsError::Parse {
+                argv,
+                line: 0,
+                reason,
+            }
+        })
     }
 
     /// `zfs destroy dataset@snap`.

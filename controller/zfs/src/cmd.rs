@@ -164,6 +164,16 @@ pub fn destroy_snapshots(dataset: &DatasetName, shorts: &[SnapshotShortName]) ->
     a
 }
 
+/// `zfs destroy -n -v -p dataset@a,b,c`: what would be destroyed and the space it would
+/// free, nothing destroyed.
+pub fn destroy_snapshots_dry_run(dataset: &DatasetName, shorts: &[SnapshotShortName]) -> Argv {
+    let real = destroy_snapshots(dataset, shorts).into_vec();
+    let mut a = zfs();
+    a.args(["destroy", "-n", "-v", "-p"]);
+    a.args(real.into_iter().skip(2));
+    a
+}
+
 /// `zfs destroy pool/ds#mark`.
 pub fn destroy_bookmark(bookmark: &BookmarkName) -> Argv {
     let mut a = zfs();

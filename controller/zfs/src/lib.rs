@@ -38,8 +38,8 @@ pub use name::{
     HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError, ZfsObjectName, ZfsTarget,
 };
 pub use parse::{
-    Capabilities, Hold, Inventory, ListEntry, ListParser, ObjectType, PoolEntry, PoolHealth,
-    PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem, Version,
-    ZfsVersion,
+    Capabilities, DestroyEstimate, Hold, Inventory, ListEntry, ListParser, ObjectType, PoolEntry,
+    PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem,
+    Version, ZfsVersion,
 };
 pub use stream::{Progress, ReceiveSink, SendStream, pipe};

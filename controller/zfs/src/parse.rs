@@ -659,6 +659,34 @@ impl Capabilities {
     }
 }
 
+/// The parsed output of `zfs destroy -n -v -p`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DestroyEstimate {
+    /// What would be destroyed, as printed.
+    pub destroyed: Vec<ZfsObjectName>,
+    /// Bytes the destroy would free (`reclaim`).
+    pub reclaim_bytes: u64,
+}
+
+/// Parses `zfs destroy -n -v -p` output: `destroy<TAB>name` lines and one
+/// `reclaim<TAB>bytes` line.
+pub fn parse_destroy_estimate(out: &str) -> Result<DestroyEstimate, LineError> {
+    let mut est = DestroyEstimate::default();
+    let mut reclaim = None;
+    for line in out.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(name) = line.strip_prefix("destroy\t") {
+            est.destroyed.push(ZfsObjectName::new(name));
+        } else if let Some(n) = line.strip_prefix("reclaim\t") {
+            reclaim = Some(parse_u64(n, "reclaim")?);
+        } else if !line.trim().is_empty() {
+            return Err(format!("unexpected line {line:?}"));
+        }
+    }
+    est.reclaim_bytes = reclaim.ok_or_else(|| format!("no `reclaim` line in {out:?}"))?;
+    Ok(est)
+}
+
 /// One stream of a dry-run send (`zfs send -n -v -P`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendEstimateItem {

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use tidepool_zfs::parse::{
-    ListParser, parse_get_line, parse_hold_line, parse_pool_line, parse_send_estimate,
-    parse_version, read_records,
+    ListParser, parse_destroy_estimate, parse_get_line, parse_hold_line, parse_pool_line,
+    parse_send_estimate, parse_version, read_records,
 };
 use tidepool_zfs::{
     ErrorKind, ObjectType, PoolHealth, PropertySource, Version, ZfsObjectName, classify,
@@ -214,4 +214,16 @@ fn every_captured_stderr_is_classified_as_the_suite_saw_it() {
         );
     }
     assert_eq!(classify("something new went wrong"), ErrorKind::Other);
+}
+
+#[test]
+fn destroy_estimate() {
+    let est = parse_destroy_estimate(&fixture("zfs-destroy-nvp.txt")).unwrap();
+    let names: Vec<&str> = est.destroyed.iter().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["snap0/b@m1", "snap0/b@m2"]);
+    assert_eq!(est.reclaim_bytes, 0);
+    assert!(
+        parse_destroy_estimate("destroy\tp/d@a\n").is_err(),
+        "no reclaim line"
+    );
 }
