@@ -14,6 +14,15 @@
 //!
 //! Not offered on purpose: `zfs receive -F`, recursive destroy. Both can destroy data that
 //! exists only on one side; DESIGN.md forbids Tidepool from doing that.
+//!
+//! Proof and figures:
+//! - `cargo test -p tidepool-zfs`: argv builders, parsers and the classifier, against
+//!   output captured from real OpenZFS 2.3 (`tests/fixtures/`, every error class included).
+//! - `cargo test -p tidepool-tests --test zfs_conformance -- --nocapture`: every command
+//!   run through this crate against OpenZFS 2.3 in the test VM, effects checked with fresh
+//!   reads (the suite also regenerates the fixtures, see its module doc).
+//! - `cargo bench -p tidepool-zfs`: a 1,000,000-line snapshot listing parsed through
+//!   [`Zfs::list`]'s streaming path, lines/s and peak memory next to a naive baseline.
 
 #![forbid(unsafe_code)]
 // Tests state their expectations with unwrap; a failure there is the test failing.
