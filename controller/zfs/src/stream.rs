@@ -237,15 +237,15 @@ impl ReceiveSink {
         Ok(self.stdin.progress.bytes())
     }
 
-    /// Kills `zfs receive` (as a broken connection would) and returns how it ended. With
-    /// `-s` the partial state stays on the target with a resume token.
-    pub async fn abort(mut self) -> Result<(), ZfsError> {
+    /// Kills `zfs receive` and waits for it. Whatever OpenZFS already committed stays:
+    /// with `-s`, the partial state and its resume token (to end a receive cleanly at a
+    /// stream's end, [`ReceiveSink::finish`] instead).
+    pub async fn abort(mut self) {
         let _ = self.process.kill().await;
         drop(self.stdin);
         let _ = self.process.wait().await;
         self.stderr.abort();
         self.stdout.abort();
-        Ok(())
     }
 }
 
