@@ -16,10 +16,11 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// A validated cron expression with its fields expanded to bit sets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CronExpression {
     text: String,
     fields: CronFields,
@@ -200,16 +201,16 @@ impl fmt::Display for CronExpression {
     }
 }
 
-impl Serialize for CronExpression {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+impl TryFrom<String> for CronExpression {
+    type Error = CronError;
+    fn try_from(s: String) -> Result<Self, CronError> {
+        s.parse()
     }
 }
 
-impl<'de> Deserialize<'de> for CronExpression {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+impl From<CronExpression> for String {
+    fn from(v: CronExpression) -> String {
+        v.text
     }
 }
 

@@ -11,10 +11,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// A positive duration written as `1h30m`, `500ms`, `7d`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HumanDuration {
     text: String,
     value: Duration,
@@ -113,16 +114,16 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+impl TryFrom<String> for HumanDuration {
+    type Error = DurationError;
+    fn try_from(s: String) -> Result<Self, DurationError> {
+        s.parse()
     }
 }
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+impl From<HumanDuration> for String {
+    fn from(v: HumanDuration) -> String {
+        v.text
     }
 }
 

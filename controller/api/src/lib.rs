@@ -7,7 +7,6 @@
 //! value types (checked again by the agent).
 
 #![forbid(unsafe_code)]
-
 // kube's `printcolumn(name = .., type_ = ..)` repeats argument names across columns, which
 // clippy reads as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
