@@ -258,7 +258,7 @@ fi
 
 # The image: the base plus what makes it boot fast under TCG.
 log "making $key from $base_key"
-ensure_host_packages mkfs.ext4:e2fsprogs zstd:zstd
+ensure_host_packages mkfs.ext4:e2fsprogs zstd:zstd xz:xz-utils
 mkdir -p "$root"
 zstd -q -d -c "$base/rootfs.tar.zst" | tar -C "$root" --numeric-owner --xattrs -xf -
 kver=$(sed -n 's/^kernel=//p' "$base/base-manifest")
