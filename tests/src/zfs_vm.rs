@@ -8,7 +8,7 @@
 //!
 //! # API
 //!
-//! ```ignore
+//! ```text
 //! use tidepool_tests::zfs_vm::{ZfsVm, VmConfig, Remote, RemoteCommand, RemoteChild, Output, ExitStatus};
 //!
 //! // One VM per test binary, shared by its tests (booted by the first caller):
