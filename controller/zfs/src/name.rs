@@ -157,6 +157,21 @@ fn value_error(what: &'static str, value: &str, reason: &'static str) -> ValueEr
     }
 }
 
+/// The checks every short word passed to zfs as its own argument shares: not empty, at
+/// most 255 bytes, and not starting with `-` (it would read as an option).
+fn check_argv_word(what: &'static str, s: &str) -> Result<(), ValueError> {
+    if s.is_empty() {
+        return Err(value_error(what, s, "empty"));
+    }
+    if s.len() > 255 {
+        return Err(value_error(what, s, "longer than 255 bytes"));
+    }
+    if s.starts_with('-') {
+        return Err(value_error(what, s, "starts with '-'"));
+    }
+    Ok(())
+}
+
 /// A ZFS property name: a native one (`compression`, `receive_resume_token`) or a user
 /// property (`tidepool.dev:owner`, which has a `:`). Lower-case letters, digits and
 /// `: . _ -`, not starting with `-`, at most 255 bytes.
@@ -178,15 +193,7 @@ impl FromStr for PropertyName {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<PropertyName, ValueError> {
         const WHAT: &str = "property name";
-        if s.is_empty() {
-            return Err(value_error(WHAT, s, "empty"));
-        }
-        if s.len() > 255 {
-            return Err(value_error(WHAT, s, "longer than 255 bytes"));
-        }
-        if s.starts_with('-') {
-            return Err(value_error(WHAT, s, "starts with '-'"));
-        }
+        check_argv_word(WHAT, s)?;
         if !s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b':' | b'.' | b'_' | b'-')
         }) {
@@ -252,15 +259,7 @@ impl FromStr for HoldTag {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<HoldTag, ValueError> {
         const WHAT: &str = "hold tag";
-        if s.is_empty() {
-            return Err(value_error(WHAT, s, "empty"));
-        }
-        if s.len() > 255 {
-            return Err(value_error(WHAT, s, "longer than 255 bytes"));
-        }
-        if s.starts_with('-') {
-            return Err(value_error(WHAT, s, "starts with '-'"));
-        }
+        check_argv_word(WHAT, s)?;
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(value_error(WHAT, s, "only printable ASCII without spaces"));
         }
