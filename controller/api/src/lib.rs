@@ -22,6 +22,7 @@ pub mod duration;
 pub mod names;
 pub mod replication_policy;
 pub mod snapshot_schedule;
+pub mod values;
 pub mod zfs_node;
 
 pub use common::{DatasetSelector, DeletionPolicy, LastError, Retention, Schedule, Trigger};
@@ -31,6 +32,7 @@ pub use duration::HumanDuration;
 pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, SnapshotShortName};
 pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
 pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
+pub use values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
 pub use zfs_node::{ZfsNode, ZfsNodeSpec};
 
 /// The API group.

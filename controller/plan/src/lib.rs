@@ -9,7 +9,7 @@
 //! - [`naming`]: the time-sortable snapshot names.
 //!
 //! No clock (`now` is a parameter), no I/O, no async runtime. Inventories are plain values
-//! ([`inventory`]) that the controller fills from what the agents report. Every action
+//! ([`inventory`], from the wire crate) that the agents report. Every action
 //! carries a reason, a bounded code plus a sentence, so status, events and logs can explain
 //! each destroy and each send.
 //!
@@ -27,7 +27,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod inventory;
+/// The inventory types are the wire crate's: the agent reports them, the planner reads them.
+pub use tidepool_wire::inventory;
 pub mod naming;
 pub mod replication;
 pub mod retention;

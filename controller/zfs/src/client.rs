@@ -9,12 +9,13 @@ use tokio::io::BufReader;
 use crate::cmd::{self, BookmarkSource, ListRequest, ReceiveRequest, SendRequest};
 use crate::error::{ErrorKind, ZfsError};
 use crate::exec::{Argv, Executor, Output, Spawned, collect_stderr, join_stderr, run};
-use crate::name::{HoldTag, PropertyName, PropertyValue, ResumeToken, ZfsTarget};
+use crate::name::ZfsTarget;
 use crate::parse::{
     self, DestroyEstimate, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry,
     ReadError, SendEstimate, ZfsVersion, read_records,
 };
 use crate::stream::{ReceiveSink, SendStream};
+use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken};
 
 /// The default time limit of a command that is not a stream (list, snapshot, destroy...).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);

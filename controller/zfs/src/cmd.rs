@@ -7,8 +7,9 @@
 use tidepool_api::names::{BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotShortName};
 
 use crate::exec::Argv;
-use crate::name::{HoldTag, PropertyName, PropertyValue, ResumeToken, ZfsTarget};
+use crate::name::ZfsTarget;
 use crate::parse::{ListParser, POOL_COLUMNS};
+use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken};
 
 fn zfs() -> Argv {
     Argv::new("zfs")

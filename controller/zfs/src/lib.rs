@@ -43,12 +43,13 @@ pub use cmd::{
 };
 pub use error::{CommandFailure, ErrorKind, ZfsError, classify};
 pub use exec::{Argv, Executor, ExitStatus, LocalExecutor, Process, Spawned};
-pub use name::{
-    HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError, ZfsObjectName, ZfsTarget,
-};
+pub use name::{ZfsObjectName, ZfsTarget};
+// The value vocabularies are the api crate's (one type per concept across the layers);
+// re-exported because every caller of this crate names them.
 pub use parse::{
     Capabilities, DestroyEstimate, Hold, Inventory, ListEntry, ListParser, ObjectType, PoolEntry,
     PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem,
     Version, ZfsVersion,
 };
 pub use stream::{Progress, ReceiveSink, SendStream, pipe};
+pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};

@@ -7,7 +7,8 @@ use std::fmt;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use crate::name::{PropertyName, ZfsObjectName};
+use crate::name::ZfsObjectName;
+use tidepool_api::values::PropertyName;
 
 /// A reason a line was refused; the caller adds the argv and line number.
 pub type LineError = String;

@@ -1,13 +1,15 @@
-//! What the planner is told about a dataset: plain values, filled by the controller from
-//! whatever the zfs layer and the agents report. The planner never asks for more.
+//! What an agent reports of a dataset, and what the planner is told: plain values, built by
+//! the zfs layer from listings. The planner never asks for more.
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use tidepool_api::{DatasetName, SnapshotShortName};
 
 /// One snapshot of a dataset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SnapshotInfo {
     /// The part after `@`.
     pub name: SnapshotShortName,
@@ -26,7 +28,8 @@ pub struct SnapshotInfo {
 }
 
 /// One bookmark of a dataset (`dataset#name`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BookmarkInfo {
     /// The part after `#`.
     pub name: SnapshotShortName,
@@ -37,7 +40,8 @@ pub struct BookmarkInfo {
 }
 
 /// A `zfs hold` tag on one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HoldInfo {
     /// The snapshot's guid.
     pub guid: u64,
@@ -46,7 +50,8 @@ pub struct HoldInfo {
 
 /// A partial receive's resume token on a target, with what `zfs send -nvt <token>` decoded
 /// from it when the agent could decode it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ResumeToken {
     pub token: String,
     /// `toguid`: the snapshot the interrupted stream was sending.
@@ -70,7 +75,8 @@ impl ResumeToken {
 }
 
 /// Everything the planner needs to know about one dataset on one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DatasetInventory {
     pub dataset: DatasetName,
     /// False when the dataset does not exist (a target before the first receive). The lists
@@ -122,7 +128,7 @@ impl DatasetInventory {
         self.snapshots.iter().find(|s| s.guid == guid)
     }
 
-    pub(crate) fn has_hold(&self, guid: u64, tag: &str) -> bool {
+    pub fn has_hold(&self, guid: u64, tag: &str) -> bool {
         self.holds.iter().any(|h| h.guid == guid && h.tag == tag)
     }
 }
