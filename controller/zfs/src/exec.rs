@@ -407,6 +407,79 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Io);
     }
 
+    /// Run by `commands_run_in_the_c_locale_whatever_the_callers_locale` in a copy of
+    /// this test binary whose own environment names another locale; on its own it checks
+    /// the same against whatever locale the test runner has.
+    #[tokio::test]
+    async fn child_environment_probe() {
+        let out = run(
+            &LocalExecutor::new(),
+            &argv(&["sh", "-c", "printf '%s|%s' \"$LC_ALL\" \"$PROBE_PARENT\""]),
+            None,
+        )
+        .await
+        .unwrap();
+        let parent = std::env::var("PROBE_PARENT").unwrap_or_default();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("C|{parent}"),
+            "LC_ALL=C over the caller's environment, the rest inherited"
+        );
+    }
+
+    #[test]
+    fn commands_run_in_the_c_locale_whatever_the_callers_locale() {
+        let me = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(me)
+            .args(["--exact", "exec::tests::child_environment_probe"])
+            .env("LC_ALL", "de_DE.UTF-8")
+            .env("LANG", "de_DE.UTF-8")
+            .env("LANGUAGE", "de")
+            .env("PROBE_PARENT", "inherited")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "probe under LC_ALL=de_DE.UTF-8 failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn stdout_is_bounded_and_an_endless_output_is_killed() {
+        let ex = LocalExecutor::new();
+        let started = std::time::Instant::now();
+        // `yes` never ends: only a kill stops it.
+        let err = run_within(&ex, &argv(&["yes"]), Some(Duration::from_secs(20)), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ZfsError::OutputTooLarge { limit, .. } if limit == 1 << 20),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::OutputTooLarge);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Exactly the cap is still accepted.
+        let out = run_within(
+            &ex,
+            &argv(&["head", "-c", "1048576", "/dev/zero"]),
+            None,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn an_empty_argv_is_an_error_not_a_panic() {
+        let err = run(&LocalExecutor::new(), &Argv::from(Vec::new()), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+    }
+
     #[test]
     fn argv_display_quotes_for_people() {
         assert_eq!(

@@ -608,3 +608,179 @@ where
         total += n as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant as StdInstant;
+
+    use super::*;
+    use crate::exec::{BoxFuture, Executor, LocalExecutor, Spawned};
+
+    const LIMITS: StreamLimits = StreamLimits {
+        stall: Duration::from_millis(300),
+        exit: Duration::from_secs(3),
+    };
+
+    /// A real process, with a note of whether the layer asked to kill it.
+    struct Observed {
+        inner: Box<dyn Process>,
+        killed: Arc<AtomicBool>,
+    }
+
+    impl Process for Observed {
+        fn wait(&mut self) -> BoxFuture<'_, io::Result<ExitStatus>> {
+            self.inner.wait()
+        }
+        fn kill(&mut self) -> BoxFuture<'_, io::Result<()>> {
+            self.killed.store(true, Ordering::SeqCst);
+            self.inner.kill()
+        }
+    }
+
+    async fn start(script: &str) -> (Spawned, Arc<AtomicBool>) {
+        let argv = Argv::from(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]);
+        let mut s = LocalExecutor::new().spawn(&argv).await.unwrap();
+        let killed = Arc::new(AtomicBool::new(false));
+        s.process = Box::new(Observed {
+            inner: s.process,
+            killed: killed.clone(),
+        });
+        (s, killed)
+    }
+
+    async fn send_of(script: &str) -> (SendStream, Arc<AtomicBool>) {
+        let (s, killed) = start(script).await;
+        let argv = Argv::from(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]);
+        let stream = SendStream::new(argv, s.stdin, s.stdout, s.stderr, s.process, LIMITS);
+        (stream, killed)
+    }
+
+    async fn receive_of(script: &str) -> (ReceiveSink, Arc<AtomicBool>) {
+        let (s, killed) = start(script).await;
+        let argv = Argv::from(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]);
+        let sink = ReceiveSink::new(argv, s.stdin, s.stdout, s.stderr, s.process, LIMITS);
+        (sink, killed)
+    }
+
+    /// Fails the test instead of hanging it.
+    async fn within<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(15), f)
+            .await
+            .expect("did not return within 15 s")
+    }
+
+    #[tokio::test]
+    async fn finish_after_the_reader_stopped_early_is_bounded_and_says_so() {
+        // 8 MB is far more than a pipe buffers: the writer blocks once the reader stops.
+        let (mut send, killed) = send_of("exec head -c 8000000 /dev/zero").await;
+        let mut buf = vec![0u8; 4096];
+        let n = send.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        let started = StdInstant::now();
+        let err = within(send.finish()).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(err, ZfsError::Unfinished { read, .. } if read == n as u64),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Unfinished);
+        assert!(killed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_send_that_failed_before_its_end_reports_its_own_failure() {
+        let (mut send, _) = send_of(
+            "head -c 100 /dev/zero; echo 'cannot open p/d@x: dataset does not exist' >&2; exit 1",
+        )
+        .await;
+        let mut buf = [0u8; 10];
+        send.read_exact(&mut buf).await.unwrap();
+        // Let it exit by itself before the layer kills it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let err = within(send.finish()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_send_read_to_its_end_finishes_with_its_byte_count() {
+        let (mut send, killed) = send_of("head -c 300000 /dev/zero").await;
+        let n = within(tokio::io::copy(&mut send, &mut tokio::io::sink()))
+            .await
+            .unwrap();
+        assert_eq!(within(send.finish()).await.unwrap(), n);
+        assert_eq!(n, 300_000);
+        assert!(!killed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_silent_send_stalls_and_is_killed() {
+        let (mut send, killed) = send_of("printf abc; exec sleep 30").await;
+        let mut buf = [0u8; 3];
+        send.read_exact(&mut buf).await.unwrap();
+        let started = StdInstant::now();
+        let err = within(send.read(&mut [0u8; 16])).await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            waited >= LIMITS.stall && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            err.get_ref().is_some_and(|e| e.is::<StreamStalled>()),
+            "{err}"
+        );
+        // Killed from the poll already, before anyone calls finish.
+        within(async {
+            while !killed.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert_eq!(send.stalled(), Some(LIMITS.stall));
+        let err = within(send.finish()).await.unwrap_err();
+        assert!(
+            matches!(err, ZfsError::Stalled { idle, .. } if idle == LIMITS.stall),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receive_that_takes_nothing_stalls_and_is_killed() {
+        let (mut sink, killed) = receive_of("exec sleep 30").await;
+        let chunk = vec![0u8; 64 * 1024];
+        let started = StdInstant::now();
+        let err = within(async {
+            loop {
+                if let Err(e) = sink.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        })
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            err.get_ref().is_some_and(|e| e.is::<StreamStalled>()),
+            "{err}"
+        );
+        let err = within(sink.finish()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Stalled, "{err}");
+        assert!(killed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn pipe_names_the_side_that_stalled() {
+        let (send, _) = send_of("head -c 1000 /dev/zero; exec sleep 30").await;
+        let (sink, _) = receive_of("exec cat >/dev/null").await;
+        let err = within(pipe(send, sink)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Stalled, "{err}");
+        assert_eq!(
+            err.argv().unwrap().as_slice()[2],
+            "head -c 1000 /dev/zero; exec sleep 30"
+        );
+    }
+}
