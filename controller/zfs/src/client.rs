@@ -595,3 +595,55 @@ impl<E: Executor> Zfs<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::exec::LocalExecutor;
+
+    /// A `zfs` that never answers, so every call ends at its kind's limit.
+    fn silent_zfs_dir() -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tidepool-zfs-timeouts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let zfs = dir.join("zfs");
+        std::fs::write(&zfs, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&zfs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn limit_of(e: ZfsError) -> Duration {
+        match e {
+            ZfsError::Timeout { timeout, .. } => timeout,
+            other => panic!("expected a timeout, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_command_kind_runs_under_its_own_limit() {
+        let ms = Duration::from_millis;
+        let z = Zfs::new(LocalExecutor::with_bin_dir(silent_zfs_dir())).with_timeouts(Timeouts {
+            query: ms(100),
+            listing: ms(150),
+            change: ms(200),
+            destroy: ms(250),
+            estimate: ms(300),
+            ..Timeouts::default()
+        });
+        let ds: DatasetName = "tank/a".parse().unwrap();
+        let snap: SnapshotName = "tank/a@s".parse().unwrap();
+        let short: SnapshotShortName = "s".parse().unwrap();
+        assert_eq!(limit_of(z.version().await.unwrap_err()), ms(100));
+        assert_eq!(limit_of(z.inventory(&ds, &[]).await.unwrap_err()), ms(150));
+        let taken = z.snapshot(std::slice::from_ref(&snap), &[]).await;
+        assert_eq!(limit_of(taken.unwrap_err()), ms(200));
+        let destroyed = z.destroy_snapshots(&ds, std::slice::from_ref(&short)).await;
+        assert_eq!(limit_of(destroyed.unwrap_err()), ms(250));
+        let estimate = z
+            .send_estimate(&crate::SendRequest::full(snap.clone()))
+            .await;
+        assert_eq!(limit_of(estimate.unwrap_err()), ms(300));
+    }
+}
