@@ -55,7 +55,12 @@ impl Process for VmProcess {
 
 impl Executor for VmExecutor {
     fn spawn(&self, argv: &Argv) -> BoxFuture<'_, io::Result<Spawned>> {
-        let cmd = self.remote.command(argv.as_slice().iter().cloned());
+        let mut cmd = self.remote.command(argv.as_slice().iter().cloned());
+        // The guest runs argv exactly as given, so the environment the layer requires
+        // (`LC_ALL=C`) travels as data, like the local executor's.
+        for (key, value) in argv.env() {
+            cmd.env(*key, *value);
+        }
         Box::pin(async move {
             let mut child = cmd.spawn().await.map_err(io_err)?;
             let missing = || io::Error::other("remote child pipe missing");

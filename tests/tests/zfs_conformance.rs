@@ -1184,3 +1184,27 @@ async fn errors_are_classified() {
     println!("Unsupported (bookmark on a pool without the feature): {e}");
     done("errors_are_classified");
 }
+
+/// The layer's commands run in the C locale in the guest too: the classifier matches
+/// English messages, and libzfs would translate them. The VM executor runs argv exactly
+/// as given, so the environment must travel with the argv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_in_the_c_locale_in_the_guest() {
+    let vm = vm().await;
+    let z = vm_zfs(vm);
+    // What the guest's exec server gives a process by itself: without LC_ALL=C, or this
+    // test could not tell whether the layer sets it.
+    let own = sh(vm, &["env"]).await;
+    assert!(!own.lines().any(|l| l == "LC_ALL=C"), "{own}");
+    let through_layer = raw(&z, Argv::new("env")).await;
+    let env = String::from_utf8_lossy(&through_layer);
+    assert!(env.lines().any(|l| l == "LC_ALL=C"), "{env}");
+    // An executor wrapping another (here: as another user) keeps it.
+    let nobody = AsNobody(VmExecutor::of(vm));
+    let out = tidepool_zfs::exec::run(&nobody, &Argv::new("env"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(env.lines().any(|l| l == "LC_ALL=C"), "{env}");
+    done("commands_run_in_the_c_locale_in_the_guest");
+}

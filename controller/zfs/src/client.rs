@@ -7,53 +7,124 @@ use tidepool_api::names::{BookmarkName, DatasetName, PoolName, SnapshotName, Sna
 use tokio::io::BufReader;
 
 use crate::cmd::{self, BookmarkSource, ListRequest, ReceiveRequest, SendRequest};
-use crate::error::{ErrorKind, ZfsError};
+use crate::error::{ErrorKind, RequestError, ZfsError};
 use crate::exec::{Argv, Executor, Output, Spawned, collect_stderr, join_stderr, run};
 use crate::name::ZfsTarget;
 use crate::parse::{
     self, DestroyEstimate, Hold, Inventory, LineError, ListEntry, PoolEntry, PropertyEntry,
     ReadError, SendEstimate, ZfsVersion, read_records,
 };
-use crate::stream::{ReceiveSink, SendStream};
+use crate::stream::{ReceiveSink, SendStream, StreamLimits};
 use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken};
 
-/// The default time limit of a command that is not a stream (list, snapshot, destroy...).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// What a command does, which decides how long it may take ([`Timeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// Reads a few named objects or the pools: `version`, `get`, `holds`, `zpool list`.
+    Query,
+    /// Lists a tree (`zfs list -r`): one line per object, possibly millions on a large
+    /// pool.
+    Listing,
+    /// Changes a few objects in one transaction: `snapshot`, `create`, `hold`, `release`,
+    /// `bookmark`, `rename`, `set`, `inherit`, `receive -A`. Each waits for a txg sync,
+    /// which a busy pool can stretch to many seconds.
+    Change,
+    /// `destroy`: a batch of snapshots frees their blocks before it returns.
+    Destroy,
+    /// `send -n -v -P`: walks the snapshots of the range to estimate the stream.
+    Estimate,
+}
+
+/// Time limits of the zfs layer. Commands that are not streams get a limit per
+/// [`CommandKind`] and are killed when it passes ([`ZfsError::Timeout`]); streams have no
+/// overall limit (they take as long as the data does) but fail when no byte moves for
+/// `stream_stall` ([`ZfsError::Stalled`]) and when the process does not exit within
+/// `stream_exit` of the stream's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub query: Duration,
+    pub listing: Duration,
+    pub change: Duration,
+    pub destroy: Duration,
+    pub estimate: Duration,
+    pub stream_stall: Duration,
+    pub stream_exit: Duration,
+}
+
+impl Default for Timeouts {
+    /// Generous on purpose: a limit exists to free a wedged agent, not to race a busy
+    /// pool. A listing is measured in lines (a million lines parse in about a second, see
+    /// the benchmark, but zfs itself reads them from disk), a change in txg syncs.
+    fn default() -> Timeouts {
+        Timeouts {
+            query: Duration::from_secs(60),
+            listing: Duration::from_secs(30 * 60),
+            change: Duration::from_secs(5 * 60),
+            destroy: Duration::from_secs(15 * 60),
+            estimate: Duration::from_secs(10 * 60),
+            stream_stall: Duration::from_secs(5 * 60),
+            stream_exit: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The limit of one kind of command.
+    pub fn of(&self, kind: CommandKind) -> Duration {
+        match kind {
+            CommandKind::Query => self.query,
+            CommandKind::Listing => self.listing,
+            CommandKind::Change => self.change,
+            CommandKind::Destroy => self.destroy,
+            CommandKind::Estimate => self.estimate,
+        }
+    }
+
+    fn streams(&self) -> StreamLimits {
+        StreamLimits {
+            stall: self.stream_stall,
+            exit: self.stream_exit,
+        }
+    }
+}
 
 /// The zfs layer: every zfs/zpool command Tidepool runs goes through one of these.
 #[derive(Debug, Clone)]
 pub struct Zfs<E> {
     exec: E,
-    timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl<E: Executor> Zfs<E> {
     pub fn new(exec: E) -> Zfs<E> {
         Zfs {
             exec,
-            timeout: DEFAULT_TIMEOUT,
+            timeouts: Timeouts::default(),
         }
     }
 
-    /// Sets the time limit of non-stream commands (sends and receives have none: they
-    /// take as long as the data does, and the caller watches their progress).
-    pub fn with_timeout(mut self, timeout: Duration) -> Zfs<E> {
-        self.timeout = timeout;
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Zfs<E> {
+        self.timeouts = timeouts;
         self
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
     }
 
     pub fn executor(&self) -> &E {
         &self.exec
     }
 
-    async fn run(&self, argv: Argv) -> Result<Output, ZfsError> {
-        run(&self.exec, &argv, Some(self.timeout)).await
+    async fn run(&self, kind: CommandKind, argv: Argv) -> Result<Output, ZfsError> {
+        run(&self.exec, &argv, Some(self.timeouts.of(kind))).await
     }
 
     /// Runs a command whose output is one record per line, parsing each line as it
     /// streams in.
     async fn run_lines<T>(
         &self,
+        kind: CommandKind,
         argv: Argv,
         mut parse: impl FnMut(&str) -> Result<T, LineError>,
         mut each: impl FnMut(T),
@@ -102,12 +173,13 @@ impl<E: Executor> Zfs<E> {
                 }),
             }
         };
-        tokio::time::timeout(self.timeout, fut)
+        let timeout = self.timeouts.of(kind);
+        tokio::time::timeout(timeout, fut)
             .await
             .unwrap_or_else(|_| {
                 Err(ZfsError::Timeout {
                     argv: argv.clone(),
-                    timeout: self.timeout,
+                    timeout,
                 })
             })
     }
@@ -115,7 +187,7 @@ impl<E: Executor> Zfs<E> {
     /// `zfs version`: userland and kernel module versions.
     pub async fn version(&self) -> Result<ZfsVersion, ZfsError> {
         let argv = cmd::version();
-        let out = self.run(argv.clone()).await?;
+        let out = self.run(CommandKind::Query, argv.clone()).await?;
         parse::parse_version(&String::from_utf8_lossy(&out.stdout)).map_err(|reason| {
             ZfsError::Parse {
                 argv,
@@ -129,8 +201,13 @@ impl<E: Executor> Zfs<E> {
     /// empty).
     pub async fn pools(&self, pools: &[PoolName]) -> Result<Vec<PoolEntry>, ZfsError> {
         let mut v = Vec::new();
-        self.run_lines(cmd::pool_list(pools), parse::parse_pool_line, |p| v.push(p))
-            .await?;
+        self.run_lines(
+            CommandKind::Query,
+            cmd::pool_list(pools),
+            parse::parse_pool_line,
+            |p| v.push(p),
+        )
+        .await?;
         Ok(v)
     }
 
@@ -141,8 +218,13 @@ impl<E: Executor> Zfs<E> {
         each: impl FnMut(ListEntry),
     ) -> Result<(), ZfsError> {
         let parser = req.parser();
-        self.run_lines(req.argv(), |l| parser.parse_line(l), each)
-            .await
+        self.run_lines(
+            CommandKind::Listing,
+            req.argv(),
+            |l| parser.parse_line(l),
+            each,
+        )
+        .await
     }
 
     /// Runs a listing and collects it.
@@ -173,9 +255,11 @@ impl<E: Executor> Zfs<E> {
         props: &[(PropertyName, PropertyValue)],
     ) -> Result<(), ZfsError> {
         if snapshots.is_empty() {
-            return Err(ZfsError::InvalidRequest("no snapshot to take".into()));
+            return Err(ZfsError::empty_batch("snapshot"));
         }
-        self.run(cmd::snapshot(snapshots, props)).await.map(drop)
+        self.run(CommandKind::Change, cmd::snapshot(snapshots, props))
+            .await
+            .map(drop)
     }
 
     /// `zfs create [-p] -o prop=value... dataset`.
@@ -185,7 +269,7 @@ impl<E: Executor> Zfs<E> {
         parents: bool,
         props: &[(PropertyName, PropertyValue)],
     ) -> Result<(), ZfsError> {
-        self.run(cmd::create(dataset, parents, props))
+        self.run(CommandKind::Change, cmd::create(dataset, parents, props))
             .await
             .map(drop)
     }
@@ -199,9 +283,15 @@ impl<E: Executor> Zfs<E> {
         shorts: &[SnapshotShortName],
     ) -> Result<(), ZfsError> {
         if shorts.is_empty() {
-            return Err(ZfsError::InvalidRequest("no snapshot to destroy".into()));
+            return Err(ZfsError::empty_batch("destroy"));
         }
-        match self.run(cmd::destroy_snapshots(dataset, shorts)).await {
+        match self
+            .run(
+                CommandKind::Destroy,
+                cmd::destroy_snapshots(dataset, shorts),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Busy => {
                 let snaps: Vec<SnapshotName> = shorts
@@ -225,10 +315,10 @@ impl<E: Executor> Zfs<E> {
         shorts: &[SnapshotShortName],
     ) -> Result<DestroyEstimate, ZfsError> {
         if shorts.is_empty() {
-            return Err(ZfsError::InvalidRequest("no snapshot to destroy".into()));
+            return Err(ZfsError::empty_batch("destroy"));
         }
         let argv = cmd::destroy_snapshots_dry_run(dataset, shorts);
-        let out = self.run(argv.clone()).await?;
+        let out = self.run(CommandKind::Query, argv.clone()).await?;
         parse::parse_destroy_estimate(&String::from_utf8_lossy(&out.stdout)).map_err(|reason| {
             ZfsError::Parse {
                 argv,
@@ -246,28 +336,36 @@ impl<E: Executor> Zfs<E> {
 
     /// `zfs destroy dataset#mark`.
     pub async fn destroy_bookmark(&self, bookmark: &BookmarkName) -> Result<(), ZfsError> {
-        self.run(cmd::destroy_bookmark(bookmark)).await.map(drop)
+        self.run(CommandKind::Destroy, cmd::destroy_bookmark(bookmark))
+            .await
+            .map(drop)
     }
 
     /// `zfs destroy dataset` (never recursive).
     pub async fn destroy_dataset(&self, dataset: &DatasetName) -> Result<(), ZfsError> {
-        self.run(cmd::destroy_dataset(dataset)).await.map(drop)
+        self.run(CommandKind::Destroy, cmd::destroy_dataset(dataset))
+            .await
+            .map(drop)
     }
 
     /// `zfs hold tag snap...`.
     pub async fn hold(&self, tag: &HoldTag, snapshots: &[SnapshotName]) -> Result<(), ZfsError> {
         if snapshots.is_empty() {
-            return Err(ZfsError::InvalidRequest("no snapshot to hold".into()));
+            return Err(ZfsError::empty_batch("hold"));
         }
-        self.run(cmd::hold(tag, snapshots)).await.map(drop)
+        self.run(CommandKind::Change, cmd::hold(tag, snapshots))
+            .await
+            .map(drop)
     }
 
     /// `zfs release tag snap...`.
     pub async fn release(&self, tag: &HoldTag, snapshots: &[SnapshotName]) -> Result<(), ZfsError> {
         if snapshots.is_empty() {
-            return Err(ZfsError::InvalidRequest("no snapshot to release".into()));
+            return Err(ZfsError::empty_batch("release"));
         }
-        self.run(cmd::release(tag, snapshots)).await.map(drop)
+        self.run(CommandKind::Change, cmd::release(tag, snapshots))
+            .await
+            .map(drop)
     }
 
     /// `zfs holds -H -p snap...`: the holds on the given snapshots.
@@ -276,9 +374,12 @@ impl<E: Executor> Zfs<E> {
             return Ok(Vec::new());
         }
         let mut v = Vec::new();
-        self.run_lines(cmd::holds(snapshots, false), parse::parse_hold_line, |h| {
-            v.push(h)
-        })
+        self.run_lines(
+            CommandKind::Query,
+            cmd::holds(snapshots, false),
+            parse::parse_hold_line,
+            |h| v.push(h),
+        )
         .await?;
         Ok(v)
     }
@@ -289,7 +390,9 @@ impl<E: Executor> Zfs<E> {
         source: &BookmarkSource,
         bookmark: &BookmarkName,
     ) -> Result<(), ZfsError> {
-        self.run(cmd::bookmark(source, bookmark)).await.map(drop)
+        self.run(CommandKind::Change, cmd::bookmark(source, bookmark))
+            .await
+            .map(drop)
     }
 
     /// `zfs rename [-u] from to`.
@@ -299,9 +402,12 @@ impl<E: Executor> Zfs<E> {
         to: &DatasetName,
         no_remount: bool,
     ) -> Result<(), ZfsError> {
-        self.run(cmd::rename_dataset(from, to, no_remount))
-            .await
-            .map(drop)
+        self.run(
+            CommandKind::Change,
+            cmd::rename_dataset(from, to, no_remount),
+        )
+        .await
+        .map(drop)
     }
 
     /// `zfs rename ds@from ds@to`.
@@ -310,7 +416,9 @@ impl<E: Executor> Zfs<E> {
         from: &SnapshotName,
         to: &SnapshotShortName,
     ) -> Result<(), ZfsError> {
-        self.run(cmd::rename_snapshot(from, to)).await.map(drop)
+        self.run(CommandKind::Change, cmd::rename_snapshot(from, to))
+            .await
+            .map(drop)
     }
 
     /// `zfs get -H -p -o name,property,value,source props targets...`.
@@ -323,9 +431,12 @@ impl<E: Executor> Zfs<E> {
             return Ok(Vec::new());
         }
         let mut v = Vec::new();
-        self.run_lines(cmd::get(props, targets), parse::parse_get_line, |p| {
-            v.push(p)
-        })
+        self.run_lines(
+            CommandKind::Query,
+            cmd::get(props, targets),
+            parse::parse_get_line,
+            |p| v.push(p),
+        )
         .await?;
         Ok(v)
     }
@@ -345,7 +456,10 @@ impl<E: Executor> Zfs<E> {
             other => Err(ZfsError::Parse {
                 argv,
                 line: other.len(),
-                reason: format!("expected one line, got {}", other.len()),
+                reason: LineError::RecordCount {
+                    expected: 1,
+                    found: other.len(),
+                },
             }),
         }
     }
@@ -359,7 +473,9 @@ impl<E: Executor> Zfs<E> {
         if props.is_empty() {
             return Ok(());
         }
-        self.run(cmd::set(target, props)).await.map(drop)
+        self.run(CommandKind::Change, cmd::set(target, props))
+            .await
+            .map(drop)
     }
 
     /// `zfs inherit prop target`.
@@ -368,7 +484,9 @@ impl<E: Executor> Zfs<E> {
         target: &T,
         prop: &PropertyName,
     ) -> Result<(), ZfsError> {
-        self.run(cmd::inherit(target, prop)).await.map(drop)
+        self.run(CommandKind::Change, cmd::inherit(target, prop))
+            .await
+            .map(drop)
     }
 
     /// Starts `zfs send` and returns its stream.
@@ -392,7 +510,12 @@ impl<E: Executor> Zfs<E> {
                 source,
             })?;
         Ok(SendStream::new(
-            argv, s.stdin, s.stdout, s.stderr, s.process,
+            argv,
+            s.stdin,
+            s.stdout,
+            s.stderr,
+            s.process,
+            self.timeouts.streams(),
         ))
     }
 
@@ -410,7 +533,7 @@ impl<E: Executor> Zfs<E> {
     }
 
     async fn estimate(&self, argv: Argv) -> Result<SendEstimate, ZfsError> {
-        let out = self.run(argv.clone()).await?;
+        let out = self.run(CommandKind::Estimate, argv.clone()).await?;
         // OpenZFS prints the dry-run report on stdout; older releases used stderr.
         let stdout = String::from_utf8_lossy(&out.stdout);
         let text = if stdout.trim().is_empty() {
@@ -438,13 +561,20 @@ impl<E: Executor> Zfs<E> {
                 source,
             })?;
         Ok(ReceiveSink::new(
-            argv, s.stdin, s.stdout, s.stderr, s.process,
+            argv,
+            s.stdin,
+            s.stdout,
+            s.stderr,
+            s.process,
+            self.timeouts.streams(),
         ))
     }
 
     /// `zfs receive -A target`: discards a partial receive.
     pub async fn receive_abort(&self, target: &DatasetName) -> Result<(), ZfsError> {
-        self.run(cmd::receive_abort(target)).await.map(drop)
+        self.run(CommandKind::Change, cmd::receive_abort(target))
+            .await
+            .map(drop)
     }
 
     /// The `receive_resume_token` of a dataset, if a partial receive is pending.
@@ -454,15 +584,67 @@ impl<E: Executor> Zfs<E> {
     ) -> Result<Option<ResumeToken>, ZfsError> {
         let prop: PropertyName = "receive_resume_token"
             .parse()
-            .map_err(|e| ZfsError::InvalidRequest(format!("{e}")))?;
+            .map_err(RequestError::Value)?;
         let argv = cmd::get(std::slice::from_ref(&prop), std::slice::from_ref(dataset));
         match self.get_one(&prop, dataset).await? {
             None => Ok(None),
             Some(t) => t.parse().map(Some).map_err(|e| ZfsError::Parse {
                 argv,
                 line: 1,
-                reason: format!("{e}"),
+                reason: LineError::Value(e),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::exec::LocalExecutor;
+
+    /// A `zfs` that never answers, so every call ends at its kind's limit.
+    fn silent_zfs_dir() -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tidepool-zfs-timeouts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let zfs = dir.join("zfs");
+        std::fs::write(&zfs, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&zfs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn limit_of(e: ZfsError) -> Duration {
+        match e {
+            ZfsError::Timeout { timeout, .. } => timeout,
+            other => panic!("expected a timeout, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_command_kind_runs_under_its_own_limit() {
+        let ms = Duration::from_millis;
+        let z = Zfs::new(LocalExecutor::with_bin_dir(silent_zfs_dir())).with_timeouts(Timeouts {
+            query: ms(100),
+            listing: ms(150),
+            change: ms(200),
+            destroy: ms(250),
+            estimate: ms(300),
+            ..Timeouts::default()
+        });
+        let ds: DatasetName = "tank/a".parse().unwrap();
+        let snap: SnapshotName = "tank/a@s".parse().unwrap();
+        let short: SnapshotShortName = "s".parse().unwrap();
+        assert_eq!(limit_of(z.version().await.unwrap_err()), ms(100));
+        assert_eq!(limit_of(z.inventory(&ds, &[]).await.unwrap_err()), ms(150));
+        let taken = z.snapshot(std::slice::from_ref(&snap), &[]).await;
+        assert_eq!(limit_of(taken.unwrap_err()), ms(200));
+        let destroyed = z.destroy_snapshots(&ds, std::slice::from_ref(&short)).await;
+        assert_eq!(limit_of(destroyed.unwrap_err()), ms(250));
+        let estimate = z
+            .send_estimate(&crate::SendRequest::full(snap.clone()))
+            .await;
+        assert_eq!(limit_of(estimate.unwrap_err()), ms(300));
     }
 }

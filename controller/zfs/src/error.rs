@@ -6,6 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::exec::{Argv, ExitStatus};
+use crate::parse::LineError;
+use tidepool_api::values::ValueError;
 
 /// What went wrong, as a small closed set a caller can branch on and a metric can use as a
 /// bounded label ([`ErrorKind::as_str`]).
@@ -46,6 +48,12 @@ pub enum ErrorKind {
     Unsupported,
     /// The command did not finish within its timeout and was killed.
     Timeout,
+    /// A send or receive moved no bytes for its stall limit and was killed.
+    Stalled,
+    /// A send stream was not read to its end; the process was killed.
+    Unfinished,
+    /// The command printed more on stdout than the layer keeps; it was killed.
+    OutputTooLarge,
     /// The command could not be started, or its pipes failed.
     Io,
     /// The command succeeded but printed something the parser does not accept.
@@ -74,6 +82,9 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "PermissionDenied",
             ErrorKind::Unsupported => "Unsupported",
             ErrorKind::Timeout => "Timeout",
+            ErrorKind::Stalled => "Stalled",
+            ErrorKind::Unfinished => "Unfinished",
+            ErrorKind::OutputTooLarge => "OutputTooLarge",
             ErrorKind::Io => "Io",
             ErrorKind::Parse => "Parse",
             ErrorKind::InvalidRequest => "InvalidRequest",
@@ -98,6 +109,19 @@ pub struct CommandFailure {
     pub kind: ErrorKind,
 }
 
+/// Why a request was refused before anything ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A batched command (`snapshot`, `destroy`, `hold`, `release`) was given nothing to
+    /// act on; zfs would fail with a usage message, or worse, act on something else.
+    #[error("`zfs {operation}` needs at least one object, none given")]
+    EmptyBatch { operation: &'static str },
+    /// A name or value the request needs was refused.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+}
+
 /// Every error of the zfs layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ZfsError {
@@ -117,15 +141,28 @@ pub enum ZfsError {
     },
     #[error("`{argv}` did not finish within {timeout:?} and was killed")]
     Timeout { argv: Argv, timeout: Duration },
+    /// No byte moved through a send or receive for `idle`: the process was killed so it
+    /// cannot hold its pipe, its pool or a hold forever.
+    #[error("`{argv}`: no byte moved for {idle:?}; the stream stalled and was killed")]
+    Stalled { argv: Argv, idle: Duration },
+    /// A send stream was finished before it was read to its end (the consumer stopped):
+    /// the process, which may have been blocked on a full pipe, was killed.
+    #[error("`{argv}`: the stream was finished after {read} bytes, before its end; killed")]
+    Unfinished { argv: Argv, read: u64 },
+    /// stdout exceeded what the layer keeps for a command whose output is collected.
+    #[error("`{argv}` printed more than {limit} bytes on stdout and was killed")]
+    OutputTooLarge { argv: Argv, limit: usize },
     #[error("`{argv}`: cannot parse output line {line}: {reason}")]
     Parse {
         argv: Argv,
-        /// 1-based line number in the command's stdout.
+        /// 1-based line number in the command's stdout; 0 where the output is read as a
+        /// whole.
         line: usize,
-        reason: String,
+        #[source]
+        reason: LineError,
     },
     #[error("invalid request: {0}")]
-    InvalidRequest(String),
+    InvalidRequest(#[from] RequestError),
 }
 
 impl ZfsError {
@@ -134,6 +171,9 @@ impl ZfsError {
             ZfsError::Command(c) => c.kind,
             ZfsError::Spawn { .. } | ZfsError::Io { .. } => ErrorKind::Io,
             ZfsError::Timeout { .. } => ErrorKind::Timeout,
+            ZfsError::Stalled { .. } => ErrorKind::Stalled,
+            ZfsError::Unfinished { .. } => ErrorKind::Unfinished,
+            ZfsError::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
             ZfsError::Parse { .. } => ErrorKind::Parse,
             ZfsError::InvalidRequest(_) => ErrorKind::InvalidRequest,
         }
@@ -146,6 +186,9 @@ impl ZfsError {
             ZfsError::Spawn { argv, .. }
             | ZfsError::Io { argv, .. }
             | ZfsError::Timeout { argv, .. }
+            | ZfsError::Stalled { argv, .. }
+            | ZfsError::Unfinished { argv, .. }
+            | ZfsError::OutputTooLarge { argv, .. }
             | ZfsError::Parse { argv, .. } => Some(argv),
             ZfsError::InvalidRequest(_) => None,
         }
@@ -167,6 +210,10 @@ impl ZfsError {
             stderr,
             kind,
         }))
+    }
+
+    pub(crate) fn empty_batch(operation: &'static str) -> ZfsError {
+        ZfsError::InvalidRequest(RequestError::EmptyBatch { operation })
     }
 
     /// Re-labels a command failure (used where the layer knows more than stderr says, for

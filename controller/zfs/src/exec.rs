@@ -4,6 +4,12 @@
 //! layer against a real OpenZFS inside a VM through another implementation.
 //!
 //! Nothing here builds a shell string: an argv is a list of arguments, passed as is.
+//!
+//! Every [`Argv`] carries the environment its process must run with ([`COMMAND_ENV`]:
+//! `LC_ALL=C`), and every [`Executor`] applies [`Argv::env`] on top of its own. It lives
+//! on the argv, not in the [`crate::Zfs`] client, so that an executor wrapping another
+//! (running as another user, in a VM, over ssh) passes it on without knowing about it,
+//! and no code path that starts a command can leave it out.
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +27,18 @@ use crate::error::ZfsError;
 /// How many bytes of a command's stderr are kept for errors; the rest is drained and
 /// dropped so a chatty command can never block on a full pipe or grow memory.
 pub const STDERR_CAP: usize = 64 * 1024;
+
+/// How many bytes of stdout [`run`] collects before it kills the command and fails with
+/// [`ZfsError::OutputTooLarge`]. Only small outputs are collected (`zfs version`, dry-run
+/// reports: one line per snapshot); listings stream line by line instead, each line
+/// bounded by [`crate::parse::LINE_CAP`].
+pub const STDOUT_CAP: usize = 16 << 20;
+
+/// The environment every zfs/zpool command runs with, over whatever the executor's own
+/// environment is. `LC_ALL=C`: libzfs translates its messages through gettext, and
+/// [`crate::classify`] matches the English ones (under the C locale gettext also ignores
+/// `LANGUAGE`). It also keeps `-p` numbers and dates free of locale formatting.
+pub const COMMAND_ENV: &[(&str, &str)] = &[("LC_ALL", "C")];
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
@@ -50,7 +68,14 @@ impl Argv {
     }
 
     pub fn program(&self) -> &str {
-        &self.0[0]
+        // `Argv::new` and `From<Vec<String>>` are the only constructors; the latter may be
+        // given an empty vector, which then names no program.
+        self.0.first().map_or("", String::as_str)
+    }
+
+    /// Variables every executor sets for this command, over its own environment.
+    pub fn env(&self) -> &'static [(&'static str, &'static str)] {
+        COMMAND_ENV
     }
 
     pub fn as_slice(&self) -> &[String] {
@@ -199,10 +224,12 @@ impl Executor for LocalExecutor {
             Some(dir) => dir.join(argv.program()).into_os_string(),
             None => argv.program().into(),
         };
-        let args = argv.as_slice()[1..].to_vec();
+        let args = argv.as_slice().get(1..).unwrap_or_default().to_vec();
+        let env = argv.env();
         Box::pin(async move {
             let mut child = tokio::process::Command::new(program)
                 .args(args)
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -253,13 +280,24 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs an argv to completion with stdin closed, collecting stdout and stderr; fails with
-/// a classified [`ZfsError::Command`] when the exit status is not success, and kills the
-/// process when `timeout` passes first.
+/// Runs an argv to completion with stdin closed, collecting stdout (up to [`STDOUT_CAP`])
+/// and stderr; fails with a classified [`ZfsError::Command`] when the exit status is not
+/// success, and kills the process when `timeout` passes first.
 pub async fn run<E: Executor + ?Sized>(
     exec: &E,
     argv: &Argv,
     timeout: Option<Duration>,
+) -> Result<Output, ZfsError> {
+    run_within(exec, argv, timeout, STDOUT_CAP).await
+}
+
+/// [`run`] keeping at most `stdout_cap` bytes of stdout: one byte more kills the process
+/// and fails with [`ZfsError::OutputTooLarge`].
+pub async fn run_within<E: Executor + ?Sized>(
+    exec: &E,
+    argv: &Argv,
+    timeout: Option<Duration>,
+    stdout_cap: usize,
 ) -> Result<Output, ZfsError> {
     tracing::debug!(%argv, "zfs: run");
     let fut = async {
@@ -275,7 +313,20 @@ pub async fn run<E: Executor + ?Sized>(
         drop(stdin);
         let err_task = collect_stderr(stderr);
         let mut out = Vec::new();
-        let read = stdout.read_to_end(&mut out).await;
+        // One byte past the cap is how an oversized output shows itself.
+        let limit = u64::try_from(stdout_cap)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let read = (&mut stdout).take(limit).read_to_end(&mut out).await;
+        if out.len() > stdout_cap {
+            // Killed, not drained: the rest could be endless.
+            let _ = process.kill().await;
+            err_task.abort();
+            return Err(ZfsError::OutputTooLarge {
+                argv: argv.clone(),
+                limit: stdout_cap,
+            });
+        }
         let status = process.wait().await;
         let stderr = join_stderr(err_task).await;
         let status = status.map_err(|source| ZfsError::Io {
@@ -351,6 +402,79 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
 
         let err = run(&ex, &argv(&["/nonexistent/zfs"]), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+    }
+
+    /// Run by `commands_run_in_the_c_locale_whatever_the_callers_locale` in a copy of
+    /// this test binary whose own environment names another locale; on its own it checks
+    /// the same against whatever locale the test runner has.
+    #[tokio::test]
+    async fn child_environment_probe() {
+        let out = run(
+            &LocalExecutor::new(),
+            &argv(&["sh", "-c", "printf '%s|%s' \"$LC_ALL\" \"$PROBE_PARENT\""]),
+            None,
+        )
+        .await
+        .unwrap();
+        let parent = std::env::var("PROBE_PARENT").unwrap_or_default();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("C|{parent}"),
+            "LC_ALL=C over the caller's environment, the rest inherited"
+        );
+    }
+
+    #[test]
+    fn commands_run_in_the_c_locale_whatever_the_callers_locale() {
+        let me = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(me)
+            .args(["--exact", "exec::tests::child_environment_probe"])
+            .env("LC_ALL", "de_DE.UTF-8")
+            .env("LANG", "de_DE.UTF-8")
+            .env("LANGUAGE", "de")
+            .env("PROBE_PARENT", "inherited")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "probe under LC_ALL=de_DE.UTF-8 failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn stdout_is_bounded_and_an_endless_output_is_killed() {
+        let ex = LocalExecutor::new();
+        let started = std::time::Instant::now();
+        // `yes` never ends: only a kill stops it.
+        let err = run_within(&ex, &argv(&["yes"]), Some(Duration::from_secs(20)), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ZfsError::OutputTooLarge { limit, .. } if limit == 1 << 20),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::OutputTooLarge);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Exactly the cap is still accepted.
+        let out = run_within(
+            &ex,
+            &argv(&["head", "-c", "1048576", "/dev/zero"]),
+            None,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn an_empty_argv_is_an_error_not_a_panic() {
+        let err = run(&LocalExecutor::new(), &Argv::from(Vec::new()), None)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Io);

@@ -36,20 +36,20 @@ pub mod name;
 pub mod parse;
 pub mod stream;
 
-pub use client::{DEFAULT_TIMEOUT, Zfs};
+pub use client::{CommandKind, Timeouts, Zfs};
 pub use cmd::{
     BookmarkSource, Depth, ListRequest, ObjectTypes, ReceiveRequest, SendBase, SendFlags,
     SendRequest,
 };
-pub use error::{CommandFailure, ErrorKind, ZfsError, classify};
-pub use exec::{Argv, Executor, ExitStatus, LocalExecutor, Process, Spawned};
+pub use error::{CommandFailure, ErrorKind, RequestError, ZfsError, classify};
+pub use exec::{Argv, COMMAND_ENV, Executor, ExitStatus, LocalExecutor, Process, Spawned};
 pub use name::{ZfsObjectName, ZfsTarget};
 // The value vocabularies are the api crate's (one type per concept across the layers);
 // re-exported because every caller of this crate names them.
 pub use parse::{
-    Capabilities, DestroyEstimate, Hold, Inventory, ListEntry, ListParser, ObjectType, PoolEntry,
-    PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem,
-    Version, ZfsVersion,
+    Capabilities, DestroyEstimate, Hold, Inventory, LineError, ListEntry, ListParser, ObjectType,
+    PoolEntry, PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate,
+    SendEstimateItem, Version, ZfsVersion,
 };
-pub use stream::{Progress, ReceiveSink, SendStream, pipe};
+pub use stream::{Progress, ReceiveSink, SendStream, StreamLimits, StreamStalled, pipe};
 pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
