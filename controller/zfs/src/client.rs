@@ -52,7 +52,7 @@ impl<E: Executor> Zfs<E> {
 
     /// Runs a command whose output is one record per line, parsing each line as it
     /// streams in.
-    async fn run_lines<T>(
+    pub(crate) async fn run_lines<T>(
         &self,
         argv: Argv,
         mut parse: impl FnMut(&str) -> Result<T, LineError>,
