@@ -33,7 +33,7 @@ pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, Sn
 pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
 pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
 pub use values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
-pub use zfs_node::{ZfsNode, ZfsNodeSpec};
+pub use zfs_node::{Capabilities, PoolCapabilities, ZfsNode, ZfsNodeSpec};
 
 /// The API group.
 pub const GROUP: &str = "tidepool.dev";

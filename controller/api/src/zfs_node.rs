@@ -81,23 +81,54 @@ pub struct ZfsNodeStatus {
     pub heartbeat_time: Option<Time>,
 }
 
-/// What this node's OpenZFS can do; the planner only plans what both ends support.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+/// What this node's OpenZFS release can do (the older of userland and kernel module
+/// decides). What a pool can do is a separate fact: each pool's `capabilities`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
+    /// `zfs bookmark`, `zfs send -i pool/ds#mark` (0.6.4).
     #[serde(default)]
     pub bookmarks: bool,
-    #[serde(default)]
-    pub raw_send: bool,
+    /// `zfs receive -s`, `receive_resume_token`, `zfs send -t` (0.7.0).
     #[serde(default)]
     pub resumable_receive: bool,
-    /// `zfs list -j` / `zpool list -j` JSON output (OpenZFS 2.3+).
+    /// Native encryption and raw sends, `zfs send -w` (0.8.0).
+    #[serde(default)]
+    pub raw_send: bool,
+    /// Bookmarks copied from bookmarks, redacted sends, `zfs send --saved` (2.0.0).
+    #[serde(default)]
+    pub bookmark_copy: bool,
+    /// `zfs list -j` / `zpool list -j` JSON output (2.3.0).
     #[serde(default)]
     pub json_output: bool,
+}
+
+/// What one pool can do: its feature flags (`zpool get feature@...`) as enabled or active
+/// on that pool. These are pool facts, not release facts: a pool created with `-d` or
+/// imported from an older system lacks features the software has, and the planner plans
+/// only what both pools of a replication allow.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolCapabilities {
+    /// `feature@bookmarks`: bookmarks can be made on this pool.
     #[serde(default)]
-    pub large_blocks: bool,
+    pub bookmarks: bool,
+    /// `feature@bookmark_v2`: bookmarks of encrypted datasets and redaction bookmarks.
+    #[serde(default)]
+    pub bookmark_v2: bool,
+    /// `feature@encryption`: encrypted datasets, and so raw receives of encrypted streams.
     #[serde(default)]
     pub encryption: bool,
+    /// `feature@large_blocks`: records above 128 KiB, so `send -L` streams land as sent.
+    #[serde(default)]
+    pub large_blocks: bool,
+    /// `feature@embedded_data`: `send -e` streams can be received.
+    #[serde(default)]
+    pub embedded_data: bool,
+    /// `feature@extensible_dataset`: needed by a resumable receive (`receive -s` keeps its
+    /// state in the dataset).
+    #[serde(default)]
+    pub extensible_dataset: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -109,4 +140,6 @@ pub struct PoolStatus {
     pub size_bytes: i64,
     pub allocated_bytes: i64,
     pub free_bytes: i64,
+    #[serde(default)]
+    pub capabilities: PoolCapabilities,
 }

@@ -93,6 +93,22 @@ pub struct DatasetInventory {
     pub receive_resume_token: Option<ResumeToken>,
     /// `encryption` is not `off`.
     pub encrypted: bool,
+    /// Snapshots whose names Tidepool's strict names refuse (OpenZFS allows spaces, for
+    /// example; such names arrive in streams from other hosts). Never destroyed or claimed,
+    /// but they are snapshots of the dataset: by GUID they still count for finding the
+    /// common snapshot and for seeing divergence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unnamed_snapshots: Vec<UnnamedSnapshot>,
+}
+
+/// A snapshot whose name cannot be spelled as a [`SnapshotShortName`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnnamedSnapshot {
+    /// The part after `@`, as zfs printed it.
+    pub printed_name: String,
+    pub guid: u64,
+    pub createtxg: u64,
 }
 
 impl DatasetInventory {
@@ -107,6 +123,7 @@ impl DatasetInventory {
             written_since_newest: 0,
             receive_resume_token: None,
             encrypted: false,
+            unnamed_snapshots: Vec::new(),
         }
     }
 

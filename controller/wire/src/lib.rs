@@ -1,7 +1,8 @@
 //! The vocabulary the agent and the controller share (DESIGN.md, layer 4): what an agent
-//! reports of its pools ([`inventory`]), and, as they are written, the typed operations it
-//! accepts and their results. The planner reads the same inventory types and the zfs layer
-//! builds them from listings, so nothing is re-parsed or re-checked between the layers.
+//! reports of its pools ([`pool`], [`inventory`]), the typed operations it accepts and
+//! their results ([`operation`]). The planner reads the same inventory types and the zfs
+//! layer builds them from listings, so nothing is re-parsed or re-checked between the
+//! layers.
 //!
 //! Values only (serde, no I/O, no async runtime). Wire formats decode leniently where a
 //! newer peer may add fields: unknown fields are ignored, never an error.
@@ -10,5 +11,21 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod inventory;
+pub mod operation;
+pub mod pool;
 
-pub use inventory::{BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo};
+pub use inventory::{
+    BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo, UnnamedSnapshot,
+};
+pub use operation::{
+    DestroySnapshots, InventoryAnswer, InventoryGeneration, InventoryRequest, OperationError,
+    Owner, RefusalReason, RefusedDestroy, Request, RequestError, Response, SnapshotRef,
+    SnapshotsDestroyed, SnapshotsTaken, TakeSnapshots,
+};
+pub use pool::{PoolHealth, PoolInventory};
+/// What a pool can do is published in the `ZfsNode` status too, so its type is the api
+/// crate's; the agent reports it here with each pool.
+pub use tidepool_api::PoolCapabilities;
+
+#[cfg(test)]
+mod tests;

@@ -122,7 +122,7 @@ impl<E: Executor> Zfs<E> {
 
     /// Runs a command whose output is one record per line, parsing each line as it
     /// streams in.
-    async fn run_lines<T>(
+    pub(crate) async fn run_lines<T>(
         &self,
         kind: CommandKind,
         argv: Argv,

@@ -486,6 +486,63 @@ pub fn pool_list(pools: &[PoolName]) -> Argv {
     a
 }
 
+/// `zfs get -H -p -o name,property,value,source -s local -t <types> [-r|-d N] <prop> <root>`:
+/// only the objects on which `prop` is set locally. An inherited value, or one received
+/// in a stream, is not printed at all, which is what an ownership claim needs.
+pub fn get_local(
+    prop: &PropertyName,
+    root: &DatasetName,
+    types: ObjectTypes,
+    depth: Depth,
+) -> Argv {
+    let mut a = zfs();
+    a.args([
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value,source",
+        "-s",
+        "local",
+    ]);
+    let types = if types.is_empty() {
+        ObjectTypes::ALL
+    } else {
+        types
+    };
+    a.args(["-t".to_owned(), types.arg()]);
+    match depth {
+        Depth::RootsOnly => {
+            if types.snapshot || types.bookmark {
+                a.args(["-d", "1"]);
+            }
+        }
+        Depth::Limited(n) => {
+            a.args(["-d".to_owned(), n.to_string()]);
+        }
+        Depth::Recursive => {
+            a.arg("-r");
+        }
+    }
+    a.args([prop.as_str(), root.as_str()]);
+    a
+}
+
+/// `zpool get -H -p -o name,property,value,source feature@a,feature@b... pool`.
+pub fn pool_features(pool: &PoolName, features: &[&str]) -> Argv {
+    let mut a = Argv::new("zpool");
+    a.args(["get", "-H", "-p", "-o", "name,property,value,source"]);
+    a.arg(
+        features
+            .iter()
+            .map(|f| format!("feature@{f}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    a.arg(pool.as_str());
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +674,59 @@ mod tests {
         assert_eq!(
             v(receive_abort(&ds("back/a"))),
             ["zfs", "receive", "-A", "back/a"]
+        );
+    }
+
+    #[test]
+    fn local_get_and_pool_feature_argv() {
+        let owner: PropertyName = "tidepool.dev:owner".parse().unwrap();
+        assert_eq!(
+            v(get_local(
+                &owner,
+                &ds("tank"),
+                ObjectTypes::SNAPSHOTS,
+                Depth::Recursive
+            )),
+            [
+                "zfs",
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value,source",
+                "-s",
+                "local",
+                "-t",
+                "snapshot",
+                "-r",
+                "tidepool.dev:owner",
+                "tank"
+            ]
+        );
+        assert_eq!(
+            &v(get_local(
+                &owner,
+                &ds("tank/a"),
+                ObjectTypes::SNAPSHOTS,
+                Depth::RootsOnly
+            ))[8..],
+            ["-t", "snapshot", "-d", "1", "tidepool.dev:owner", "tank/a"]
+        );
+        assert_eq!(
+            v(pool_features(
+                &"tank".parse().unwrap(),
+                &["bookmarks", "encryption"]
+            )),
+            [
+                "zpool",
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value,source",
+                "feature@bookmarks,feature@encryption",
+                "tank"
+            ]
         );
     }
 }

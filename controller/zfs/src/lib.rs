@@ -32,6 +32,8 @@ pub mod client;
 pub mod cmd;
 pub mod error;
 pub mod exec;
+pub mod features;
+pub mod inventory;
 pub mod name;
 pub mod parse;
 pub mod stream;
@@ -43,13 +45,15 @@ pub use cmd::{
 };
 pub use error::{CommandFailure, ErrorKind, RequestError, ZfsError, classify};
 pub use exec::{Argv, COMMAND_ENV, Executor, ExitStatus, LocalExecutor, Process, Spawned};
+pub use features::{FeatureError, POOL_FEATURES};
+pub use inventory::{EntryError, Inventories, InventoryBuilder, InventoryError, OwnerInterner};
 pub use name::{ZfsObjectName, ZfsTarget};
 // The value vocabularies are the api crate's (one type per concept across the layers);
 // re-exported because every caller of this crate names them.
 pub use parse::{
-    Capabilities, DestroyEstimate, Hold, Inventory, LineError, ListEntry, ListParser, ObjectType,
-    PoolEntry, PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate,
-    SendEstimateItem, Version, ZfsVersion,
+    DestroyEstimate, Hold, Inventory, LineError, ListEntry, ListParser, ObjectType, PoolEntry,
+    PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem,
+    Version, ZfsVersion,
 };
 pub use stream::{Progress, ReceiveSink, SendStream, StreamLimits, StreamStalled, pipe};
 pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};

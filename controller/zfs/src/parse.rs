@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::name::ZfsObjectName;
 use tidepool_api::values::{PropertyName, ValueError};
+use tidepool_api::zfs_node::Capabilities;
 
 /// Why a line (or a whole small output) was refused; the caller adds the argv and line
 /// number ([`crate::ZfsError::Parse`]). Values quoted from the input are cut to
@@ -353,7 +354,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_u64(s: &str, what: &'static str) -> Result<u64, LineError> {
+pub(crate) fn parse_u64(s: &str, what: &'static str) -> Result<u64, LineError> {
     let not_integer = || LineError::NotAnInteger {
         column: what,
         value: excerpt(s),
@@ -523,46 +524,8 @@ pub fn parse_get_line(line: &str) -> Result<PropertyEntry, LineError> {
     })
 }
 
-/// Pool health (`health` column of `zpool list`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolHealth {
-    Online,
-    Degraded,
-    Faulted,
-    Offline,
-    Unavail,
-    Removed,
-    Suspended,
-    Other(String),
-}
-
-impl PoolHealth {
-    fn parse(s: &str) -> PoolHealth {
-        match s {
-            "ONLINE" => PoolHealth::Online,
-            "DEGRADED" => PoolHealth::Degraded,
-            "FAULTED" => PoolHealth::Faulted,
-            "OFFLINE" => PoolHealth::Offline,
-            "UNAVAIL" => PoolHealth::Unavail,
-            "REMOVED" => PoolHealth::Removed,
-            "SUSPENDED" => PoolHealth::Suspended,
-            other => PoolHealth::Other(other.to_owned()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            PoolHealth::Online => "ONLINE",
-            PoolHealth::Degraded => "DEGRADED",
-            PoolHealth::Faulted => "FAULTED",
-            PoolHealth::Offline => "OFFLINE",
-            PoolHealth::Unavail => "UNAVAIL",
-            PoolHealth::Removed => "REMOVED",
-            PoolHealth::Suspended => "SUSPENDED",
-            PoolHealth::Other(s) => s,
-        }
-    }
-}
+/// Pool health is a wire type (the agent reports it); the listing parser reads it.
+pub use tidepool_wire::PoolHealth;
 
 /// Columns of `zpool list -H -p -o ...`.
 pub const POOL_COLUMNS: &str = "name,guid,size,allocated,free,capacity,health,readonly";
@@ -593,7 +556,7 @@ pub fn parse_pool_line(line: &str) -> Result<PoolEntry, LineError> {
     let free = parse_u64(f.next("free")?, "free")?;
     let cap = f.next("capacity")?;
     let capacity_percent = parse_u64(cap.strip_suffix('%').unwrap_or(cap), "capacity")?;
-    let health = PoolHealth::parse(f.next("health")?);
+    let health = PoolHealth::from_zpool(f.next("health")?);
     let readonly = match f.next("readonly")? {
         "on" => true,
         "off" | "-" => false,
@@ -673,8 +636,17 @@ impl ZfsVersion {
         }
     }
 
+    /// What this release can do (the api type the `ZfsNode` status publishes). What a pool
+    /// can do is read from its features: [`crate::Zfs::pool_capabilities`].
     pub fn capabilities(&self) -> Capabilities {
-        Capabilities::of(self.effective())
+        let v = self.effective();
+        Capabilities {
+            bookmarks: v >= Version::new(0, 6, 4),
+            resumable_receive: v >= Version::new(0, 7, 0),
+            raw_send: v >= Version::new(0, 8, 0),
+            bookmark_copy: v >= Version::new(2, 0, 0),
+            json_output: v >= Version::new(2, 3, 0),
+        }
     }
 }
 
@@ -698,33 +670,6 @@ pub fn parse_version(out: &str) -> Result<ZfsVersion, LineError> {
         kernel: kernel.as_ref().map(|k| k.0),
         kernel_raw: kernel.map(|k| k.1),
     })
-}
-
-/// Features Tidepool uses, derived from the OpenZFS release that introduced them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Capabilities {
-    /// `zfs bookmark`, `zfs send -i pool/ds#mark` (0.6.4).
-    pub bookmarks: bool,
-    /// `zfs receive -s`, `receive_resume_token`, `zfs send -t` (0.7.0).
-    pub resumable_receive: bool,
-    /// Native encryption and raw sends `zfs send -w` (0.8.0).
-    pub raw_send: bool,
-    /// Bookmarks copied from bookmarks, redacted sends, `zfs send --saved` (2.0.0).
-    pub bookmark_copy: bool,
-    /// `zfs list -j` / `zpool list -j` JSON output (2.3.0).
-    pub json_output: bool,
-}
-
-impl Capabilities {
-    pub fn of(v: Version) -> Capabilities {
-        Capabilities {
-            bookmarks: v >= Version::new(0, 6, 4),
-            resumable_receive: v >= Version::new(0, 7, 0),
-            raw_send: v >= Version::new(0, 8, 0),
-            bookmark_copy: v >= Version::new(2, 0, 0),
-            json_output: v >= Version::new(2, 3, 0),
-        }
-    }
 }
 
 /// The parsed output of `zfs destroy -n -v -p`.
