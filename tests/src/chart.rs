@@ -216,6 +216,7 @@ struct Probe {
     agent: Client,
     controller: Client,
     schedule: String,
+    lease: String,
 }
 
 impl Probe {
@@ -266,6 +267,7 @@ impl Probe {
             agent,
             controller,
             schedule,
+            lease: chart.controller_lease_name()?.to_owned(),
         })
     }
 
@@ -314,7 +316,7 @@ impl Probe {
         )?;
 
         let leases: Api<Lease> = Api::namespaced(self.controller.clone(), &chart.namespace);
-        match leases.get(chart.controller_lease_name()?).await {
+        match leases.get(&self.lease).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e).context("the controller may not yet read its Lease"),
