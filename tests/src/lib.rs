@@ -2,7 +2,11 @@
 //!
 //! - [`control_plane`]: a real kube-apiserver + etcd (built from Go modules, cached).
 //! - [`zfs_vm`]: real OpenZFS 2.3 in a QEMU (TCG) VM.
+//! - [`chart`]: the Helm chart rendered by real `helm` and applied, RBAC and policies in force.
+//! - [`kubelet`]: the Node and Pod objects and Pod-bound tokens a kubelet-less cluster lacks.
 
+pub mod chart;
 pub mod control_plane;
+pub mod kubelet;
 pub mod zfs_exec;
 pub mod zfs_vm;
