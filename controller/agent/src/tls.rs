@@ -92,13 +92,14 @@ pub fn pinned_client_config(pin: CertificateFingerprint) -> Result<ClientConfig,
         pin,
         provider: provider.clone(),
     };
-    let mut config = ClientConfig::builder_with_provider(provider)
+    // No ALPN here: the HTTP connector sets it from the protocols it enables (and refuses a
+    // configuration that already has some).
+    let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsSetupError::Rustls)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
