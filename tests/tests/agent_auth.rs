@@ -370,11 +370,16 @@ async fn a_token_whose_pod_was_deleted_is_refused_once_its_cached_review_expires
         .unwrap_or_else(|e| fail(format!("deleting the Pod: {e}")));
     // The API server reuses its own successful authentications for 10 s and sees the
     // deletion through an informer, so allow it some time beyond the agent's cache.
+    let deleted_at = std::time::Instant::now();
     let mut last = None;
     for _ in 0..60 {
         match setup.client.call(&token, REFUSED_EPOCH, Ping {}).await {
             Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             Err(e) => {
+                eprintln!(
+                    "refused {:.1?} after the Pod's deletion",
+                    deleted_at.elapsed()
+                );
                 last = Some(e);
                 break;
             }
@@ -465,5 +470,57 @@ async fn a_command_from_an_older_leader_epoch_is_refused() {
         StatusCode::CONFLICT,
         RefusalReason::StaleEpoch,
         "epoch 0 after 6",
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_make_token_reviews_refuses_everyone() {
+    // Fail closed: without the right to ask the API server, even the controller is refused.
+    let cp = ControlPlane::shared().await;
+    let ns = cp
+        .create_namespace("agent-norights")
+        .await
+        .unwrap_or_else(|e| fail(format!("{e:#}")));
+    let powerless = cp
+        .client_for_service_account(&ns, "agent-without-rbac")
+        .await
+        .unwrap_or_else(|e| fail(format!("{e:#}")));
+    ensure_service_account(cp, &ns, CONTROLLER_SA).await;
+    let config = AgentConfig {
+        node_name: NODE.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| fail(e)),
+        dataset_roots: DatasetRoots::new([]),
+        auth: AuthConfig::for_controller(ServiceAccountRef {
+            namespace: ns.clone(),
+            name: CONTROLLER_SA.to_owned(),
+        }),
+    };
+    let agent = RunningAgent::start(config, powerless)
+        .await
+        .unwrap_or_else(|e| fail(format!("starting the agent: {e}")));
+    let client = AgentClient::new(&agent.local_addr().to_string(), agent.fingerprint())
+        .unwrap_or_else(|e| fail(e));
+    let accounts: Api<ServiceAccount> = Api::namespaced(cp.admin_client(), &ns);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![DEFAULT_AUDIENCE.to_owned()],
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(CONTROLLER_SA, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| fail(e))
+        .status
+        .unwrap_or_else(|| fail("no token"))
+        .token;
+    let result = client.call(&token, LeaderEpoch(1), Ping {}).await;
+    assert_refused(
+        result,
+        StatusCode::SERVICE_UNAVAILABLE,
+        RefusalReason::AuthUnavailable,
+        "the controller, to an agent that cannot check its token",
     );
 }
