@@ -1,0 +1,291 @@
+//! The agent's HTTPS server: TLS with the generated certificate, then for every route the
+//! same order of checks — the caller is the controller (TokenReview), the command is from
+//! the current leader (epoch), its datasets are inside the roots — before anything runs.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Request, State, rejection::JsonRejection},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use http::{StatusCode, header::AUTHORIZATION};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use jiff::Timestamp;
+use tidepool_api::names::DatasetName;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    auth::{AuthConfig, AuthError, Authenticator},
+    fence::{EpochFence, StaleEpoch},
+    fingerprint::CertificateFingerprint,
+    operation::{Command, Operation, Ping, Pong, Refusal, RefusalReason},
+    roots::{DatasetRoots, OutsideRoots},
+    tls::{ServingIdentity, TlsSetupError},
+};
+
+/// A client that opens a connection and never finishes the handshake (or never sends its
+/// headers) must not hold a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an agent is started with.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The node this agent serves (`NODE_NAME` from the downward API).
+    pub node_name: String,
+    pub listen: SocketAddr,
+    pub dataset_roots: DatasetRoots,
+    pub auth: AuthConfig,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("binding {address}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a command was refused. Each variant maps to one HTTP status and one
+/// [`RefusalReason`]; nothing has run when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandRefused {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    StaleEpoch(#[from] StaleEpoch),
+    #[error(transparent)]
+    OutsideRoots(#[from] OutsideRoots),
+    #[error("the request is not a command of this operation: {0}")]
+    BadRequest(#[source] JsonRejection),
+}
+
+impl CommandRefused {
+    fn status_and_reason(&self) -> (StatusCode, RefusalReason) {
+        match self {
+            Self::Auth(AuthError::NotTheController { .. }) => {
+                (StatusCode::FORBIDDEN, RefusalReason::Forbidden)
+            }
+            Self::Auth(AuthError::Review(_) | AuthError::ReviewWithoutStatus) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                RefusalReason::AuthUnavailable,
+            ),
+            Self::Auth(_) => (StatusCode::UNAUTHORIZED, RefusalReason::Unauthenticated),
+            Self::StaleEpoch(_) => (StatusCode::CONFLICT, RefusalReason::StaleEpoch),
+            Self::OutsideRoots(_) => (StatusCode::FORBIDDEN, RefusalReason::OutsideRoots),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, RefusalReason::BadRequest),
+        }
+    }
+}
+
+impl IntoResponse for CommandRefused {
+    fn into_response(self) -> Response {
+        let (status, reason) = self.status_and_reason();
+        tracing::info!(?reason, error = %self, "command refused");
+        let mut response = (
+            status,
+            Json(Refusal {
+                reason,
+                message: self.to_string(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AgentState {
+    node_name: String,
+    roots: DatasetRoots,
+    fence: EpochFence,
+    authenticator: Authenticator,
+}
+
+impl AgentState {
+    /// The check every operation makes on every dataset it names, before building argv.
+    pub fn check_dataset(&self, dataset: &DatasetName) -> Result<(), OutsideRoots> {
+        self.roots.check(dataset)
+    }
+}
+
+/// The operation of a request whose epoch the fence admitted. Extracting it is the only way
+/// a handler gets its operation, so no handler can skip the fence.
+pub struct Fenced<O>(pub O);
+
+impl<O: Operation> FromRequest<Arc<AgentState>> for Fenced<O> {
+    type Rejection = CommandRefused;
+
+    async fn from_request(
+        request: Request,
+        state: &Arc<AgentState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Json(command) = Json::<Command<O>>::from_request(request, state)
+            .await
+            .map_err(CommandRefused::BadRequest)?;
+        state.fence.admit(command.epoch)?;
+        Ok(Self(command.operation))
+    }
+}
+
+async fn require_controller(
+    State(state): State<Arc<AgentState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The clock is read here, at the edge; the authenticator takes `now` as a parameter.
+    let now = Timestamp::now();
+    match state
+        .authenticator
+        .authenticate(request.headers().get(AUTHORIZATION), now)
+        .await
+    {
+        Ok(()) => next.run(request).await,
+        Err(refused) => CommandRefused::Auth(refused).into_response(),
+    }
+}
+
+async fn ping(State(state): State<Arc<AgentState>>, Fenced(Ping {}): Fenced<Ping>) -> Json<Pong> {
+    Json(Pong {
+        node_name: state.node_name.clone(),
+    })
+}
+
+/// The routes, with authentication in front of every one of them.
+pub fn router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route(Ping::PATH, post(ping))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_controller,
+        ))
+        .with_state(state)
+}
+
+/// A running agent server; dropping it stops the server and its connections.
+#[derive(Debug)]
+pub struct RunningAgent {
+    local_addr: SocketAddr,
+    fingerprint: CertificateFingerprint,
+    state: Arc<AgentState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Generates the certificate, binds `config.listen` and serves until dropped.
+    /// `client` is the agent's own kube client, used for TokenReviews.
+    pub async fn start(config: AgentConfig, client: kube::Client) -> Result<Self, StartError> {
+        let identity = ServingIdentity::generate(vec![config.node_name.clone()])?;
+        let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            address: config.listen,
+            source,
+        })?;
+        let state = Arc::new(AgentState {
+            node_name: config.node_name,
+            roots: config.dataset_roots,
+            fence: EpochFence::new(),
+            authenticator: Authenticator::new(client, config.auth),
+        });
+        let task = tokio::spawn(serve(listener, acceptor, router(state.clone())));
+        Ok(Self {
+            local_addr,
+            fingerprint: identity.fingerprint(),
+            state,
+            task,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The fingerprint to publish in the node's `ZfsNode`.
+    pub fn fingerprint(&self) -> CertificateFingerprint {
+        self.fingerprint
+    }
+
+    pub fn state(&self) -> &Arc<AgentState> {
+        &self.state
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router) {
+    // Owned here so that aborting this task drops, and so aborts, every connection.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    connections.spawn(serve_connection(tcp, peer, acceptor.clone(), router.clone()));
+                }
+                Err(error) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
