@@ -5,6 +5,8 @@
 //! schedule's IANA time zone. Each object runs a fixed, deterministic offset in
 //! `[0, jitter)` after each slot (a hash of its uid), so a thousand objects on `@hourly` do
 //! not all start at once, and an object's slots do not move when the controller restarts.
+//! The offset is rounded down to the precision of the schedule's snapshot names, so the
+//! time read back from a snapshot's name is exactly its slot and the slot is done.
 //!
 //! Rules (each has a test):
 //! - The next run is the next slot, whatever time the last run finished: long runs do not
@@ -172,11 +174,17 @@ impl Slots {
             },
         };
         let jitter_ms = u64::try_from(schedule.jitter().as_millis()).unwrap_or(u64::MAX);
-        let offset = if jitter_ms == 0 {
+        let mut offset = if jitter_ms == 0 {
             0
         } else {
             fnv1a(jitter_seed.as_bytes()) % jitter_ms
         };
+        // A slot must be exactly what its snapshot's name says, or the time read back from
+        // the name falls before the slot and the slot runs again. Slots without jitter
+        // already fall on the name's precision; so must the offset.
+        if NamePrecision::for_schedule(schedule) == NamePrecision::Seconds {
+            offset -= offset % 1_000;
+        }
         Ok(Self {
             kind,
             jitter: SignedDuration::from_millis(i64::try_from(offset).unwrap_or(0)),
