@@ -242,3 +242,47 @@ async fn list_and_watch_return_every_admitted_object_and_invalid_ones_fail_valid
     check(&verdicts(&listed), "list");
     check(&verdicts(&initial), "watch");
 }
+
+/// The API server does not check `format: int32`: without a range in the schema, a status
+/// counter past `i32::MAX` is stored and then fails typed decoding of the whole list.
+#[tokio::test]
+async fn a_status_counter_beyond_i32_is_refused_at_admission() {
+    use kube::api::{Patch, PatchParams};
+    let cp = ControlPlane::shared().await;
+    let ns = cp
+        .create_namespace("counter")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let resource = ApiResource::erase::<SnapshotSchedule>(&());
+    let raw: Api<DynamicObject> = Api::namespaced_with(cp.admin_client(), &ns, &resource);
+    raw.create(
+        &PostParams::default(),
+        &schedule("counter", json!({"interval": "1h"})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create: {e}"));
+    let patch = |n: i64| Patch::Merge(json!({"status": {"consecutiveFailures": n}}));
+    raw.patch_status(
+        "counter",
+        &PatchParams::default(),
+        &patch(i64::from(i32::MAX)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("i32::MAX is a valid counter: {e}"));
+    let refused = raw
+        .patch_status(
+            "counter",
+            &PatchParams::default(),
+            &patch(i64::from(i32::MAX) + 1),
+        )
+        .await
+        .expect_err("a counter past i32::MAX is refused");
+    assert!(
+        refused.to_string().contains("status.consecutiveFailures"),
+        "{refused}"
+    );
+    let api: Api<SnapshotSchedule> = Api::namespaced(cp.admin_client(), &ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("typed list: {e}"));
+}
