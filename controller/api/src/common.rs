@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cron::CronExpression;
 use crate::duration::HumanDuration;
+use crate::lenient::Lenient;
 use crate::names::DatasetName;
 
 /// Patterns for strings that are not ZFS names.
@@ -57,18 +58,23 @@ pub struct DatasetSelector {
 }
 
 /// When something runs: exactly one of `interval` and `cron`.
+// Decoded leniently: `cron` keeps its text when it does not parse and `timeZone` is a
+// string, so an admitted object always decodes; `Schedule::validate` (crate::validation)
+// is what the acting code trusts.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.interval) != has(self.cron)").message("set exactly one of interval and cron"))]
+#[x_kube(validation = Rule::new(interval_floor_rule()).message(MIN_INTERVAL_MESSAGE).field_path(".interval"))]
+#[x_kube(validation = Rule::new(jitter_within_interval_rule()).message("jitter must not be longer than interval").field_path(".jitter"))]
 pub struct Schedule {
-    /// A fixed interval (from milliseconds, e.g. `500ms`, to weeks), counted from the scheduled time, not from the
-    /// end of the previous run.
+    /// A fixed interval (from `500ms` to weeks), counted from the scheduled time, not from
+    /// the end of the previous run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<HumanDuration>,
     /// A five-field cron expression (`minute hour day-of-month month day-of-week`) or a
     /// shorthand such as `@hourly`, evaluated in `timeZone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cron: Option<CronExpression>,
+    pub cron: Option<Lenient<CronExpression>>,
     /// IANA time zone for `cron` and for the retention buckets (days, weeks...).
     #[serde(default = "default_time_zone")]
     #[schemars(length(max = 64), regex(pattern = pattern::TIME_ZONE))]
@@ -81,6 +87,26 @@ pub struct Schedule {
 
 pub fn default_time_zone() -> String {
     "UTC".to_owned()
+}
+
+/// The shortest interval the product supports (see docs/DESIGN-NOTES.md, "Schedules").
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const MIN_INTERVAL_MESSAGE: &str = "interval must be at least 500ms";
+
+fn interval_floor_rule() -> String {
+    format!(
+        "!has(self.interval) || {} >= {}",
+        HumanDuration::cel_millis("self.interval"),
+        MIN_INTERVAL.as_millis()
+    )
+}
+
+fn jitter_within_interval_rule() -> String {
+    format!(
+        "!has(self.interval) || !has(self.jitter) || {} <= {}",
+        HumanDuration::cel_millis("self.jitter"),
+        HumanDuration::cel_millis("self.interval")
+    )
 }
 
 /// Which snapshots to keep. A snapshot is kept if any rule keeps it. Only snapshots Tidepool

@@ -6,9 +6,11 @@
 //! Day-of-week 0 and 7 are both Sunday. As in Vixie cron, when both day-of-month and
 //! day-of-week are restricted, a day matches if either matches.
 //!
-//! The schema pattern checks the shape and each number's range; the parser also checks that
-//! ranges ascend (`5-1` passes the pattern and is refused by the controller with an
-//! `InvalidSchedule` condition), the only difference between the two.
+//! The schema pattern checks the shape and each number's range, and a CEL rule next to it
+//! checks that ranges ascend (`5-1`). The parser checks those and one thing no schema
+//! can: that the expression matches some day at all (`0 0 31 2 *` never does). The spec's
+//! `validate()` reports that as `InvalidSchedule`; decoding is lenient
+//! ([`crate::lenient::Lenient`]), so such an object never breaks a list or watch.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -44,10 +46,51 @@ pub struct CronFields {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cron expression {text:?}: {why}")]
+#[error("invalid cron expression {text:?}: {problem}")]
 pub struct CronError {
     text: String,
-    why: String,
+    #[source]
+    problem: CronProblem,
+}
+
+impl CronError {
+    pub fn problem(&self) -> &CronProblem {
+        &self.problem
+    }
+}
+
+/// What is wrong with a cron expression. `field` is one of the five field names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronProblem {
+    #[error("must be 1 to {MAX_CRON_LEN} characters")]
+    Length,
+    #[error("unknown shorthand")]
+    UnknownShorthand,
+    #[error(
+        "expected 5 fields separated by single spaces: minute hour day-of-month month day-of-week"
+    )]
+    FieldCount,
+    #[error("{field}: at most 16 list items")]
+    TooManyItems { field: &'static str },
+    #[error("{field}: bad step in {item:?}")]
+    BadStep { field: &'static str, item: String },
+    #[error("{field}: {text:?} is not a number")]
+    NotANumber { field: &'static str, text: String },
+    #[error("{field}: {value} is outside {min}-{max}")]
+    OutOfRange {
+        field: &'static str,
+        value: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error("{field}: range {from}-{to} does not ascend")]
+    Descending {
+        field: &'static str,
+        from: u32,
+        to: u32,
+    },
+    #[error("never matches: no chosen month has one of the chosen days (e.g. 31 February)")]
+    NeverMatches,
 }
 
 pub const MAX_CRON_LEN: usize = 128;
@@ -88,6 +131,11 @@ pub fn cron_pattern() -> &'static str {
     })
 }
 
+/// The CEL rule that refuses a descending range (`5-1`) at admission, which the pattern
+/// cannot see. The pattern has already made every `a-b` two small numbers.
+pub const ASCENDING_RANGES_RULE: &str =
+    "self.findAll('[0-9]+-[0-9]+').all(r, int(r.split('-')[0]) <= int(r.split('-')[1]))";
+
 impl CronExpression {
     pub fn as_str(&self) -> &str {
         &self.text
@@ -98,7 +146,7 @@ impl CronExpression {
     }
 }
 
-fn parse_field(text: &str, min: u32, max: u32, name: &str) -> Result<u64, String> {
+fn parse_field(text: &str, min: u32, max: u32, name: &'static str) -> Result<u64, CronProblem> {
     let mut bits = 0u64;
     for item in text.split(',') {
         let (range, step) = match item.split_once('/') {
@@ -107,18 +155,30 @@ fn parse_field(text: &str, min: u32, max: u32, name: &str) -> Result<u64, String
                     .parse()
                     .ok()
                     .filter(|s| (1..=99).contains(s))
-                    .ok_or_else(|| format!("{name}: bad step in {item:?}"))?;
+                    .ok_or_else(|| CronProblem::BadStep {
+                        field: name,
+                        item: item.to_owned(),
+                    })?;
                 (range, step)
             }
             None => (item, 1),
         };
-        let number = |s: &str| -> Result<u32, String> {
+        let number = |s: &str| -> Result<u32, CronProblem> {
+            let not_a_number = || CronProblem::NotANumber {
+                field: name,
+                text: s.to_owned(),
+            };
             if s.is_empty() || s.len() > 2 || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("{name}: {s:?} is not a number"));
+                return Err(not_a_number());
             }
-            let n: u32 = s.parse().map_err(|_| format!("{name}: {s:?}"))?;
+            let n: u32 = s.parse().map_err(|_| not_a_number())?;
             if n < min || n > max {
-                return Err(format!("{name}: {n} is outside {min}-{max}"));
+                return Err(CronProblem::OutOfRange {
+                    field: name,
+                    value: n,
+                    min,
+                    max,
+                });
             }
             Ok(n)
         };
@@ -127,7 +187,11 @@ fn parse_field(text: &str, min: u32, max: u32, name: &str) -> Result<u64, String
         } else if let Some((a, b)) = range.split_once('-') {
             let (a, b) = (number(a)?, number(b)?);
             if a > b {
-                return Err(format!("{name}: range {a}-{b} does not ascend"));
+                return Err(CronProblem::Descending {
+                    field: name,
+                    from: a,
+                    to: b,
+                });
             }
             (a, b)
         } else {
@@ -148,32 +212,30 @@ impl FromStr for CronExpression {
     type Err = CronError;
 
     fn from_str(s: &str) -> Result<Self, CronError> {
-        let err = |why: String| CronError {
+        let err = |problem: CronProblem| CronError {
             text: s.to_owned(),
-            why,
+            problem,
         };
         if s.is_empty() || s.len() > MAX_CRON_LEN {
-            return Err(err(format!("must be 1 to {MAX_CRON_LEN} characters")));
+            return Err(err(CronProblem::Length));
         }
         let expanded = if s.starts_with('@') {
             SHORTHANDS
                 .iter()
                 .find(|(name, _)| *name == s)
                 .map(|(_, e)| *e)
-                .ok_or_else(|| err("unknown shorthand".into()))?
+                .ok_or_else(|| err(CronProblem::UnknownShorthand))?
         } else {
             s
         };
         let parts: Vec<&str> = expanded.split(' ').collect();
         if parts.len() != 5 {
-            return Err(err(
-                "expected 5 fields separated by single spaces: minute hour day-of-month month day-of-week".into(),
-            ));
+            return Err(err(CronProblem::FieldCount));
         }
         let mut bits = [0u64; 5];
         for (i, (name, min, max, _)) in FIELDS.iter().enumerate() {
             if parts[i].split(',').count() > 16 {
-                return Err(err(format!("{name}: at most 16 list items")));
+                return Err(err(CronProblem::TooManyItems { field: name }));
             }
             bits[i] = parse_field(parts[i], *min, *max, name).map_err(err)?;
         }
@@ -188,9 +250,32 @@ impl FromStr for CronExpression {
             day_of_month_restricted: parts[2] != "*",
             day_of_week_restricted: parts[4] != "*",
         };
+        if !fields.can_match() {
+            return Err(err(CronProblem::NeverMatches));
+        }
         Ok(Self {
             text: s.to_owned(),
             fields,
+        })
+    }
+}
+
+impl CronFields {
+    /// Whether some day of some year matches. Every field is non-empty after parsing, so
+    /// only a day-of-month that no chosen month has (31 February) can make it never match.
+    fn can_match(&self) -> bool {
+        if self.minutes == 0 || self.hours == 0 || self.months == 0 {
+            return false;
+        }
+        // With day-of-week restricted too, any matching weekday suffices (Vixie "or").
+        if self.day_of_month_restricted && self.day_of_week_restricted && self.days_of_week != 0 {
+            return true;
+        }
+        // 29 February exists in leap years.
+        const DAYS_IN_MONTH: [u32; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        (1..=12).any(|m| {
+            self.months & (1 << m) != 0
+                && (1..=DAYS_IN_MONTH[m]).any(|d| self.days_of_month & (1 << d) != 0)
         })
     }
 }
@@ -227,6 +312,10 @@ impl JsonSchema for CronExpression {
             "minLength": 1,
             "maxLength": MAX_CRON_LEN,
             "pattern": cron_pattern(),
+            "x-kubernetes-validations": [{
+                "rule": ASCENDING_RANGES_RULE,
+                "message": "each range a-b in a cron expression must ascend (a <= b)",
+            }],
         })
     }
 }
@@ -301,8 +390,17 @@ mod tests {
             assert!(bad.parse::<CronExpression>().is_err(), "{bad:?}");
             assert!(!pattern_accepts(bad), "{bad:?}");
         }
-        // The one documented difference: the pattern cannot see that a range descends.
+        // The pattern cannot see that a range descends (a CEL rule does), nor that a day
+        // never exists (only the parser does).
         assert!("5-1 * * * *".parse::<CronExpression>().is_err());
         assert!(pattern_accepts("5-1 * * * *"));
+        for never in ["0 0 31 2 *", "0 0 30,31 2 *", "0 0 31 4,6,9,11 *"] {
+            assert!(pattern_accepts(never), "{never}");
+            let err = never.parse::<CronExpression>().unwrap_err();
+            assert_eq!(err.problem(), &CronProblem::NeverMatches, "{never}");
+        }
+        // 29 February exists, and a restricted weekday rescues a missing day.
+        assert!("0 0 29 2 *".parse::<CronExpression>().is_ok());
+        assert!("0 0 31 2 1".parse::<CronExpression>().is_ok());
     }
 }

@@ -39,6 +39,25 @@ impl HumanDuration {
         &self.text
     }
 
+    /// A CEL expression (Kubernetes' regex and list libraries) for the milliseconds of the
+    /// `HumanDuration` field at `path`. CEL's own `duration()` knows no days or weeks, so
+    /// this sums the parts; the pattern has already bounded them (at most 6 parts below
+    /// 10^9 weeks each: under 2^62 ms, so the sum cannot overflow CEL's int64).
+    pub fn cel_millis(path: &str) -> String {
+        let mut unit = String::from("604800000");
+        // Longest suffix first: `ms` before `s` and `m`.
+        for (suffix, ms) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+            ("ms", 1),
+        ] {
+            unit = format!("(p.endsWith('{suffix}') ? {ms} : {unit})");
+        }
+        format!("{path}.findAll('[0-9]+[a-z]+').map(p, int(p.find('[0-9]+')) * {unit}).sum()")
+    }
+
     /// The shortest text for a whole number of milliseconds, e.g. `90s` → `1m30s`.
     pub fn from_std(value: Duration) -> Option<Self> {
         let mut ms = u64::try_from(value.as_millis()).ok()?;

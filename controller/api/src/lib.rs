@@ -4,7 +4,9 @@
 //! This crate does no I/O and has no async runtime: it is the vocabulary every other layer
 //! shares. Validation lives in two places that agree: the generated CRD schema (patterns,
 //! ranges, CEL rules, checked by the API server at admission) and the Rust parsers of the
-//! value types (checked again by the agent).
+//! value types (checked again by the agent). Where a parser is stricter than its schema the
+//! wire type is [`Lenient`], so an admitted object always decodes; [`validation`] is what
+//! the acting code calls.
 
 #![forbid(unsafe_code)]
 // kube's `printcolumn(name = .., type_ = ..)` repeats argument names across columns, which
@@ -19,9 +21,11 @@ pub mod crds;
 pub mod cron;
 pub mod dataset_grant;
 pub mod duration;
+pub mod lenient;
 pub mod names;
 pub mod replication_policy;
 pub mod snapshot_schedule;
+pub mod validation;
 pub mod values;
 pub mod zfs_node;
 
@@ -29,9 +33,13 @@ pub use common::{DatasetSelector, DeletionPolicy, LastError, Retention, Schedule
 pub use cron::CronExpression;
 pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
 pub use duration::HumanDuration;
+pub use lenient::Lenient;
 pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, SnapshotShortName};
 pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
 pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
+pub use validation::{
+    Cadence, SpecError, SpecProblem, ValidReplicationPolicy, ValidSchedule, ValidSnapshotSchedule,
+};
 pub use values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
 pub use zfs_node::{Capabilities, PoolCapabilities, ZfsNode, ZfsNodeSpec};
 

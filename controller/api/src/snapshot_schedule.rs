@@ -133,7 +133,10 @@ pub struct SnapshotScheduleStatus {
     /// The last `spec.trigger.manual` value that has been run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_manual_trigger: Option<String>,
+    /// Bounded in the schema: the API server does not check `format: int32`, and a value
+    /// beyond it would fail typed decoding of the whole list.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub consecutive_failures: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,

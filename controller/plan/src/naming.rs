@@ -10,7 +10,7 @@
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use tidepool_api::{NameError, Schedule, SnapshotShortName};
+use tidepool_api::{Cadence, NameError, SnapshotShortName, ValidSchedule};
 
 /// How finely the time in a name is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +21,12 @@ pub enum NamePrecision {
 
 impl NamePrecision {
     /// Milliseconds when the schedule can run more than once in a second, or its slots
-    /// fall between whole seconds (`1500ms`); seconds otherwise.
-    pub fn for_schedule(schedule: &Schedule) -> Self {
-        match &schedule.interval {
-            Some(i) if i.as_std().subsec_millis() != 0 => NamePrecision::Milliseconds,
+    /// fall between whole seconds (`1500ms`); seconds otherwise. The jitter offset is
+    /// rounded to this precision ([`crate::schedule::Slots`]), so a slot and the time in
+    /// its snapshot's name are the same instant.
+    pub fn for_schedule(schedule: &ValidSchedule) -> Self {
+        match &schedule.cadence {
+            Cadence::Interval(i) if i.as_std().subsec_millis() != 0 => NamePrecision::Milliseconds,
             _ => NamePrecision::Seconds,
         }
     }
@@ -134,10 +136,9 @@ mod tests {
 
     #[test]
     fn precision_follows_interval() {
-        let sched = |interval: &str| Schedule {
-            interval: Some(interval.parse().expect("duration")),
-            cron: None,
-            time_zone: "UTC".into(),
+        let sched = |interval: &str| ValidSchedule {
+            cadence: Cadence::Interval(interval.parse().expect("duration")),
+            time_zone: TimeZone::UTC,
             jitter: None,
         };
         for (interval, want) in [

@@ -5,6 +5,8 @@
 //! schedule's IANA time zone. Each object runs a fixed, deterministic offset in
 //! `[0, jitter)` after each slot (a hash of its uid), so a thousand objects on `@hourly` do
 //! not all start at once, and an object's slots do not move when the controller restarts.
+//! The offset is rounded down to the precision of the schedule's snapshot names, so the
+//! time read back from a snapshot's name is exactly its slot and the slot is done.
 //!
 //! Rules (each has a test):
 //! - The next run is the next slot, whatever time the last run finished: long runs do not
@@ -26,15 +28,16 @@ use std::fmt;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use tidepool_api::Schedule;
 use tidepool_api::cron::CronFields;
+use tidepool_api::{Cadence, ValidSchedule};
 
 use crate::naming::NamePrecision;
 
 /// What the controller knows of an object's schedule state.
 #[derive(Debug, Clone, Copy)]
 pub struct ScheduleInput<'a> {
-    pub schedule: &'a Schedule,
+    /// From the spec's `validate()`.
+    pub schedule: &'a ValidSchedule,
     pub suspend: bool,
     /// The seed of the object's jitter offset: its `metadata.uid`.
     pub jitter_seed: &'a str,
@@ -121,14 +124,10 @@ impl Run {
     }
 }
 
+/// Why slots cannot be computed. A [`ValidSchedule`] has a cadence, a known zone and a
+/// matching cron expression, so what is left is arithmetic beyond the representable years.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("unknown time zone {0:?}")]
-    UnknownTimeZone(String),
-    #[error("set exactly one of interval and cron")]
-    NotExactlyOne,
-    #[error("the cron expression {0:?} never matches (e.g. 31 February)")]
-    NeverMatches(String),
     #[error("time out of range")]
     OutOfRange,
 }
@@ -136,10 +135,7 @@ pub enum ScheduleError {
 impl ScheduleError {
     /// A CamelCase reason for conditions.
     pub fn reason(&self) -> &'static str {
-        match self {
-            ScheduleError::UnknownTimeZone(_) => "UnknownTimeZone",
-            _ => "InvalidSchedule",
-        }
+        "InvalidSchedule"
     }
 }
 
@@ -165,33 +161,30 @@ enum SlotKind {
 }
 
 impl Slots {
-    pub fn new(schedule: &Schedule, jitter_seed: &str) -> Result<Self, ScheduleError> {
-        let kind = match (&schedule.interval, &schedule.cron) {
-            (Some(interval), None) => SlotKind::Interval {
+    pub fn new(schedule: &ValidSchedule, jitter_seed: &str) -> Result<Self, ScheduleError> {
+        let kind = match &schedule.cadence {
+            Cadence::Interval(interval) => SlotKind::Interval {
                 period_ms: i64::try_from(interval.as_std().as_millis())
                     .map_err(|_| ScheduleError::OutOfRange)?
                     .max(1),
             },
-            (None, Some(cron)) => {
-                let tz = time_zone(&schedule.time_zone)?;
-                let fields = *cron.fields();
-                if !cron_can_match(&fields) {
-                    return Err(ScheduleError::NeverMatches(cron.as_str().to_owned()));
-                }
-                SlotKind::Cron { fields, tz }
-            }
-            _ => return Err(ScheduleError::NotExactlyOne),
+            Cadence::Cron(cron) => SlotKind::Cron {
+                fields: *cron.fields(),
+                tz: schedule.time_zone.clone(),
+            },
         };
-        let jitter_ms = schedule
-            .jitter
-            .as_ref()
-            .map(|j| u64::try_from(j.as_std().as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        let offset = if jitter_ms == 0 {
+        let jitter_ms = u64::try_from(schedule.jitter().as_millis()).unwrap_or(u64::MAX);
+        let mut offset = if jitter_ms == 0 {
             0
         } else {
             fnv1a(jitter_seed.as_bytes()) % jitter_ms
         };
+        // A slot must be exactly what its snapshot's name says, or the time read back from
+        // the name falls before the slot and the slot runs again. Slots without jitter
+        // already fall on the name's precision; so must the offset.
+        if NamePrecision::for_schedule(schedule) == NamePrecision::Seconds {
+            offset -= offset % 1_000;
+        }
         Ok(Self {
             kind,
             jitter: SignedDuration::from_millis(i64::try_from(offset).unwrap_or(0)),
@@ -324,13 +317,8 @@ pub fn evaluate(
 }
 
 /// The precision of this schedule's snapshot names.
-pub fn name_precision(schedule: &Schedule) -> NamePrecision {
+pub fn name_precision(schedule: &ValidSchedule) -> NamePrecision {
     NamePrecision::for_schedule(schedule)
-}
-
-/// Parse an IANA time zone name with the bundled database.
-pub fn time_zone(name: &str) -> Result<TimeZone, ScheduleError> {
-    TimeZone::get(name).map_err(|_| ScheduleError::UnknownTimeZone(name.to_owned()))
 }
 
 fn from_ms(ms: i64) -> Result<Timestamp, ScheduleError> {
@@ -346,21 +334,6 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-fn cron_can_match(f: &CronFields) -> bool {
-    if f.minutes == 0 || f.hours == 0 || f.months == 0 {
-        return false;
-    }
-    // With day-of-week restricted too, any matching weekday suffices (Vixie "or").
-    if f.day_of_month_restricted && f.day_of_week_restricted && f.days_of_week != 0 {
-        return true;
-    }
-    // Day-of-month alone: some chosen month must have one of the chosen days.
-    const DAYS_IN_MONTH: [u32; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    (1..=12).any(|m| {
-        f.months & (1 << m) != 0 && (1..=DAYS_IN_MONTH[m]).any(|d| f.days_of_month & (1 << d) != 0)
-    })
 }
 
 fn day_matches(f: &CronFields, date: Date) -> bool {

@@ -94,7 +94,8 @@ async fn main() -> Result<()> {
         let value: serde_json::Value = serde_saphyr::from_str(&text)?;
         let schedule: SnapshotSchedule = serde_json::from_value(value)?;
         let name = schedule.metadata.name.clone().unwrap_or_default();
-        let slots = Slots::new(&schedule.spec.schedule, &name)?;
+        let valid = schedule.spec.validate()?;
+        let slots = Slots::new(&valid.schedule, &name)?;
         let next = slots.next_after(now)?;
         let after = slots.next_after(next)?;
         println!(

@@ -5,25 +5,23 @@ fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
 }
 
-fn interval(i: &str) -> Schedule {
-    Schedule {
-        interval: Some(i.parse().expect("duration")),
-        cron: None,
-        time_zone: "UTC".into(),
+fn interval(i: &str) -> ValidSchedule {
+    ValidSchedule {
+        cadence: Cadence::Interval(i.parse().expect("duration")),
+        time_zone: TimeZone::UTC,
         jitter: None,
     }
 }
 
-fn cron(c: &str, tz: &str) -> Schedule {
-    Schedule {
-        interval: None,
-        cron: Some(c.parse().expect("cron")),
-        time_zone: tz.into(),
+fn cron(c: &str, tz: &str) -> ValidSchedule {
+    ValidSchedule {
+        cadence: Cadence::Cron(c.parse().expect("cron")),
+        time_zone: TimeZone::get(tz).expect("zone"),
         jitter: None,
     }
 }
 
-fn input<'a>(schedule: &'a Schedule, last_run: Option<&str>) -> ScheduleInput<'a> {
+fn input<'a>(schedule: &'a ValidSchedule, last_run: Option<&str>) -> ScheduleInput<'a> {
     ScheduleInput {
         schedule,
         suspend: false,
@@ -382,28 +380,6 @@ fn cron_catch_up_counts_missed() {
 }
 
 #[test]
-fn invalid_schedules() {
-    assert_eq!(
-        Slots::new(&cron("0 0 * * *", "Mars/Olympus"), "x").err(),
-        Some(ScheduleError::UnknownTimeZone("Mars/Olympus".into()))
-    );
-    assert!(matches!(
-        Slots::new(&cron("0 0 31 2 *", "UTC"), "x"),
-        Err(ScheduleError::NeverMatches(_))
-    ));
-    let neither = Schedule {
-        interval: None,
-        cron: None,
-        time_zone: "UTC".into(),
-        jitter: None,
-    };
-    assert_eq!(
-        Slots::new(&neither, "x").err(),
-        Some(ScheduleError::NotExactlyOne)
-    );
-}
-
-#[test]
 fn jitter_is_deterministic_and_bounded() {
     let mut s = interval("1h");
     s.jitter = Some("10m".parse::<HumanDuration>().expect("duration"));
@@ -435,63 +411,4 @@ fn jitter_is_deterministic_and_bounded() {
     );
 }
 
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    const EXPRESSIONS: [&str; 8] = [
-        "* * * * *",
-        "30 * * * *",
-        "30 2 * * *",
-        "15,45 1-3 * * *",
-        "0 0 13 * 5",
-        "*/7 */5 * * 1-5",
-        "0 3 1 */2 *",
-        "59 23 31 * *",
-    ];
-    const ZONES: [&str; 5] = [
-        "UTC",
-        "America/New_York",
-        "Europe/Berlin",
-        "Australia/Lord_Howe",
-        "Asia/Kathmandu",
-    ];
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
-
-        /// Forward and backward searches agree, across DST changes: the latest slot at or
-        /// before `t` and the next one after it are neighbours with `t` between them.
-        #[test]
-        fn cron_slots_are_consistent(
-            e in 0usize..EXPRESSIONS.len(),
-            z in 0usize..ZONES.len(),
-            secs in 1_767_225_600i64..1_798_761_600,
-        ) {
-            let slots = Slots::new(&cron(EXPRESSIONS[e], ZONES[z]), "seed").expect("valid");
-            let t = Timestamp::from_second(secs).expect("in range");
-            let next = slots.next_after(t).expect("next");
-            let prev = slots.latest_at_or_before(t).expect("prev");
-            prop_assert!(prev <= t && t < next, "{prev} <= {t} < {next}");
-            prop_assert_eq!(slots.next_after(prev).expect("next of prev"), next);
-            prop_assert_eq!(slots.latest_at_or_before(next).expect("prev of next"), next);
-        }
-
-        /// Intervals: the same, and the spacing is exactly the interval.
-        #[test]
-        fn interval_slots_are_consistent(
-            ms in 1u64..100_000_000,
-            t_ms in 0i64..4_000_000_000_000,
-            jitter_ms in 0u64..10_000,
-        ) {
-            let mut s = interval(&format!("{ms}ms"));
-            s.jitter = HumanDuration::from_std(std::time::Duration::from_millis(jitter_ms));
-            let slots = Slots::new(&s, "seed").expect("valid");
-            let t = Timestamp::from_millisecond(t_ms).expect("in range");
-            let next = slots.next_after(t).expect("next");
-            let prev = slots.latest_at_or_before(t).expect("prev");
-            prop_assert!(prev <= t && t < next);
-            prop_assert_eq!(next.duration_since(prev).as_millis(), i128::from(ms));
-        }
-    }
-}
+mod properties;
