@@ -22,7 +22,7 @@ use tidepool_tests::zfs_vm::ZfsVm;
 use tidepool_zfs::exec::{BoxFuture, Executor, Spawned};
 use tidepool_zfs::{
     Argv, BookmarkSource, Depth, ErrorKind, HoldTag, ListRequest, ObjectType, ObjectTypes,
-    PoolHealth, PropertyName, PropertySource, PropertyValue, ReceiveRequest, ResumeToken, SendBase,
+    PoolHealth, PropertyName, PropertySource, PropertyValue, ReceiveOptions, ResumeToken, SendBase,
     SendFlags, SendRequest, Version, Zfs, ZfsError, pipe,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,7 +169,7 @@ async fn raw(z: &VmZfs, argv: Argv) -> Vec<u8> {
 }
 
 /// Sends `req` into `recv` and returns the bytes moved, checking the progress counters.
-async fn send_into(z: &VmZfs, req: &SendRequest, recv: &ReceiveRequest) -> Result<u64, ZfsError> {
+async fn send_into(z: &VmZfs, req: &SendRequest, recv: &ReceiveOptions) -> Result<u64, ZfsError> {
     let send = z.send(req).await?;
     let sink = z.receive(recv).await?;
     let (sp, rp) = (send.progress(), sink.progress());
@@ -179,8 +179,8 @@ async fn send_into(z: &VmZfs, req: &SendRequest, recv: &ReceiveRequest) -> Resul
     Ok(n)
 }
 
-fn recv_into(target: &DatasetName) -> ReceiveRequest {
-    ReceiveRequest::new(target.clone())
+fn recv_into(target: &DatasetName) -> ReceiveOptions {
+    ReceiveOptions::new(target.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,8 +688,8 @@ async fn incremental_chains_with_i_and_capital_i() {
         flags: SendFlags {
             compressed: true,
             large_blocks: true,
-            embed: true,
-            props: true,
+            embedded_data: true,
+            properties: true,
             ..SendFlags::default()
         },
     };
@@ -891,7 +891,7 @@ async fn raw_send_of_an_encrypted_dataset_lands_locked() {
 
 /// Starts `req` into `recv`, moves only the first `cut` bytes, then drops the sender (as
 /// a broken connection would) and returns the receive's error.
-async fn interrupted(z: &VmZfs, req: &SendRequest, recv: &ReceiveRequest, cut: usize) -> ZfsError {
+async fn interrupted(z: &VmZfs, req: &SendRequest, recv: &ReceiveOptions, cut: usize) -> ZfsError {
     let mut send = z.send(req).await.unwrap();
     let mut sink = z.receive(recv).await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];

@@ -140,6 +140,12 @@ impl HoldTag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `tidepool:<16 hex digits>`: a tag for a name too long to spell out. Valid by
+    /// construction (printable ASCII, 25 bytes), so it needs no parse that could fail.
+    pub fn tidepool_hashed(hash: u64) -> HoldTag {
+        HoldTag(format!("tidepool:{hash:016x}"))
+    }
 }
 
 impl FromStr for HoldTag {
@@ -266,6 +272,8 @@ mod tests {
         assert!("a\tb".parse::<PropertyValue>().is_err());
         assert!("a\nb".parse::<PropertyValue>().is_err());
         assert!("tidepool:target-1".parse::<HoldTag>().is_ok());
+        let hashed = HoldTag::tidepool_hashed(u64::MAX);
+        assert_eq!(hashed.as_str().parse::<HoldTag>().unwrap(), hashed);
         assert!("-x".parse::<HoldTag>().is_err());
         assert!("a b".parse::<HoldTag>().is_err());
         assert!("1-e604ea4bf-e0-789c63".parse::<ResumeToken>().is_ok());

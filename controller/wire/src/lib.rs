@@ -1,5 +1,6 @@
 //! The vocabulary the agent and the controller share (DESIGN.md, layer 4): what an agent
-//! reports of its pools ([`inventory`]), and, as they are written, the typed operations it
+//! reports of its pools ([`inventory`]), what a replication step asks of send and
+//! receive ([`send`]), and, as they are written, the typed operations it
 //! accepts and their results. The planner reads the same inventory types and the zfs layer
 //! builds them from listings, so nothing is re-parsed or re-checked between the layers.
 //!
@@ -10,5 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod inventory;
+pub mod send;
 
-pub use inventory::{BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo};
+pub use inventory::{BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo};
+pub use send::{ReceiveOptions, ReceiveOptionsError, SendFlags};

@@ -37,10 +37,7 @@ pub mod parse;
 pub mod stream;
 
 pub use client::{DEFAULT_TIMEOUT, Zfs};
-pub use cmd::{
-    BookmarkSource, Depth, ListRequest, ObjectTypes, ReceiveRequest, SendBase, SendFlags,
-    SendRequest,
-};
+pub use cmd::{BookmarkSource, Depth, ListRequest, ObjectTypes, SendBase, SendRequest};
 pub use error::{CommandFailure, ErrorKind, ZfsError, classify};
 pub use exec::{Argv, Executor, ExitStatus, LocalExecutor, Process, Spawned};
 pub use name::{ZfsObjectName, ZfsTarget};
@@ -53,3 +50,6 @@ pub use parse::{
 };
 pub use stream::{Progress, ReceiveSink, SendStream, pipe};
 pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
+// What a replication step asks of send and receive is the wire crate's, shared with the
+// planner; argv is built from it as it is.
+pub use tidepool_wire::{ReceiveOptions, SendFlags};
