@@ -23,6 +23,7 @@ pub mod dataset_grant;
 pub mod duration;
 pub mod lenient;
 pub mod names;
+pub mod receive_property;
 pub mod replication_policy;
 pub mod snapshot_schedule;
 pub mod validation;
@@ -35,6 +36,7 @@ pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
 pub use duration::HumanDuration;
 pub use lenient::Lenient;
 pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, SnapshotShortName};
+pub use receive_property::{ExcludedProperty, ReceiveProperty, ReceivePropertyError};
 pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
 pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
 pub use validation::{

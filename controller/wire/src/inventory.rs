@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use tidepool_api::values::ResumeToken;
 use tidepool_api::{DatasetName, SnapshotShortName};
 
 /// One snapshot of a dataset.
@@ -48,12 +49,13 @@ pub struct HoldInfo {
     pub tag: String,
 }
 
-/// A partial receive's resume token on a target, with what `zfs send -nvt <token>` decoded
-/// from it when the agent could decode it.
+/// An interrupted receive on a target: its resume token, with what `zfs send -nvt <token>`
+/// decoded from it when the agent could decode it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResumeToken {
-    pub token: String,
+pub struct PartialReceive {
+    /// `receive_resume_token`, checked as zfs prints it.
+    pub token: ResumeToken,
     /// `toguid`: the snapshot the interrupted stream was sending.
     pub to_guid: Option<u64>,
     /// `fromguid`: the incremental base, absent for a full stream.
@@ -62,11 +64,11 @@ pub struct ResumeToken {
     pub raw: Option<bool>,
 }
 
-impl ResumeToken {
+impl PartialReceive {
     /// A token the agent could not decode: only its text is known.
-    pub fn opaque(token: impl Into<String>) -> Self {
+    pub fn opaque(token: ResumeToken) -> Self {
         Self {
-            token: token.into(),
+            token,
             to_guid: None,
             from_guid: None,
             raw: None,
@@ -90,7 +92,7 @@ pub struct DatasetInventory {
     /// The `written` property: bytes written to the dataset since its newest snapshot.
     pub written_since_newest: u64,
     /// `receive_resume_token`, when a resumable receive was interrupted.
-    pub receive_resume_token: Option<ResumeToken>,
+    pub receive_resume_token: Option<PartialReceive>,
     /// `encryption` is not `off`.
     pub encrypted: bool,
     /// Snapshots whose names Tidepool's strict names refuse (OpenZFS allows spaces, for

@@ -33,7 +33,7 @@ fn pool_inventory() -> PoolInventory {
         guid: 8,
         createtxg: 41,
     });
-    ds.receive_resume_token = Some(ResumeToken::opaque("1-abc-def"));
+    ds.receive_resume_token = Some(PartialReceive::opaque("1-abc-def".parse().unwrap()));
     PoolInventory {
         pool: "tank".parse().unwrap(),
         health: PoolHealth::Degraded,

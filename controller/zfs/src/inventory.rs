@@ -28,7 +28,7 @@ use tidepool_api::names::{DatasetName, PoolName, SnapshotName, SnapshotShortName
 use tidepool_api::values::PropertyName;
 use tidepool_api::{OWNER_PROPERTY, PoolCapabilities};
 use tidepool_wire::inventory::{
-    BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo, UnnamedSnapshot,
+    BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo, UnnamedSnapshot,
 };
 use tidepool_wire::operation::{
     DestroySnapshots, Owner, RefusalReason, RefusedDestroy, RequestError, SnapshotRef,
@@ -73,6 +73,9 @@ pub enum EntryError {
     MissingColumn { column: &'static str },
     #[error("creation {seconds} is not a representable time")]
     Creation { seconds: i64 },
+    /// zfs prints tokens as `1-<hex>-...`; anything else is refused rather than guessed at.
+    #[error("receive_resume_token: {0}")]
+    ResumeToken(tidepool_api::ValueError),
 }
 
 /// The columns the listing adds to [`crate::parse::LIST_COLUMNS`], in this order. They
@@ -186,7 +189,13 @@ impl InventoryBuilder {
                 };
                 let d = &mut self.datasets[i];
                 d.written_since_newest = e.written.unwrap_or(0);
-                d.receive_resume_token = e.receive_resume_token.as_deref().map(ResumeToken::opaque);
+                d.receive_resume_token = match e.receive_resume_token.as_deref() {
+                    Some(raw) => Some(PartialReceive::opaque(
+                        raw.parse()
+                            .map_err(|source| fail(EntryError::ResumeToken(source)))?,
+                    )),
+                    None => None,
+                };
                 d.encrypted = !matches!(e.user_prop(ENCRYPTION), None | Some("off"));
             }
             ObjectType::Snapshot => {

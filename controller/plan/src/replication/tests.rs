@@ -1,13 +1,42 @@
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
+use tidepool_api::values::ResumeToken;
+use tidepool_api::{DatasetName, OnDivergence};
 
+use super::common::{SourceCommon, newest_common};
 use super::*;
-use crate::inventory::{BookmarkInfo, HoldInfo, ResumeToken, SnapshotInfo};
+use crate::inventory::{BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo};
 
 const POLICY: &str = "ns/offsite";
+
+fn tok(s: &str) -> ResumeToken {
+    s.parse().expect("token")
+}
+
+/// The newest common snapshot by brute force: every pair, newest `createtxg` wins, a
+/// snapshot over a bookmark of the same txg. The oracle for [`newest_common`].
+fn naive_newest_common<'a>(
+    src: &'a DatasetInventory,
+    dst: &DatasetInventory,
+) -> Option<SourceCommon<'a>> {
+    let on_target = |guid: u64| dst.snapshots.iter().any(|t| t.guid == guid);
+    let mut best: Option<SourceCommon<'a>> = None;
+    for s in src.snapshots.iter().filter(|s| on_target(s.guid)) {
+        if best.is_none_or(|b| s.createtxg >= b.createtxg()) {
+            best = Some(SourceCommon::Snapshot(s));
+        }
+    }
+    for b in src.bookmarks.iter().filter(|b| on_target(b.guid)) {
+        if best.is_none_or(|x| b.createtxg > x.createtxg()) {
+            best = Some(SourceCommon::Bookmark(b));
+        }
+    }
+    best
+}
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
@@ -111,11 +140,11 @@ impl Setup {
         let tag = hold_tag(POLICY);
         self.source.holds.push(HoldInfo {
             guid: snap(i).guid,
-            tag: tag.clone(),
+            tag: tag.to_string(),
         });
         self.target.holds.push(HoldInfo {
             guid: snap(i).guid,
-            tag,
+            tag: tag.to_string(),
         });
         let bm = bookmark_name(&self.source.dataset, &snap(i), POLICY).expect("name");
         self.source
@@ -203,7 +232,11 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
         plan.newest_common.as_ref().map(|c| c.name.as_str()),
         Some("renamed-on-target")
     );
-    assert!(!send.receive.exclude_properties.iter().any(|p| p == "-F"));
+    // The receive lands in the target, resumable, with nothing the policy did not ask for
+    // (the type itself has no way to say `-F` or to mount).
+    assert_eq!(send.receive.target(), &s.target.dataset);
+    assert!(send.receive.resumable());
+    assert!(send.receive.set().is_empty() && send.receive.exclude().is_empty());
     // What happens after: claim the two received snapshots, hold 5 on both sides,
     // bookmark it, release 3's holds, destroy 3's bookmark.
     let after: Vec<String> = describe(&ReplicationPlan {
@@ -316,15 +349,15 @@ fn from_a_bookmark_when_the_source_lost_the_common_snapshot() {
 
 #[test]
 fn resume_tokens() {
-    let token = |to: Option<u64>, from: Option<u64>, raw: Option<bool>| ResumeToken {
-        token: "1-abc-def".into(),
+    let token = |to: Option<u64>, from: Option<u64>, raw: Option<bool>| PartialReceive {
+        token: tok("1-abc-def"),
         to_guid: to.map(|i| snap(i).guid),
         from_guid: from.map(|i| snap(i).guid),
         raw,
     };
     struct Case {
         name: &'static str,
-        token: ResumeToken,
+        token: PartialReceive,
         failed: bool,
         encrypted: bool,
         want: Vec<&'static str>,
@@ -339,14 +372,14 @@ fn resume_tokens() {
         },
         Case {
             name: "an opaque token is resumed",
-            token: ResumeToken::opaque("1-abc-def"),
+            token: PartialReceive::opaque(tok("1-abc-def")),
             failed: false,
             encrypted: false,
             want: vec!["resume 1-abc-def"],
         },
         Case {
             name: "the last resume of this token failed: abort and plan afresh",
-            token: ResumeToken::opaque("1-abc-def"),
+            token: PartialReceive::opaque(tok("1-abc-def")),
             failed: true,
             encrypted: false,
             want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
@@ -386,7 +419,7 @@ fn resume_tokens() {
         s.target.receive_resume_token = Some(c.token);
         if c.failed {
             s.resume_failed = Some(ResumeFailure {
-                token: "1-abc-def".into(),
+                token: tok("1-abc-def"),
                 error: "cannot resume send: 'tank/db@x' used in the initial send no longer exists"
                     .into(),
             });
@@ -407,8 +440,8 @@ fn resume_tokens() {
 fn interrupted_first_receive() {
     // A full receive was cut short: the target exists with a token and no snapshots.
     let mut t = target(&[]);
-    t.receive_resume_token = Some(ResumeToken {
-        token: "1-full".into(),
+    t.receive_resume_token = Some(PartialReceive {
+        token: tok("1-full"),
         to_guid: Some(snap(1).guid),
         from_guid: None,
         raw: Some(false),
@@ -418,7 +451,7 @@ fn interrupted_first_receive() {
     // Stale: abort (which removes the partial dataset) and start over with a full send.
     let mut s = Setup::new(source(&[1, 2]), t);
     s.resume_failed = Some(ResumeFailure {
-        token: "1-full".into(),
+        token: tok("1-full"),
         error: "checksum mismatch".into(),
     });
     assert_eq!(
@@ -590,8 +623,11 @@ fn selection_picks_what_is_sent() {
 
 #[test]
 fn names_of_holds_bookmarks_and_rotations() {
-    assert_eq!(hold_tag("ns/offsite"), "tidepool:ns/offsite");
-    assert!(hold_tag(&"x".repeat(300)).len() < 40);
+    assert_eq!(hold_tag("ns/offsite").as_str(), "tidepool:ns/offsite");
+    assert!(hold_tag(&"x".repeat(300)).as_str().len() < 40);
+    // Not a valid tag spelled out (a space): the hashed form, still a valid tag.
+    assert!(hold_tag("ns/a b").as_str().starts_with("tidepool:"));
+    assert!(!hold_tag("ns/a b").as_str().contains(' '));
     let ds: DatasetName = "tank/db".parse().expect("dataset");
     let b = bookmark_name(&ds, &snap(1), POLICY).expect("bookmark");
     assert_eq!(
@@ -684,9 +720,9 @@ fn arb_history() -> impl Strategy<Value = History> {
                 }
                 if dst.exists {
                     dst.receive_resume_token = match token_kind {
-                        0 => Some(ResumeToken::opaque("t")),
-                        1 => Some(ResumeToken {
-                            token: "t".into(),
+                        0 => Some(PartialReceive::opaque(tok("t"))),
+                        1 => Some(PartialReceive {
+                            token: tok("t"),
                             to_guid: Some(snap(to).guid),
                             from_guid: Some(snap(from).guid),
                             raw: None,
@@ -714,11 +750,11 @@ proptest! {
         s.selection.intermediates = h.intermediates;
         s.on_divergence = if h.rotate { OnDivergence::Rotate } else { OnDivergence::Fail };
         if h.failed {
-            s.resume_failed = Some(ResumeFailure { token: "t".into(), error: "stale".into() });
+            s.resume_failed = Some(ResumeFailure { token: tok("t"), error: "stale".into() });
         }
         let plan = s.plan();
         let dst = &h.target;
-        // The lockstep walk and the hashed search find the same newest common snapshot.
+        // The search finds the newest common snapshot a quadratic scan finds.
         {
             let input = ReplicationInput {
                 policy: POLICY,
@@ -730,12 +766,12 @@ proptest! {
                 on_divergence: s.on_divergence,
                 resume_failed: None,
             };
-            let p = Planner::new(&input);
+            let p = newest_common(input.source, input.target);
             let guid = |c: Option<SourceCommon<'_>>| c.map(|c| match c {
                 SourceCommon::Snapshot(x) => (x.guid, false),
                 SourceCommon::Bookmark(b) => (b.guid, true),
             });
-            prop_assert_eq!(guid(p.newest_common_lockstep()), guid(p.newest_common_hashed()));
+            prop_assert_eq!(guid(p), guid(naive_newest_common(&s.source, &s.target)));
         }
         let target_guids: HashSet<u64> = dst.snapshots.iter().map(|x| x.guid).collect();
 
@@ -762,7 +798,7 @@ proptest! {
                     has.clear();
                 }
                 Action::Send(send) => {
-                    prop_assert!(send.receive.resumable);
+                    prop_assert!(send.receive.resumable());
                     match &send.stream {
                         Stream::Full { guid, .. } => {
                             // A full stream only lands where there is no dataset.
@@ -938,10 +974,10 @@ mod simulation {
                             inv.snapshots.iter().any(|s| s.guid == *guid),
                             "hold of a missing snapshot"
                         );
-                        if !inv.has_hold(*guid, tag) {
+                        if !inv.has_hold(*guid, tag.as_str()) {
                             inv.holds.push(HoldInfo {
                                 guid: *guid,
-                                tag: tag.clone(),
+                                tag: tag.to_string(),
                             });
                         }
                         Self::refresh_held(inv);
@@ -950,7 +986,8 @@ mod simulation {
                         side, guid, tag, ..
                     } => {
                         let inv = self.inv(*side);
-                        inv.holds.retain(|h| !(h.guid == *guid && &h.tag == tag));
+                        inv.holds
+                            .retain(|h| !(h.guid == *guid && h.tag == tag.as_str()));
                         Self::refresh_held(inv);
                     }
                     Action::Bookmark { guid, bookmark, .. } => {
@@ -1127,5 +1164,72 @@ mod simulation {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn receive_properties_pass_the_allowlist_or_nothing_is_planned() {
+    use tidepool_api::replication_policy::PropertyOverride;
+    let over = |name: &str, value: &str| PropertyOverride {
+        name: name.parse().expect("name"),
+        value: value.to_owned(),
+    };
+    // Allowed ones reach every receive as typed options.
+    let mut s = Setup::new(source(&[1, 2]), absent_target());
+    s.send.override_properties = vec![over("readonly", "on"), over("com.example:x", "y")];
+    s.send.exclude_properties = vec!["compression".parse().expect("name")];
+    let plan = s.plan();
+    assert!(plan.blocked.is_none());
+    assert_eq!(plan.sends().count(), 2);
+    for send in plan.sends() {
+        let set: Vec<String> = send.receive.set().iter().map(|p| p.to_string()).collect();
+        assert_eq!(set, ["readonly=on", "com.example:x=y"]);
+        let excluded: Vec<&str> = send
+            .receive
+            .exclude()
+            .iter()
+            .map(|p| p.name().as_str())
+            .collect();
+        assert_eq!(excluded, ["compression"]);
+    }
+    // A policy admitted before the allowlist (or past a broken schema) is refused by the
+    // planner too, naming the field; nothing is sent.
+    for (sets, excludes, field) in [
+        (
+            vec![over("mountpoint", "/etc")],
+            vec![],
+            "spec.send.overrideProperties[0]",
+        ),
+        (
+            vec![over("readonly", "on"), over("canmount", "on")],
+            vec![],
+            "spec.send.overrideProperties[1]",
+        ),
+        (
+            vec![over("tidepool.dev:owner", "x")],
+            vec![],
+            "spec.send.overrideProperties[0]",
+        ),
+        (
+            vec![over("com.example:x", "a\rb")],
+            vec![],
+            "spec.send.overrideProperties[0]",
+        ),
+        (
+            vec![],
+            vec!["tidepool.dev:owner"],
+            "spec.send.excludeProperties[0]",
+        ),
+        (vec![], vec!["mountpoint"], "spec.send.excludeProperties[0]"),
+        (vec![over("atime", "off")], vec!["atime"], "spec.send"),
+    ] {
+        let mut s = Setup::new(source(&[1, 2]), absent_target());
+        s.send.override_properties = sets;
+        s.send.exclude_properties = excludes.iter().map(|n| n.parse().expect("name")).collect();
+        let plan = s.plan();
+        assert!(plan.steps.is_empty(), "{field}: {:?}", describe(&plan));
+        let blocked = plan.blocked.expect("blocked");
+        assert_eq!(blocked.code, BlockedCode::InvalidReceiveProperties);
+        assert!(blocked.message.starts_with(field), "{}", blocked.message);
     }
 }
