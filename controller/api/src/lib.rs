@@ -20,6 +20,7 @@ pub mod cron;
 pub mod dataset_grant;
 pub mod duration;
 pub mod names;
+pub mod owner;
 pub mod replication_policy;
 pub mod snapshot_schedule;
 pub mod values;
@@ -30,6 +31,7 @@ pub use cron::CronExpression;
 pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
 pub use duration::HumanDuration;
 pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, SnapshotShortName};
+pub use owner::{Owner, OwnerError, OwnerKind};
 pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
 pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
 pub use values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
@@ -37,5 +39,6 @@ pub use zfs_node::{ZfsNode, ZfsNodeSpec};
 
 /// The API group.
 pub const GROUP: &str = "tidepool.dev";
-/// The ZFS user property that records which object owns a snapshot (`<namespace>/<name>`).
+/// The ZFS user property that records which object owns a snapshot ([`Owner`]:
+/// `<Kind>/<namespace>/<name>`). It counts only where set locally on the snapshot.
 pub const OWNER_PROPERTY: &str = "tidepool.dev:owner";

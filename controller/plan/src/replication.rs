@@ -33,7 +33,7 @@ use jiff::Timestamp;
 use tidepool_api::names::MAX_SHORT_NAME_LEN;
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
 use tidepool_api::{
-    BookmarkName, DatasetName, NameError, OnDivergence, SnapshotName, SnapshotShortName,
+    BookmarkName, DatasetName, NameError, OnDivergence, Owner, SnapshotName, SnapshotShortName,
 };
 
 use crate::inventory::{BookmarkInfo, DatasetInventory, ResumeToken, SnapshotInfo};
@@ -50,9 +50,13 @@ pub struct ReplicationInput<'a> {
     pub target: &'a DatasetInventory,
     pub send: &'a SendOptions,
     pub selection: &'a SnapshotSelection,
-    /// The owner value (`<namespace>/<scheduleName>`) that `selection.scheduleName`
-    /// selects; `None` selects snapshots of any owner.
-    pub selection_owner: Option<&'a str>,
+    /// The owner (`SnapshotSchedule/<namespace>/<scheduleName>`) that
+    /// `selection.scheduleName` selects; `None` selects snapshots of any owner.
+    pub selection_owner: Option<&'a Owner>,
+    /// The owner this policy records on the snapshots it receives
+    /// (`ReplicationPolicy/<namespace>/<name>`, the object `policy` names); the target's
+    /// retention considers only snapshots of this owner.
+    pub owner: &'a Owner,
     pub on_divergence: OnDivergence,
     /// The last attempt to resume failed because the token was stale or invalid.
     pub resume_failed: Option<&'a ResumeFailure>,
@@ -235,7 +239,7 @@ pub enum Action {
     /// `zfs set tidepool.dev:owner=<owner> <snapshots...>` on the target.
     SetOwner {
         snapshots: Vec<SnapshotName>,
-        owner: String,
+        owner: Owner,
     },
 }
 
@@ -689,7 +693,7 @@ impl<'a> Planner<'a> {
             .filter(|s| {
                 self.input
                     .selection_owner
-                    .is_none_or(|o| s.owner.as_deref() == Some(o))
+                    .is_none_or(|o| s.owner.as_ref() == Some(o))
                     && sel
                         .name_prefix
                         .as_deref()
@@ -1124,7 +1128,7 @@ impl<'a> Planner<'a> {
         Some(step(
             Action::SetOwner {
                 snapshots: names,
-                owner: self.input.policy.to_owned(),
+                owner: self.input.owner.clone(),
             },
             ReasonCode::ClaimReceived,
             format!(
