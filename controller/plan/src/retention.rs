@@ -10,11 +10,11 @@
 //! says which period a snapshot falls into. An owned snapshot is kept if any rule keeps it:
 //! - it is the newest owned snapshot of its dataset (a dataset never loses its last one);
 //! - `keepLast: N`: it is among the newest N;
-//! - `keepWithin: d`: it was created less than `d` before the newest owned snapshot (by
-//!   `createtxg`; one stamped later than that, from before a clock step, is kept too) (not
-//!   before `now`, as restic counts: when snapshots stop being taken — a full pool, a failing
-//!   agent, a suspended schedule — the window stays where the last snapshot is, so repeated
-//!   runs cannot empty the dataset down to one snapshot);
+//! - `keepWithin: d`: it was created less than `d` before the newest owned snapshot, as
+//!   restic counts, not before `now`: when snapshots stop being taken (a full pool, a failing
+//!   agent, a suspended schedule) the window stays where the last snapshot is, so repeated
+//!   runs cannot empty the dataset down to one snapshot. "The newest" is by `createtxg`; a
+//!   snapshot stamped later than it (from before a clock step) is kept too;
 //! - `hourly`/`daily`/`weekly`/`monthly`/`yearly: N`: walking from the newest to the
 //!   oldest, it is the first snapshot of a new period (the newest of that period), for the
 //!   first N periods that have snapshots; periods are taken from `creation` in the schedule's
@@ -47,7 +47,7 @@ use jiff::tz::TimeZone;
 use tidepool_api::{DatasetName, NameError, Owner, Retention, SnapshotName};
 
 use crate::inventory::{DatasetInventory, SnapshotInfo};
-use periods::{OffsetCache, period_keys};
+use periods::{OffsetCache, Period, periods};
 pub use reasons::{DestroyReason, KeepReasons};
 
 /// Why a GUID may not be destroyed, whatever the rules say.
@@ -154,7 +154,7 @@ pub fn plan_dataset<'a>(
     let not_owned = inventory.snapshots.len() - owned.len();
     if owned.is_sorted_by_key(|s| order_key(s)) {
         owned.reverse();
-    } else if !owned.is_sorted_by(|a, b| order_key(a) >= order_key(b)) {
+    } else {
         sort_newest_first(&mut owned);
     }
 
@@ -281,17 +281,17 @@ fn apply_buckets(
         count(r.monthly),
         count(r.yearly),
     ];
-    let mut last_key: [Option<i64>; 5] = [None; 5];
+    let mut last: [Option<Period>; 5] = [None; 5];
     let mut offsets = OffsetCache::new(rules.time_zone);
     let oldest = newest_first.len().saturating_sub(1);
     for (i, (s, reason)) in newest_first.iter().zip(reasons.iter_mut()).enumerate() {
         if left.iter().all(|n| *n == 0) {
             break;
         }
-        let keys = period_keys(offsets.civil(s.creation));
+        let its_periods = periods(offsets.civil(s.creation));
         for b in 0..KeepReasons::BUCKETS.len() {
-            if left[b] > 0 && (last_key[b] != Some(keys[b]) || i == oldest) {
-                last_key[b] = Some(keys[b]);
+            if left[b] > 0 && (last[b] != Some(its_periods[b]) || i == oldest) {
+                last[b] = Some(its_periods[b]);
                 left[b] -= 1;
                 reason.insert(KeepReasons::BUCKETS[b]);
             }

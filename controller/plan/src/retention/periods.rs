@@ -4,17 +4,23 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::{Offset, TimeZone};
 
-/// Hour, day, ISO week, month and year of a civil time, each as one comparable number (the
-/// order of [`super::KeepReasons::BUCKETS`]). Only equality matters: a bucket rule asks
-/// whether two snapshots fall into the same period.
-pub(super) fn period_keys(dt: DateTime) -> [i64; 5] {
-    let year = i64::from(dt.year());
-    let month = year * 16 + i64::from(dt.month());
-    let day = month * 32 + i64::from(dt.day());
-    let hour = day * 32 + i64::from(dt.hour());
+/// A period, named by the civil fields that make it (year or ISO week-year first, unused
+/// fields zero). Two snapshots share a period when these are equal; a tuple rather than
+/// one packed number, so no arithmetic can make two periods collide.
+pub(super) type Period = (i16, i8, i8, i8);
+
+/// The hour, day, ISO week, month and year of a civil time (the order of
+/// [`super::KeepReasons::BUCKETS`]).
+pub(super) fn periods(dt: DateTime) -> [Period; 5] {
+    let (year, month, day) = (dt.year(), dt.month(), dt.day());
     let iso = dt.date().iso_week_date();
-    let week = i64::from(iso.year()) * 64 + i64::from(iso.week());
-    [hour, day, week, month, year]
+    [
+        (year, month, day, dt.hour()),
+        (year, month, day, 0),
+        (iso.year(), iso.week(), 0, 0),
+        (year, month, 0, 0),
+        (year, 0, 0, 0),
+    ]
 }
 
 /// Converting a million timestamps to civil time one by one spends most of its time looking

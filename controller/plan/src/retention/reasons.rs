@@ -7,7 +7,7 @@ use std::fmt;
 pub struct KeepReasons(u16);
 
 impl KeepReasons {
-    pub const NEWEST: Self = Self(1 << 0);
+    pub const NEWEST: Self = Self(1);
     pub const LAST: Self = Self(1 << 1);
     pub const WITHIN: Self = Self(1 << 2);
     pub const HOURLY: Self = Self(1 << 3);

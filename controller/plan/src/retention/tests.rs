@@ -912,3 +912,21 @@ proptest! {
         prop_assert_eq!(again.keep.len(), plan.keep.len());
     }
 }
+
+#[test]
+fn a_snapshot_at_the_instant_of_a_transition_takes_the_new_offset() {
+    // Berlin falls back at 01:00 UTC on 25 October 2026 (03:00 CEST → 02:00 CET). After a
+    // clock step the walk meets 00:59 UTC (02:59 CEST) first, then 01:00 UTC (02:00 CET,
+    // the same civil hour), then 20:00 UTC the day before.
+    let mut snapshots = at(&[
+        "2026-10-24T20:00:00Z",
+        "2026-10-25T01:00:00Z",
+        "2026-10-25T00:59:00Z",
+    ]);
+    snapshots[2].createtxg = 99;
+    let retention = Retention {
+        hourly: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(kept(&retention, "Europe/Berlin", snapshots), ["s2", "s0"]);
+}
