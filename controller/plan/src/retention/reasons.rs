@@ -56,9 +56,14 @@ impl KeepReasons {
 
     /// Kept whatever the rules say (newest, held, protected).
     pub fn is_safety(self) -> bool {
-        self.0
-            & (Self::NEWEST.0 | Self::HELD.0 | Self::REPLICATION_BASE.0 | Self::TRANSFER_IN_USE.0)
-            != 0
+        [
+            Self::NEWEST,
+            Self::HELD,
+            Self::REPLICATION_BASE,
+            Self::TRANSFER_IN_USE,
+        ]
+        .into_iter()
+        .any(|bit| self.contains(bit))
     }
 }
 
