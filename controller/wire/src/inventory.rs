@@ -1,12 +1,10 @@
 //! What an agent reports of a dataset, and what the planner is told: plain values, built by
 //! the zfs layer from listings. The planner never asks for more.
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tidepool_api::values::ResumeToken;
-use tidepool_api::{DatasetName, SnapshotShortName};
+use tidepool_api::{DatasetName, Owner, SnapshotShortName};
 
 /// One snapshot of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,9 +19,15 @@ pub struct SnapshotInfo {
     pub createtxg: u64,
     /// The `creation` property.
     pub creation: Timestamp,
-    /// The value of the `tidepool.dev:owner` user property (`<namespace>/<name>`), if any.
-    /// Shared (`Arc`) because one owner typically owns thousands of snapshots.
-    pub owner: Option<Arc<str>>,
+    /// The object that owns the snapshot: the `tidepool.dev:owner` user property, and ONLY
+    /// when its source is `local`, i.e. set on the snapshot itself (by Tidepool's
+    /// `zfs snapshot -o` or its own claim after a receive). A value inherited from the dataset
+    /// or received in a stream is never a claim and is `None` here, as is a value that is not
+    /// an [`Owner`] (`<Kind>/<namespace>/<name>`): retention never destroys such a snapshot.
+    /// Builders share one [`Owner`] (an `Arc` inside) between the snapshots of one owner.
+    /// Decoded leniently: an unknown value reads as `None`, never as an error.
+    #[serde(default, deserialize_with = "tidepool_api::owner::deserialize_lenient")]
+    pub owner: Option<Owner>,
     /// `userrefs > 0`: someone holds it, and `zfs destroy` would fail anyway.
     pub held: bool,
 }

@@ -21,7 +21,6 @@
 //! datasets are counted in [`PoolInventory::unnamed_datasets`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use tidepool_api::names::{DatasetName, PoolName, SnapshotName, SnapshotShortName};
@@ -111,21 +110,20 @@ pub fn listing_request(root: &DatasetName, depth: Depth) -> ListRequest {
 /// owns thousands of snapshots; they share one allocation.
 #[derive(Debug, Default)]
 pub struct OwnerInterner {
-    seen: HashMap<Box<str>, Owner>,
+    /// Each distinct value once, with what it means: an owner, or no claim at all.
+    seen: HashMap<Box<str>, Option<Owner>>,
 }
 
 impl OwnerInterner {
-    /// `None` when the value is no claim at all (empty).
+    /// `None` when the value is no claim at all: empty, or not in the owner format
+    /// (`<Kind>/<namespace>/<name>`), so never Tidepool's to destroy.
     pub fn owner_from_local_value(&mut self, value: &str) -> Option<Owner> {
-        if value.is_empty() {
-            return None;
-        }
         if let Some(o) = self.seen.get(value) {
-            return Some(o.clone());
+            return o.clone();
         }
-        let owner: Owner = Arc::from(value);
+        let owner = value.parse::<Owner>().ok();
         self.seen.insert(value.into(), owner.clone());
-        Some(owner)
+        owner
     }
 }
 
@@ -472,7 +470,7 @@ impl<E: Executor> Zfs<E> {
                     Some(f) if f.guid != s.guid => {
                         Some(RefusalReason::GuidChanged { found: f.guid })
                     }
-                    Some(f) if f.owner.as_deref() != Some(&*req.owner) => {
+                    Some(f) if f.owner.as_ref() != Some(&req.owner) => {
                         Some(RefusalReason::NotOwned {
                             found: f.owner.clone(),
                         })

@@ -43,7 +43,7 @@ impl<'a> Planner<'a> {
         Some(step(
             Action::SetOwner {
                 snapshots: names,
-                owner: self.input.policy.to_owned(),
+                owner: self.input.owner.clone(),
             },
             ReasonCode::ClaimReceived,
             format!(

@@ -274,7 +274,7 @@ impl<'a> Planner<'a> {
             .filter(|s| {
                 self.input
                     .selection_owner
-                    .is_none_or(|o| s.owner.as_deref() == Some(o))
+                    .is_none_or(|o| s.owner.as_ref() == Some(o))
                     && sel
                         .name_prefix
                         .as_deref()

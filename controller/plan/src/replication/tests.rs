@@ -1,11 +1,10 @@
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
 use tidepool_api::values::ResumeToken;
-use tidepool_api::{DatasetName, OnDivergence};
+use tidepool_api::{DatasetName, OnDivergence, Owner};
 
 use super::common::{SourceCommon, newest_common};
 use super::*;
@@ -38,6 +37,15 @@ fn naive_newest_common<'a>(
     best
 }
 
+fn owner(text: &str) -> Owner {
+    text.parse().expect("owner")
+}
+
+/// The owner `POLICY` records on what it receives.
+fn policy_owner() -> Owner {
+    owner("ReplicationPolicy/ns/offsite")
+}
+
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
 }
@@ -53,7 +61,7 @@ fn snap(i: u64) -> SnapshotInfo {
         guid: 0xa000 + i,
         createtxg: 100 + 10 * i,
         creation: ts("2026-11-01T00:00:00Z") + SignedDuration::from_hours(i as i64),
-        owner: Some(Arc::from("ns/hourly")),
+        owner: Some(owner("SnapshotSchedule/ns/hourly")),
         held: false,
     }
 }
@@ -101,7 +109,8 @@ struct Setup {
     selection: SnapshotSelection,
     on_divergence: OnDivergence,
     resume_failed: Option<ResumeFailure>,
-    selection_owner: Option<&'static str>,
+    selection_owner: Option<Owner>,
+    owner: Owner,
 }
 
 impl Setup {
@@ -117,6 +126,7 @@ impl Setup {
             on_divergence: OnDivergence::Fail,
             resume_failed: None,
             selection_owner: None,
+            owner: policy_owner(),
         }
     }
 
@@ -127,7 +137,8 @@ impl Setup {
             target: &self.target,
             send: &self.send,
             selection: &self.selection,
-            selection_owner: self.selection_owner,
+            selection_owner: self.selection_owner.as_ref(),
+            owner: &self.owner,
             on_divergence: self.on_divergence,
             resume_failed: self.resume_failed.as_ref(),
         };
@@ -595,11 +606,11 @@ fn a_pool_root_cannot_rotate() {
 #[test]
 fn selection_picks_what_is_sent() {
     let mut src = source(&[1, 2, 3, 4]);
-    src.snapshots[3].owner = Some(Arc::from("ns/other"));
+    src.snapshots[3].owner = Some(owner("SnapshotSchedule/ns/other"));
     src.snapshots[3].name = "manual-4".parse().expect("name");
     // By owner (scheduleName): 4 is another object's.
     let mut s = Setup::new(src.clone(), target(&[1])).protected(1);
-    s.selection_owner = Some("ns/hourly");
+    s.selection_owner = Some(owner("SnapshotSchedule/ns/hourly"));
     assert_eq!(describe(&s.plan()), ["-I tidepool_s001_h tidepool_s003_h"]);
     // By name prefix.
     let mut s = Setup::new(src.clone(), target(&[1])).protected(1);
@@ -763,6 +774,7 @@ proptest! {
                 send: &s.send,
                 selection: &s.selection,
                 selection_owner: None,
+                owner: &s.owner,
                 on_divergence: s.on_divergence,
                 resume_failed: None,
             };
@@ -853,7 +865,9 @@ mod simulation {
     use jiff::tz::TimeZone;
     use tidepool_api::Retention;
 
-    const SCHEDULE: &str = "ns/hourly";
+    fn schedule_owner() -> Owner {
+        owner("SnapshotSchedule/ns/hourly")
+    }
 
     struct World {
         src: DatasetInventory,
@@ -876,7 +890,7 @@ mod simulation {
                 guid: 0x5000_0000 + i * 7919,
                 createtxg: 100 + i * 3,
                 creation: self.t,
-                owner: Some(Arc::from(SCHEDULE)),
+                owner: Some(schedule_owner()),
                 held: false,
             });
         }
@@ -1021,7 +1035,7 @@ mod simulation {
                                 .iter_mut()
                                 .find(|s| s.name == name.short())
                             {
-                                s.owner = Some(Arc::from(owner.as_str()));
+                                s.owner = Some(owner.clone());
                             }
                         }
                     }
@@ -1034,7 +1048,7 @@ mod simulation {
             &mut self,
             side: Side,
             retention: &Retention,
-            owner: &str,
+            owner: &Owner,
             protections: &Protections,
         ) {
             let tz = TimeZone::UTC;
@@ -1044,9 +1058,8 @@ mod simulation {
                 owner,
                 protections,
             };
-            let now = self.t;
             let inv = self.inv(side);
-            let plan = retention::plan_dataset(&rules, inv, now);
+            let plan = retention::plan_dataset(&rules, inv);
             let gone: HashSet<u64> = plan.destroy.iter().map(|d| d.snapshot.guid).collect();
             for d in &plan.destroy {
                 assert!(!d.snapshot.held, "retention destroyed a held snapshot");
@@ -1108,6 +1121,8 @@ mod simulation {
             let send = SendOptions::default();
             let selection = SnapshotSelection { intermediates, ..Default::default() };
             let mut replicated = false;
+            let schedule = schedule_owner();
+            let policy = policy_owner();
             for round in rounds {
                 for _ in 0..round.snapshots {
                     w.take_snapshot();
@@ -1118,7 +1133,8 @@ mod simulation {
                     target: &w.dst,
                     send: &send,
                     selection: &selection,
-                    selection_owner: Some(SCHEDULE),
+                    selection_owner: Some(&schedule),
+                    owner: &policy,
                     on_divergence: OnDivergence::Fail,
                     resume_failed: None,
                 };
@@ -1150,17 +1166,18 @@ mod simulation {
                         target: &w.dst,
                         send: &send,
                         selection: &selection,
-                        selection_owner: Some(SCHEDULE),
+                        selection_owner: Some(&schedule),
+                        owner: &policy,
                         on_divergence: OnDivergence::Fail,
                         resume_failed: None,
                     };
                     super::plan(&input, w.t).protect(POLICY, &mut protections);
                 }
                 if round.prune_source {
-                    w.prune(Side::Source, &retention, SCHEDULE, &protections);
+                    w.prune(Side::Source, &retention, &schedule, &protections);
                 }
                 if round.prune_target {
-                    w.prune(Side::Target, &retention, POLICY, &protections);
+                    w.prune(Side::Target, &retention, &policy, &protections);
                 }
             }
         }

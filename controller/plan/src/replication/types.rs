@@ -6,7 +6,9 @@ use std::fmt;
 use jiff::Timestamp;
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
 use tidepool_api::values::{HoldTag, ResumeToken};
-use tidepool_api::{BookmarkName, DatasetName, OnDivergence, SnapshotName, SnapshotShortName};
+use tidepool_api::{
+    BookmarkName, DatasetName, OnDivergence, Owner, SnapshotName, SnapshotShortName,
+};
 use tidepool_wire::{ReceiveOptions, SendFlags};
 
 use crate::inventory::DatasetInventory;
@@ -21,9 +23,13 @@ pub struct ReplicationInput<'a> {
     pub target: &'a DatasetInventory,
     pub send: &'a SendOptions,
     pub selection: &'a SnapshotSelection,
-    /// The owner value (`<namespace>/<scheduleName>`) that `selection.scheduleName`
-    /// selects; `None` selects snapshots of any owner.
-    pub selection_owner: Option<&'a str>,
+    /// The owner (`SnapshotSchedule/<namespace>/<scheduleName>`) that
+    /// `selection.scheduleName` selects; `None` selects snapshots of any owner.
+    pub selection_owner: Option<&'a Owner>,
+    /// The owner this policy records on the snapshots it receives
+    /// (`ReplicationPolicy/<namespace>/<name>`, the object `policy` names); the target's
+    /// retention considers only snapshots of this owner.
+    pub owner: &'a Owner,
     pub on_divergence: OnDivergence,
     /// The last attempt to resume failed because the token was stale or invalid.
     pub resume_failed: Option<&'a ResumeFailure>,
@@ -206,7 +212,7 @@ pub enum Action {
     /// `zfs set tidepool.dev:owner=<owner> <snapshots...>` on the target.
     SetOwner {
         snapshots: Vec<SnapshotName>,
-        owner: String,
+        owner: Owner,
     },
 }
 
