@@ -681,25 +681,29 @@ impl<'a> Planner<'a> {
 
     /// Source snapshots the selection picks, oldest first by `createtxg`.
     fn selected(&self) -> Vec<&'a SnapshotInfo> {
-        let sel = self.input.selection;
         let mut v: Vec<&SnapshotInfo> = self
             .src
             .snapshots
             .iter()
-            .filter(|s| {
-                self.input
-                    .selection_owner
-                    .is_none_or(|o| s.owner.as_deref() == Some(o))
-                    && sel
-                        .name_prefix
-                        .as_deref()
-                        .is_none_or(|p| s.name.as_str().starts_with(p))
-            })
+            .filter(|s| self.selects(s))
             .collect();
         if !v.is_sorted_by_key(|s| s.createtxg) {
             v.sort_unstable_by_key(|s| s.createtxg);
         }
         v
+    }
+
+    /// Whether the policy's selection picks this snapshot (by owner and name prefix).
+    fn selects(&self, s: &SnapshotInfo) -> bool {
+        self.input
+            .selection_owner
+            .is_none_or(|o| s.owner.as_deref() == Some(o))
+            && self
+                .input
+                .selection
+                .name_prefix
+                .as_deref()
+                .is_none_or(|p| s.name.as_str().starts_with(p))
     }
 
     fn flags(&self) -> SendFlags {
@@ -1113,8 +1117,12 @@ impl<'a> Planner<'a> {
     }
 
     fn claim(&self, created: &[&SnapshotInfo]) -> Option<Step> {
+        // An `-I` stream also creates the intermediates the selection did not pick (manual
+        // snapshots, another schedule's): they stay unowned on the target, so the policy's
+        // retention there never destroys a snapshot it was not asked to replicate.
         let names: Vec<SnapshotName> = created
             .iter()
+            .filter(|s| self.selects(s))
             .filter_map(|s| self.dst.dataset.snapshot(&s.name).ok())
             .collect();
         if names.is_empty() {
@@ -1182,10 +1190,7 @@ impl<'a> Planner<'a> {
             {
                 steps.push(self.hold(Side::Source, name, s));
             }
-            let has_bookmark = src
-                .bookmarks
-                .iter()
-                .any(|b| b.guid == s.guid && b.name.as_str().ends_with(&self.suffix));
+            let has_bookmark = src.bookmarks.iter().any(|b| self.is_own_bookmark_of(b, s));
             if !has_bookmark && let Ok(bookmark) = bookmark_name(&src.dataset, s, self.input.policy)
             {
                 steps.extend(self.bookmark(s, bookmark));
@@ -1207,6 +1212,27 @@ impl<'a> Planner<'a> {
     /// these in the same list).
     fn release_others(&self, keep_guid: u64, src_keep_txg: u64, dst_keep_txg: u64) -> Vec<Step> {
         let mut out = Vec::new();
+        // Bookmarks before holds: this policy's hold on the source snapshot is what vouches
+        // that a bookmark is this policy's (see `may_destroy_bookmark`), so a run cut short
+        // between the two leaves the hold, and the next plan releases it.
+        for b in self.src.bookmarks.iter().filter(|b| {
+            b.guid != keep_guid && b.createtxg < src_keep_txg && self.may_destroy_bookmark(b)
+        }) {
+            let Ok(bookmark) = self.src.dataset.bookmark(&b.name) else {
+                continue;
+            };
+            out.push(step(
+                Action::DestroyBookmark {
+                    bookmark: bookmark.clone(),
+                    guid: b.guid,
+                },
+                ReasonCode::DestroySupersededBookmark,
+                format!(
+                    "{bookmark} marked an older common snapshot of {}; a newer one is protected now",
+                    self.input.policy
+                ),
+            ));
+        }
         for (side, inv, keep_txg) in [
             (Side::Source, self.src, src_keep_txg),
             (Side::Target, self.dst, dst_keep_txg),
@@ -1241,27 +1267,42 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        for b in self.src.bookmarks.iter().filter(|b| {
-            b.guid != keep_guid
-                && b.createtxg < src_keep_txg
-                && b.name.as_str().ends_with(&self.suffix)
-        }) {
-            let Ok(bookmark) = self.src.dataset.bookmark(&b.name) else {
-                continue;
-            };
-            out.push(step(
-                Action::DestroyBookmark {
-                    bookmark: bookmark.clone(),
-                    guid: b.guid,
-                },
-                ReasonCode::DestroySupersededBookmark,
-                format!(
-                    "{bookmark} marked an older common snapshot of {}; a newer one is protected now",
-                    self.input.policy
-                ),
-            ));
-        }
         out
+    }
+}
+
+impl Planner<'_> {
+    /// Whether `b` is the bookmark this policy makes of snapshot `s`: `s`'s guid and exactly
+    /// the name [`bookmark_name`] gives `s`. A user's bookmark, or another policy's whose
+    /// 32-bit suffix happens to be the same, differs in name or guid unless it copies this
+    /// policy's name for this very snapshot.
+    fn is_own_bookmark_of(&self, b: &BookmarkInfo, s: &SnapshotInfo) -> bool {
+        b.guid == s.guid
+            && b.name.as_str().ends_with(&self.suffix)
+            && bookmark_name(&self.src.dataset, s, self.input.policy)
+                .is_ok_and(|own| own.short() == b.name)
+    }
+
+    /// Whether this policy may destroy source bookmark `b` as its own: it has this policy's
+    /// name for its snapshot, the snapshot is still on the source and held by this policy
+    /// (the policy bookmarks exactly the snapshots it holds, so the hold vouches for the
+    /// bookmark), and no other Tidepool policy holds that snapshot (one whose suffix is the
+    /// same would have made a bookmark of the same name, and may still need it; the last
+    /// policy to let go destroys it). When in doubt the bookmark stays: a stray bookmark
+    /// costs nearly nothing, a lost one can cost a full send.
+    fn may_destroy_bookmark(&self, b: &BookmarkInfo) -> bool {
+        let Some(s) = self.src.snapshot_by_guid(b.guid) else {
+            return false;
+        };
+        // `hold_tag` starts every policy's tag with `tidepool:`.
+        let held_by_another_policy = self
+            .src
+            .holds
+            .iter()
+            .any(|h| h.guid == s.guid && h.tag != self.tag && h.tag.starts_with("tidepool:"));
+        self.is_own_bookmark_of(b, s)
+            && self.src.has_hold(s.guid, &self.tag)
+            && !held_by_another_policy
     }
 }
 

@@ -219,12 +219,12 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
             "hold Source tidepool_s005_h",
             "hold Target tidepool_s005_h",
             "bookmark tidepool_s005_h",
-            "release Source tidepool_s003_h",
-            "release Target renamed-on-target",
             &format!(
                 "destroy bookmark tidepool_s003_h{}",
                 bookmark_suffix(POLICY)
             ),
+            "release Source tidepool_s003_h",
+            "release Target renamed-on-target",
         ]
     );
 
