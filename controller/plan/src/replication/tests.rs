@@ -644,16 +644,22 @@ mod simulation {
     }
 
     impl World {
-        fn take_snapshot(&mut self) {
+        fn take_snapshot(&mut self, by_schedule: bool) {
             let i = self.next;
             self.next += 1;
             self.t += SignedDuration::from_mins(37);
             self.src.snapshots.push(SnapshotInfo {
-                name: format!("tidepool_{i:05}_h").parse().expect("name"),
+                name: if by_schedule {
+                    format!("tidepool_{i:05}_h")
+                } else {
+                    format!("manual{i:05}")
+                }
+                .parse()
+                .expect("name"),
                 guid: 0x5000_0000 + i * 7919,
                 createtxg: 100 + i * 3,
                 creation: self.t,
-                owner: Some(Arc::from(SCHEDULE)),
+                owner: by_schedule.then(|| Arc::from(SCHEDULE)),
                 held: false,
             });
         }
@@ -838,6 +844,8 @@ mod simulation {
         fail_at: Option<usize>,
         prune_source: bool,
         prune_target: bool,
+        /// A person takes a snapshot of the source too, after the schedule's.
+        manual: bool,
     }
 
     fn arb_round() -> impl Strategy<Value = Round> {
@@ -847,14 +855,16 @@ mod simulation {
             proptest::option::weighted(0.2, 0usize..8),
             any::<bool>(),
             any::<bool>(),
+            proptest::bool::weighted(0.2),
         )
             .prop_map(
-                |(snapshots, replicate, fail_at, prune_source, prune_target)| Round {
+                |(snapshots, replicate, fail_at, prune_source, prune_target, manual)| Round {
                     snapshots,
                     replicate,
                     fail_at,
                     prune_source,
                     prune_target,
+                    manual,
                 },
             )
     }
@@ -886,7 +896,10 @@ mod simulation {
             let mut replicated = false;
             for round in rounds {
                 for _ in 0..round.snapshots {
-                    w.take_snapshot();
+                    w.take_snapshot(true);
+                }
+                if round.manual {
+                    w.take_snapshot(false);
                 }
                 let input = ReplicationInput {
                     policy: POLICY,
@@ -935,8 +948,25 @@ mod simulation {
                 if round.prune_source {
                     w.prune(Side::Source, &retention, SCHEDULE, &protections);
                 }
+                // A person's snapshots that -I carried across stay theirs: unclaimed, so
+                // neither side's retention ever destroys one.
+                for inv in [&w.src, &w.dst] {
+                    for s in inv.snapshots.iter().filter(|s| s.name.as_str().starts_with("manual")) {
+                        prop_assert!(s.owner.is_none(), "{} claimed", s.name);
+                    }
+                }
+                let manual_on_target: Vec<u64> = w
+                    .dst
+                    .snapshots
+                    .iter()
+                    .filter(|s| s.owner.is_none())
+                    .map(|s| s.guid)
+                    .collect();
                 if round.prune_target {
                     w.prune(Side::Target, &retention, POLICY, &protections);
+                }
+                for guid in manual_on_target {
+                    prop_assert!(w.dst.snapshot_by_guid(guid).is_some(), "a person's snapshot pruned");
                 }
             }
         }

@@ -258,3 +258,29 @@ fn claims_only_what_the_selection_picked() {
         [["manual1", "tidepool_s003_h", "manual3", "tidepool_s005_h"]]
     );
 }
+
+#[test]
+fn a_hold_on_a_snapshot_newer_than_the_common_one_stays() {
+    // The policy holds 4 on the source while its target shows 3 as the newest: a target
+    // listing taken before 4's receive committed looks like this. Releasing 4 would let
+    // source retention destroy what may already be the newest common snapshot.
+    let mut s = Setup::new(source(&[1, 2, 3, 4, 5]), target(&[1, 2, 3])).protected(3);
+    add_hold(&mut s.source, 4, POLICY);
+    let plan = s.plan();
+    let released_4 = plan.steps.iter().any(
+        |s| matches!(s.action, Action::Release { side: Side::Source, guid, .. } if guid == snap(4).guid),
+    );
+    assert!(!released_4, "{:?}", describe(&plan));
+    // Once 5 is delivered and protected, 4 is older than the common snapshot: released.
+    let send = plan.sends().next().expect("send");
+    let after = describe(&ReplicationPlan {
+        steps: send.on_success.clone(),
+        divergence: None,
+        blocked: None,
+        newest_common: None,
+    });
+    assert!(
+        after.contains(&"release Source tidepool_s004_h".to_owned()),
+        "{after:?}"
+    );
+}
