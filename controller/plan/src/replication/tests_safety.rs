@@ -284,3 +284,20 @@ fn a_hold_on_a_snapshot_newer_than_the_common_one_stays() {
         "{after:?}"
     );
 }
+
+#[test]
+fn up_to_date_only_when_nothing_is_sent_and_nothing_blocks() {
+    // Status reads this: a plan that sends, or that is blocked, is not "in sync".
+    assert!(
+        !Setup::new(source(&[1, 2]), target(&[1]))
+            .plan()
+            .is_up_to_date()
+    );
+    let mut diverged = target(&[1, 2]);
+    diverged.written_since_newest = 1;
+    let blocked = Setup::new(source(&[1, 2]), diverged).plan();
+    assert!(blocked.blocked.is_some() && blocked.steps.is_empty());
+    assert!(!blocked.is_up_to_date());
+    let protecting = Setup::new(source(&[1, 2]), target(&[1, 2])).plan();
+    assert!(!protecting.steps.is_empty() && protecting.is_up_to_date());
+}
