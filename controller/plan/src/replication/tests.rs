@@ -617,6 +617,8 @@ fn names_of_holds_bookmarks_and_rotations() {
     );
 }
 
+#[path = "tests_labels.rs"]
+mod labels;
 #[path = "tests_props.rs"]
 mod props;
 #[path = "tests_safety.rs"]
