@@ -204,7 +204,7 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
         Some("renamed-on-target")
     );
     // What happens after: claim the two received snapshots, hold 5 on both sides,
-    // bookmark it, release 3's holds, destroy 3's bookmark.
+    // bookmark it, destroy 3's bookmark, then release 3's holds (which vouch for it).
     let after: Vec<String> = describe(&ReplicationPlan {
         steps: send.on_success.clone(),
         divergence: None,
