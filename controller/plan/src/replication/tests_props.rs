@@ -658,6 +658,19 @@ proptest! {
         }
     }
 
+    /// Inventories list snapshots in any order: a plan does not depend on it.
+    #[test]
+    fn plans_do_not_depend_on_listing_order(h in arb_history(), which in 1u8..4) {
+        let mut shuffled = h.clone();
+        if which & 1 != 0 {
+            shuffled.source.snapshots.reverse();
+        }
+        if which & 2 != 0 {
+            shuffled.target.snapshots.rotate_left(h.target.snapshots.len() / 2);
+        }
+        prop_assert_eq!(plan_for(&shuffled, MINE), plan_for(&h, MINE));
+    }
+
     /// The lockstep walk and the hashed search find the same newest common snapshot.
     #[test]
     fn both_common_snapshot_searches_agree(h in arb_history()) {
