@@ -136,6 +136,10 @@ impl fmt::Display for PropertyValue {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HoldTag(String);
 
+/// Every hold tag Tidepool places starts with this: a hold with another prefix is never
+/// Tidepool's, and one with it is some Tidepool policy's.
+pub const HOLD_TAG_PREFIX: &str = "tidepool:";
+
 impl HoldTag {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -144,7 +148,7 @@ impl HoldTag {
     /// `tidepool:<16 hex digits>`: a tag for a name too long to spell out. Valid by
     /// construction (printable ASCII, 25 bytes), so it needs no parse that could fail.
     pub fn tidepool_hashed(hash: u64) -> HoldTag {
-        HoldTag(format!("tidepool:{hash:016x}"))
+        HoldTag(format!("{HOLD_TAG_PREFIX}{hash:016x}"))
     }
 }
 

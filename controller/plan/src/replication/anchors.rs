@@ -3,13 +3,14 @@
 //! the claim of what a receive created. Derived from the inventories every time, so a lost
 //! step is repaired by the next plan.
 
+use tidepool_api::values::HOLD_TAG_PREFIX;
 use tidepool_api::{BookmarkName, SnapshotName};
 
 use super::common::SourceCommon;
 use super::names::bookmark_name;
 use super::planner::{Planner, step};
 use super::types::*;
-use crate::inventory::SnapshotInfo;
+use crate::inventory::{BookmarkInfo, SnapshotInfo};
 
 impl<'a> Planner<'a> {
     /// Claim the received snapshots for the policy, then protect `to` as the new common
@@ -32,8 +33,12 @@ impl<'a> Planner<'a> {
     }
 
     fn claim(&self, created: &[&SnapshotInfo]) -> Option<Step> {
+        // An `-I` stream also creates the intermediates the selection did not pick (manual
+        // snapshots, another schedule's): they stay unowned on the target, so the policy's
+        // retention there never destroys a snapshot it was not asked to replicate.
         let names: Vec<SnapshotName> = created
             .iter()
+            .filter(|s| self.selects(s))
             .filter_map(|s| self.dst.dataset.snapshot(&s.name).ok())
             .collect();
         if names.is_empty() {
@@ -98,10 +103,7 @@ impl<'a> Planner<'a> {
             {
                 steps.push(self.hold(Side::Source, name, s));
             }
-            let has_bookmark = src
-                .bookmarks
-                .iter()
-                .any(|b| b.guid == s.guid && b.name.as_str().ends_with(&self.suffix));
+            let has_bookmark = src.bookmarks.iter().any(|b| self.is_own_bookmark_of(b, s));
             if !has_bookmark && let Ok(bookmark) = bookmark_name(&src.dataset, s, self.input.policy)
             {
                 steps.extend(self.bookmark(s, bookmark));
@@ -123,6 +125,27 @@ impl<'a> Planner<'a> {
     /// these in the same list).
     fn release_others(&self, keep_guid: u64, src_keep_txg: u64, dst_keep_txg: u64) -> Vec<Step> {
         let mut out = Vec::new();
+        // Bookmarks before holds: this policy's hold on the source snapshot is what vouches
+        // that a bookmark is this policy's (see `may_destroy_bookmark`), so a run cut short
+        // between the two leaves the hold, and the next plan releases it.
+        for b in self.src.bookmarks.iter().filter(|b| {
+            b.guid != keep_guid && b.createtxg < src_keep_txg && self.may_destroy_bookmark(b)
+        }) {
+            let Ok(bookmark) = self.src.dataset.bookmark(&b.name) else {
+                continue;
+            };
+            out.push(step(
+                Action::DestroyBookmark {
+                    bookmark: bookmark.clone(),
+                    guid: b.guid,
+                },
+                ReasonCode::DestroySupersededBookmark,
+                format!(
+                    "{bookmark} marked an older common snapshot of {}; a newer one is protected now",
+                    self.input.policy
+                ),
+            ));
+        }
         for (side, inv, keep_txg) in [
             (Side::Source, self.src, src_keep_txg),
             (Side::Target, self.dst, dst_keep_txg),
@@ -157,26 +180,36 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        for b in self.src.bookmarks.iter().filter(|b| {
-            b.guid != keep_guid
-                && b.createtxg < src_keep_txg
-                && b.name.as_str().ends_with(&self.suffix)
-        }) {
-            let Ok(bookmark) = self.src.dataset.bookmark(&b.name) else {
-                continue;
-            };
-            out.push(step(
-                Action::DestroyBookmark {
-                    bookmark: bookmark.clone(),
-                    guid: b.guid,
-                },
-                ReasonCode::DestroySupersededBookmark,
-                format!(
-                    "{bookmark} marked an older common snapshot of {}; a newer one is protected now",
-                    self.input.policy
-                ),
-            ));
-        }
         out
+    }
+
+    /// Whether `b` is the bookmark this policy makes of snapshot `s`: `s`'s guid and exactly
+    /// the name [`bookmark_name`] gives `s`. A user's bookmark, or another policy's whose
+    /// 32-bit suffix happens to be the same, differs in name or guid unless it copies this
+    /// policy's name for this very snapshot.
+    fn is_own_bookmark_of(&self, b: &BookmarkInfo, s: &SnapshotInfo) -> bool {
+        b.guid == s.guid
+            && b.name.as_str().ends_with(&self.suffix)
+            && bookmark_name(&self.src.dataset, s, self.input.policy)
+                .is_ok_and(|own| own.short() == b.name)
+    }
+
+    /// Whether this policy may destroy source bookmark `b` as its own: it has this policy's
+    /// name for its snapshot, the snapshot is still on the source and held by this policy
+    /// (the policy bookmarks exactly the snapshots it holds, so the hold vouches for the
+    /// bookmark), and no other Tidepool policy holds that snapshot (one whose suffix is the
+    /// same would have made a bookmark of the same name, and may still need it; the last
+    /// policy to let go destroys it). When in doubt the bookmark stays: a stray bookmark
+    /// costs nearly nothing, a lost one can cost a full send.
+    fn may_destroy_bookmark(&self, b: &BookmarkInfo) -> bool {
+        let Some(s) = self.src.snapshot_by_guid(b.guid) else {
+            return false;
+        };
+        let held_by_another_policy = self.src.holds.iter().any(|h| {
+            h.guid == s.guid && h.tag != self.tag.as_str() && h.tag.starts_with(HOLD_TAG_PREFIX)
+        });
+        self.is_own_bookmark_of(b, s)
+            && self.src.has_hold(s.guid, self.tag.as_str())
+            && !held_by_another_policy
     }
 }

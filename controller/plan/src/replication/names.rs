@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 use tidepool_api::names::MAX_SHORT_NAME_LEN;
-use tidepool_api::values::HoldTag;
+use tidepool_api::values::{HOLD_TAG_PREFIX, HoldTag};
 use tidepool_api::{BookmarkName, DatasetName, NameError, SnapshotShortName};
 
 use crate::inventory::SnapshotInfo;
@@ -14,7 +14,7 @@ use crate::schedule::fnv1a;
 /// is too long for a tag or not one (a policy name is a DNS name, so only a caller's
 /// mistake gets the hash for the second reason).
 pub fn hold_tag(policy: &str) -> HoldTag {
-    let readable = format!("tidepool:{policy}");
+    let readable = format!("{HOLD_TAG_PREFIX}{policy}");
     match readable.parse::<HoldTag>() {
         Ok(tag) if readable.len() <= 200 => tag,
         _ => HoldTag::tidepool_hashed(fnv1a(policy.as_bytes())),

@@ -266,25 +266,29 @@ impl<'a> Planner<'a> {
 
     /// Source snapshots the selection picks, oldest first by `createtxg`.
     fn selected(&self) -> Vec<&'a SnapshotInfo> {
-        let sel = self.input.selection;
         let mut v: Vec<&SnapshotInfo> = self
             .src
             .snapshots
             .iter()
-            .filter(|s| {
-                self.input
-                    .selection_owner
-                    .is_none_or(|o| s.owner.as_ref() == Some(o))
-                    && sel
-                        .name_prefix
-                        .as_deref()
-                        .is_none_or(|p| s.name.as_str().starts_with(p))
-            })
+            .filter(|s| self.selects(s))
             .collect();
         if !v.is_sorted_by_key(|s| s.createtxg) {
             v.sort_unstable_by_key(|s| s.createtxg);
         }
         v
+    }
+
+    /// Whether the policy's selection picks this snapshot (by owner and name prefix).
+    pub(super) fn selects(&self, s: &SnapshotInfo) -> bool {
+        self.input
+            .selection_owner
+            .is_none_or(|o| s.owner.as_ref() == Some(o))
+            && self
+                .input
+                .selection
+                .name_prefix
+                .as_deref()
+                .is_none_or(|p| s.name.as_str().starts_with(p))
     }
 
     fn flags(&self) -> SendFlags {

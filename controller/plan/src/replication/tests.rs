@@ -46,6 +46,11 @@ fn policy_owner() -> Owner {
     owner("ReplicationPolicy/ns/offsite")
 }
 
+/// The owner a policy named `<namespace>/<name>` records on what it receives.
+fn owner_of_policy(policy: &str) -> Owner {
+    owner(&format!("ReplicationPolicy/{policy}"))
+}
+
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
 }
@@ -249,7 +254,7 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
     assert!(send.receive.resumable());
     assert!(send.receive.set().is_empty() && send.receive.exclude().is_empty());
     // What happens after: claim the two received snapshots, hold 5 on both sides,
-    // bookmark it, release 3's holds, destroy 3's bookmark.
+    // bookmark it, destroy 3's bookmark, then release 3's holds (which vouch for it).
     let after: Vec<String> = describe(&ReplicationPlan {
         steps: send.on_success.clone(),
         divergence: None,
@@ -263,12 +268,12 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
             "hold Source tidepool_s005_h",
             "hold Target tidepool_s005_h",
             "bookmark tidepool_s005_h",
-            "release Source tidepool_s003_h",
-            "release Target renamed-on-target",
             &format!(
                 "destroy bookmark tidepool_s003_h{}",
                 bookmark_suffix(POLICY)
             ),
+            "release Source tidepool_s003_h",
+            "release Target renamed-on-target",
         ]
     );
 
@@ -664,198 +669,12 @@ fn names_of_holds_bookmarks_and_rotations() {
     );
 }
 
-// ---- property tests ----
-
-/// A random history of one source and its target: the source takes snapshots 0..n; the
-/// target received some prefix of them; then each side may have destroyed some, the
-/// source may keep bookmarks, the target may have extra snapshots of its own, writes, a
-/// resume token.
-#[derive(Debug, Clone)]
-struct History {
-    source: DatasetInventory,
-    target: DatasetInventory,
-    intermediates: bool,
-    rotate: bool,
-    failed: bool,
-}
-
-fn arb_history() -> impl Strategy<Value = History> {
-    (
-        1u64..25,
-        0u64..25,
-        proptest::collection::vec(any::<(bool, bool, bool)>(), 25),
-        0u8..4,
-        0u8..6,
-        any::<(bool, bool, bool, bool)>(),
-        0u64..30,
-        0u64..30,
-    )
-        .prop_map(
-            |(
-                n,
-                received_n,
-                keep,
-                extra,
-                token_kind,
-                (intermediates, rotate, failed, target_exists),
-                to,
-                from,
-            )| {
-                let received_n = received_n.min(n);
-                let mut src = source(&[]);
-                let mut dst = target(&[]);
-                dst.exists = target_exists || received_n > 0;
-                for i in 0..n {
-                    let (src_keeps, dst_keeps, bookmark) = keep[i as usize];
-                    if src_keeps || i == n - 1 {
-                        src.snapshots.push(snap(i));
-                    }
-                    if bookmark {
-                        src.bookmarks.push(bookmark_of(i, &format!("b{i}")));
-                    }
-                    if i < received_n && dst_keeps {
-                        dst.snapshots.push(received(i));
-                    }
-                }
-                if extra > 0 && dst.exists {
-                    for k in 0..u64::from(extra) {
-                        dst.snapshots.push(SnapshotInfo {
-                            guid: 0xf000 + k,
-                            name: format!("local{k}").parse().expect("name"),
-                            ..received(30 + k)
-                        });
-                    }
-                }
-                if extra == 3 {
-                    dst.written_since_newest = 1;
-                }
-                if dst.exists {
-                    dst.receive_resume_token = match token_kind {
-                        0 => Some(PartialReceive::opaque(tok("t"))),
-                        1 => Some(PartialReceive {
-                            token: tok("t"),
-                            to_guid: Some(snap(to).guid),
-                            from_guid: Some(snap(from).guid),
-                            raw: None,
-                        }),
-                        _ => None,
-                    };
-                }
-                History {
-                    source: src,
-                    target: dst,
-                    intermediates,
-                    rotate,
-                    failed,
-                }
-            },
-        )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
-
-    #[test]
-    fn replication_invariants(h in arb_history()) {
-        let mut s = Setup::new(h.source.clone(), h.target.clone());
-        s.selection.intermediates = h.intermediates;
-        s.on_divergence = if h.rotate { OnDivergence::Rotate } else { OnDivergence::Fail };
-        if h.failed {
-            s.resume_failed = Some(ResumeFailure { token: tok("t"), error: "stale".into() });
-        }
-        let plan = s.plan();
-        let dst = &h.target;
-        // The search finds the newest common snapshot a quadratic scan finds.
-        {
-            let input = ReplicationInput {
-                policy: POLICY,
-                source: &s.source,
-                target: &s.target,
-                send: &s.send,
-                selection: &s.selection,
-                selection_owner: None,
-                owner: &s.owner,
-                on_divergence: s.on_divergence,
-                resume_failed: None,
-            };
-            let p = newest_common(input.source, input.target);
-            let guid = |c: Option<SourceCommon<'_>>| c.map(|c| match c {
-                SourceCommon::Snapshot(x) => (x.guid, false),
-                SourceCommon::Bookmark(b) => (b.guid, true),
-            });
-            prop_assert_eq!(guid(p), guid(naive_newest_common(&s.source, &s.target)));
-        }
-        let target_guids: HashSet<u64> = dst.snapshots.iter().map(|x| x.guid).collect();
-
-        // Walk the steps, tracking what the target has, as the executor would.
-        let mut has: HashSet<u64> = target_guids.clone();
-        let mut target_present = dst.exists;
-        let mut token_present = dst.receive_resume_token.is_some();
-        for step in &plan.steps {
-            match &step.action {
-                Action::AbortReceive { target } => {
-                    prop_assert_eq!(target, &dst.dataset);
-                    prop_assert!(token_present, "abort without a token");
-                    token_present = false;
-                    if dst.snapshots.is_empty() {
-                        target_present = false;
-                    }
-                }
-                Action::RenameTarget { from, to } => {
-                    prop_assert_eq!(from, &dst.dataset);
-                    let prefix = format!("{}-diverged-", dst.dataset);
-                    prop_assert!(to.as_str().starts_with(&prefix), "rotated to {}", to);
-                    prop_assert!(plan.divergence.is_some());
-                    target_present = false;
-                    has.clear();
-                }
-                Action::Send(send) => {
-                    prop_assert!(send.receive.resumable());
-                    match &send.stream {
-                        Stream::Full { guid, .. } => {
-                            // A full stream only lands where there is no dataset.
-                            prop_assert!(!target_present, "full receive over an existing target");
-                            target_present = true;
-                            has.insert(*guid);
-                        }
-                        Stream::Incremental { base, to_guid, intermediates, .. } => {
-                            // Never a send whose base the target lacks.
-                            prop_assert!(has.contains(&base.guid()), "base {} not on target", base.guid());
-                            prop_assert!(target_present);
-                            // The target has nothing newer than the base (no rollback needed).
-                            if matches!(base, Base::Bookmark { .. }) {
-                                prop_assert!(!intermediates, "-I from a bookmark");
-                            }
-                            has.insert(*to_guid);
-                        }
-                        Stream::Resume { .. } => prop_assert!(token_present),
-                    }
-                }
-                Action::Hold { side, guid, .. } => {
-                    if *side == Side::Target { prop_assert!(has.contains(guid)); }
-                }
-                Action::Release { .. } | Action::Bookmark { .. } | Action::SetOwner { .. } => {}
-                Action::DestroyBookmark { bookmark, .. } => {
-                    prop_assert!(bookmark.as_str().ends_with(&bookmark_suffix(POLICY)));
-                }
-            }
-        }
-        // Divergence never yields a destroy of target data: with Fail nothing at all; with
-        // Rotate the old dataset is renamed first, never received over.
-        if let Some(_d) = &plan.divergence {
-            if h.rotate {
-                let renamed = plan.steps.iter().any(|s| matches!(s.action, Action::RenameTarget { .. }));
-                prop_assert!(plan.blocked.is_some() || renamed, "diverged without rename");
-            } else {
-                prop_assert!(plan.steps.is_empty());
-            }
-        }
-        // Every step explains itself.
-        for step in &plan.steps {
-            prop_assert!(!step.reason.message.is_empty());
-        }
-    }
-}
+#[path = "tests_labels.rs"]
+mod labels;
+#[path = "tests_props.rs"]
+mod props;
+#[path = "tests_safety.rs"]
+mod safety;
 
 // ---- simulated histories: schedule, replicate, prune, over many rounds ----
 
@@ -881,16 +700,22 @@ mod simulation {
     }
 
     impl World {
-        fn take_snapshot(&mut self) {
+        fn take_snapshot(&mut self, by_schedule: bool) {
             let i = self.next;
             self.next += 1;
             self.t += SignedDuration::from_mins(37);
             self.src.snapshots.push(SnapshotInfo {
-                name: format!("tidepool_{i:05}_h").parse().expect("name"),
+                name: if by_schedule {
+                    format!("tidepool_{i:05}_h")
+                } else {
+                    format!("manual{i:05}")
+                }
+                .parse()
+                .expect("name"),
                 guid: 0x5000_0000 + i * 7919,
                 createtxg: 100 + i * 3,
                 creation: self.t,
-                owner: Some(schedule_owner()),
+                owner: by_schedule.then(schedule_owner),
                 held: false,
             });
         }
@@ -1075,6 +900,8 @@ mod simulation {
         fail_at: Option<usize>,
         prune_source: bool,
         prune_target: bool,
+        /// A person takes a snapshot of the source too, after the schedule's.
+        manual: bool,
     }
 
     fn arb_round() -> impl Strategy<Value = Round> {
@@ -1084,14 +911,16 @@ mod simulation {
             proptest::option::weighted(0.2, 0usize..8),
             any::<bool>(),
             any::<bool>(),
+            proptest::bool::weighted(0.2),
         )
             .prop_map(
-                |(snapshots, replicate, fail_at, prune_source, prune_target)| Round {
+                |(snapshots, replicate, fail_at, prune_source, prune_target, manual)| Round {
                     snapshots,
                     replicate,
                     fail_at,
                     prune_source,
                     prune_target,
+                    manual,
                 },
             )
     }
@@ -1125,7 +954,10 @@ mod simulation {
             let policy = policy_owner();
             for round in rounds {
                 for _ in 0..round.snapshots {
-                    w.take_snapshot();
+                    w.take_snapshot(true);
+                }
+                if round.manual {
+                    w.take_snapshot(false);
                 }
                 let input = ReplicationInput {
                     policy: POLICY,
@@ -1176,8 +1008,25 @@ mod simulation {
                 if round.prune_source {
                     w.prune(Side::Source, &retention, &schedule, &protections);
                 }
+                // A person's snapshots that -I carried across stay theirs: unclaimed, so
+                // neither side's retention ever destroys one.
+                for inv in [&w.src, &w.dst] {
+                    for s in inv.snapshots.iter().filter(|s| s.name.as_str().starts_with("manual")) {
+                        prop_assert!(s.owner.is_none(), "{} claimed", s.name);
+                    }
+                }
+                let manual_on_target: Vec<u64> = w
+                    .dst
+                    .snapshots
+                    .iter()
+                    .filter(|s| s.owner.is_none())
+                    .map(|s| s.guid)
+                    .collect();
                 if round.prune_target {
                     w.prune(Side::Target, &retention, &policy, &protections);
+                }
+                for guid in manual_on_target {
+                    prop_assert!(w.dst.snapshot_by_guid(guid).is_some(), "a person's snapshot pruned");
                 }
             }
         }
