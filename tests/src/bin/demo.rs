@@ -125,9 +125,9 @@ async fn main() -> Result<()> {
     write_data(&vm, "/tank/apps/db/data-1", 8).await?;
     write_data(&vm, "/tank/apps/db-wal/wal-1", 2).await?;
 
-    heading("An atomic snapshot of both datasets, owned by default/db-hourly");
+    heading("An atomic snapshot of both datasets, owned by SnapshotSchedule/default/db-hourly");
     let owner: PropertyName = tidepool_api::OWNER_PROPERTY.parse()?;
-    let owned_by: PropertyValue = "default/db-hourly".parse()?;
+    let owned_by: PropertyValue = "SnapshotSchedule/default/db-hourly".parse()?;
     let t1 = jiff::Timestamp::now();
     let first = snapshot_name("tidepool", "hourly", t1, NamePrecision::Seconds)?;
     let snaps = [db.snapshot(&first)?, wal.snapshot(&first)?];
