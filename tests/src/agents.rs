@@ -286,21 +286,26 @@ impl GuestAgent {
         Ok((code, body))
     }
 
-    /// The value of one unlabelled-or-summed metric family sample from `/metrics`: the sum
-    /// of every sample line whose name (before labels) is `name`.
-    pub async fn metric_sum(&self, name: &str) -> Result<f64> {
+    /// The sum of the samples of metric `name` on `/metrics` whose labels contain
+    /// `label_text` (`""`: all of them).
+    pub async fn metric_sum(&self, name: &str, label_text: &str) -> Result<f64> {
         let (code, body) = self.probe("/metrics").await?;
         if code != 200 {
             bail!("/metrics answered {code}");
         }
-        Ok(sum_samples(&body, name))
+        Ok(sum_samples_where(&body, name, label_text))
     }
 }
 
 /// Sums the samples of `name` in a Prometheus text exposition (any labels).
 pub fn sum_samples(text: &str, name: &str) -> f64 {
+    sum_samples_where(text, name, "")
+}
+
+/// Sums the samples of `name` whose labels contain `label_text` (e.g. `command="zfs `).
+pub fn sum_samples_where(text: &str, name: &str, label_text: &str) -> f64 {
     text.lines()
-        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with('#') && l.contains(label_text))
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let metric = series.split('{').next()?;
