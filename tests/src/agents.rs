@@ -33,7 +33,30 @@ pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
     static BUILT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
+        let mut build = std::process::Command::new(cargo);
+        // Cargo sets these for the test process. Build scripts watch some of them
+        // (`rerun-if-env-changed=CARGO_PKG_NAME` in ring), so passing them on would make
+        // this build and the next ordinary one rebuild each other's dependencies.
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+                .iter()
+                .any(|p| key_text.starts_with(p))
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key_text.as_ref());
+            if set_for_tests {
+                build.env_remove(&key);
+            }
+        }
+        let status = build
             .args(["build", "-p", "tidepool", "--bin", "tidepool"])
             .env("CARGO_TARGET_DIR", host_target_dir())
             .current_dir(repo_root())
