@@ -92,7 +92,6 @@ struct PoolState {
     generation: InventoryGeneration,
     inventory: PoolInventory,
     stamps: HashMap<DatasetName, Stamp>,
-    dirty: HashSet<DatasetName>,
     full_at: Timestamp,
 }
 
@@ -122,22 +121,16 @@ impl InventoryCache {
         }
     }
 
-    /// The agent changed these datasets' snapshots itself: read them again next time.
-    pub fn mark_dirty(&mut self, datasets: impl IntoIterator<Item = DatasetName>) {
-        for d in datasets {
-            if let Some(state) = self.pools.get_mut(&d.pool()) {
-                state.dirty.insert(d);
-            }
-        }
-    }
-
     /// The inventory of `pool` as of now; `Unchanged` when it equals generation `since`.
+    /// `dirty`: datasets whose snapshots the agent changed itself since the last answer,
+    /// read again whatever their stamps say.
     pub async fn answer<E: Executor>(
         &mut self,
         zfs: &Zfs<E>,
         metrics: &AgentMetrics,
         pool: &PoolName,
         since: Option<InventoryGeneration>,
+        dirty: &HashSet<DatasetName>,
         now: Timestamp,
     ) -> Result<(InventoryAnswer, RefreshMode), InventoryError> {
         let previous = self.pools.get(pool);
@@ -150,7 +143,7 @@ impl InventoryCache {
             RefreshMode::Incremental
         };
         let (inventory, stamps) = match (full, previous) {
-            (false, Some(state)) => refresh(zfs, pool, state, now).await?,
+            (false, Some(state)) => refresh(zfs, pool, state, dirty, now).await?,
             _ => relist(zfs, pool, self.incremental, now).await?,
         };
         metrics
@@ -184,7 +177,6 @@ impl InventoryCache {
                 generation,
                 inventory,
                 stamps,
-                dirty: HashSet::new(),
                 full_at,
             },
         );
@@ -366,6 +358,7 @@ async fn refresh<E: Executor>(
     zfs: &Zfs<E>,
     pool: &PoolName,
     state: &PoolState,
+    dirty: &HashSet<DatasetName>,
     now: Timestamp,
 ) -> Result<(PoolInventory, Stamps), InventoryError> {
     let entry = zfs
@@ -384,7 +377,7 @@ async fn refresh<E: Executor>(
     };
     let reusable = |d: &DatasetName| -> Option<(Stamp, &DatasetInventory)> {
         let stamp = *state.stamps.get(d)?;
-        if state.dirty.contains(d) || !can_reuse(stamp, listed_changed(d)) {
+        if dirty.contains(d) || !can_reuse(stamp, listed_changed(d)) {
             return None;
         }
         Some((stamp, state.inventory.dataset(d)?))

@@ -3,12 +3,13 @@
 //! against the dataset roots (a refusal: nothing runs), re-validates what the request
 //! carries before any argv is built, and answers with the wire [`Response`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::{Json, extract::State};
 use jiff::Timestamp;
 use tidepool_api::OWNER_PROPERTY;
-use tidepool_api::names::{PoolName, SnapshotName};
+use tidepool_api::names::{DatasetName, PoolName, SnapshotName};
 use tidepool_wire::operation::{
     DestroySnapshots, InventoryAnswer, InventoryRequest, OperationError, RequestError, Response,
     SnapshotRef, SnapshotsTaken, TakeSnapshots,
@@ -48,6 +49,9 @@ pub struct NodeZfs {
     metrics: AgentMetrics,
     pools: Vec<PoolName>,
     cache: Mutex<InventoryCache>,
+    /// Datasets whose snapshots the agent changed itself, for the next inventory. Apart
+    /// from the cache so that a snapshot never waits for a long listing to mark them.
+    dirty: std::sync::Mutex<HashSet<DatasetName>>,
 }
 
 impl NodeZfs {
@@ -65,6 +69,7 @@ impl NodeZfs {
             metrics,
             pools,
             cache: Mutex::new(InventoryCache::new(incremental, full_every)),
+            dirty: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -78,6 +83,17 @@ impl NodeZfs {
 
     pub fn pools(&self) -> &[PoolName] {
         &self.pools
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<DatasetName>> {
+        // The set stays valid whatever a panicking holder did: it only ever grows or drains.
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark_dirty(&self, datasets: impl IntoIterator<Item = DatasetName>) {
+        self.dirty().extend(datasets);
     }
 
     fn zfs_failed(&self, e: &ZfsError) -> Response {
@@ -138,7 +154,7 @@ impl NodeZfs {
             .zfs
             .snapshot(&snapshots, &[(owner_property, owner)])
             .await;
-        self.cache.lock().await.mark_dirty(op.datasets.clone());
+        self.mark_dirty(op.datasets.iter().cloned());
         if let Err(e) = taken {
             return self.zfs_failed(&e);
         }
@@ -174,10 +190,7 @@ impl NodeZfs {
     /// Destroys only what is still the owner's (see `Zfs::destroy_owned`).
     pub async fn destroy(&self, op: &DestroySnapshots) -> Response {
         let destroyed = self.zfs.destroy_owned(op).await;
-        self.cache
-            .lock()
-            .await
-            .mark_dirty(op.snapshots.iter().map(|s| s.snapshot.dataset()));
+        self.mark_dirty(op.snapshots.iter().map(|s| s.snapshot.dataset()));
         match destroyed {
             Ok(d) => Response::SnapshotsDestroyed(d),
             Err(e) => self.inventory_failed(e),
@@ -196,12 +209,21 @@ impl NodeZfs {
                 pool: req.pool.clone(),
             }));
         }
-        let answered = self
-            .cache
-            .lock()
-            .await
-            .answer(&self.zfs, &self.metrics, &req.pool, req.since, now)
+        let mut cache = self.cache.lock().await;
+        // Taken once the cache is ours: marks made during this refresh wait for the next.
+        let dirty: HashSet<DatasetName> = {
+            let mut all = self.dirty();
+            let (mine, rest) = all.drain().partition(|d| d.pool() == req.pool);
+            *all = rest;
+            mine
+        };
+        let answered = cache
+            .answer(&self.zfs, &self.metrics, &req.pool, req.since, &dirty, now)
             .await;
+        drop(cache);
+        if answered.is_err() {
+            self.mark_dirty(dirty);
+        }
         match answered {
             Ok((
                 InventoryAnswer::Full {
