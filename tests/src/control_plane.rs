@@ -840,6 +840,11 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress(Ipv4Addr::new(10, 0, 0, 1).into()));
+        // Agents run inside the test VM, whose qemu user-mode network shows the host's
+        // loopback at the gateway address (`ZfsVm::HOST_FROM_GUEST`).
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(Ipv4Addr::new(10, 0, 2, 2).into()));
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");

@@ -4,7 +4,9 @@
 //! - [`zfs_vm`]: real OpenZFS 2.3 in a QEMU (TCG) VM.
 //! - [`chart`]: the Helm chart rendered by real `helm` and applied, RBAC and policies in force.
 //! - [`kubelet`]: the Node and Pod objects and Pod-bound tokens a kubelet-less cluster lacks.
+//! - [`agents`]: `tidepool agent` processes inside the VM, one per simulated node.
 
+pub mod agents;
 pub mod chart;
 pub mod control_plane;
 pub mod kubelet;

@@ -9,25 +9,35 @@
 //! - [`fence`]: every command carries the sender's [`LeaderEpoch`]; older epochs than one
 //!   already seen are refused, so a stale leader never acts;
 //! - [`roots`]: the admin's dataset roots, checked for every dataset an operation names;
-//! - [`server`] and [`client`]: both ends over HTTPS, with [`operation::Ping`] as the one
-//!   operation of this crate (the real ones live in `tidepool-wire`).
+//! - [`server`] and [`client`]: both ends over HTTPS, with [`operation::Ping`] to exercise
+//!   the transport alone;
+//! - [`zfs_ops`]: the real operations (`tidepool-wire`'s `TakeSnapshots`,
+//!   `DestroySnapshots`, `InventoryRequest`) on the node's pools, with inventories refreshed
+//!   by change ([`inventory_cache`]) and every zfs command measured ([`metered`],
+//!   [`metrics`]).
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod client;
 pub mod fence;
 pub mod fingerprint;
+pub mod inventory_cache;
+pub mod metered;
+pub mod metrics;
 pub mod operation;
 pub mod roots;
 pub mod server;
 pub mod tls;
 mod token_cache;
+pub mod zfs_ops;
 
 pub use auth::{AuthConfig, AuthError, Authenticator, DEFAULT_AUDIENCE, ServiceAccountRef};
 pub use client::{AgentClient, CallError, ClientSetupError};
 pub use fence::{EpochFence, LeaderEpoch, StaleEpoch};
 pub use fingerprint::CertificateFingerprint;
+pub use metrics::AgentMetrics;
 pub use operation::{Command, Operation, Ping, Pong, Refusal, RefusalReason};
 pub use roots::{DatasetRoots, OutsideRoots};
 pub use server::{AgentConfig, AgentState, CommandRefused, RunningAgent, StartError};
 pub use tls::{ServingIdentity, TlsSetupError};
+pub use zfs_ops::NodeZfs;

@@ -28,7 +28,9 @@ use crate::{
     operation::{Command, Operation, Ping, Pong, Refusal, RefusalReason},
     roots::{DatasetRoots, OutsideRoots},
     tls::{ServingIdentity, TlsSetupError},
+    zfs_ops::{self, NodeZfs},
 };
+use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
 
 /// A client that opens a connection and never finishes the handshake (or never sends its
 /// headers) must not hold a task forever.
@@ -70,6 +72,9 @@ pub enum CommandRefused {
     OutsideRoots(#[from] OutsideRoots),
     #[error("the request is not a command of this operation: {0}")]
     BadRequest(#[source] JsonRejection),
+    /// An agent started without zfs (the transport's own tests) has no zfs operations.
+    #[error("this agent serves no zfs operations")]
+    NoZfs,
 }
 
 impl CommandRefused {
@@ -86,6 +91,7 @@ impl CommandRefused {
             Self::StaleEpoch(_) => (StatusCode::CONFLICT, RefusalReason::StaleEpoch),
             Self::OutsideRoots(_) => (StatusCode::FORBIDDEN, RefusalReason::OutsideRoots),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, RefusalReason::BadRequest),
+            Self::NoZfs => (StatusCode::NOT_IMPLEMENTED, RefusalReason::Other),
         }
     }
 }
@@ -119,12 +125,22 @@ pub struct AgentState {
     roots: DatasetRoots,
     fence: EpochFence,
     authenticator: Authenticator,
+    zfs: Option<Arc<NodeZfs>>,
 }
 
 impl AgentState {
     /// The check every operation makes on every dataset it names, before building argv.
     pub fn check_dataset(&self, dataset: &DatasetName) -> Result<(), OutsideRoots> {
         self.roots.check(dataset)
+    }
+
+    pub fn roots(&self) -> &DatasetRoots {
+        &self.roots
+    }
+
+    /// The node's zfs side, when the agent was started with one.
+    pub fn zfs(&self) -> Option<&NodeZfs> {
+        self.zfs.as_deref()
     }
 }
 
@@ -172,8 +188,14 @@ async fn ping(State(state): State<Arc<AgentState>>, Fenced(Ping {}): Fenced<Ping
 
 /// The routes, with authentication in front of every one of them.
 pub fn router(state: Arc<AgentState>) -> Router {
-    Router::new()
-        .route(Ping::PATH, post(ping))
+    let mut routes = Router::new().route(Ping::PATH, post(ping));
+    if state.zfs.is_some() {
+        routes = routes
+            .route(TakeSnapshots::PATH, post(zfs_ops::take_snapshots))
+            .route(DestroySnapshots::PATH, post(zfs_ops::destroy_snapshots))
+            .route(InventoryRequest::PATH, post(zfs_ops::inventory));
+    }
+    routes
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_controller,
@@ -194,6 +216,15 @@ impl RunningAgent {
     /// Generates the certificate, binds `config.listen` and serves until dropped.
     /// `client` is the agent's own kube client, used for TokenReviews.
     pub async fn start(config: AgentConfig, client: kube::Client) -> Result<Self, StartError> {
+        Self::start_with_zfs(config, client, None).await
+    }
+
+    /// As [`Self::start`], serving the zfs operations of `zfs` as well.
+    pub async fn start_with_zfs(
+        config: AgentConfig,
+        client: kube::Client,
+        zfs: Option<Arc<NodeZfs>>,
+    ) -> Result<Self, StartError> {
         let identity = ServingIdentity::generate(vec![config.node_name.clone()])?;
         let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
         let listener =
@@ -212,6 +243,7 @@ impl RunningAgent {
             roots: config.dataset_roots,
             fence: EpochFence::new(),
             authenticator: Authenticator::new(client, config.auth),
+            zfs,
         });
         let task = tokio::spawn(serve(listener, acceptor, router(state.clone())));
         Ok(Self {

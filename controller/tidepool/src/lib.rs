@@ -2,11 +2,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_cmd;
 pub mod crdgen;
 
 use anyhow::{Context, bail};
 
 const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
+       tidepool agent [FLAGS]   (tidepool agent --help lists them)
 
   crdgen    write the CustomResourceDefinitions to DIR (default: crds)
   --check   write nothing; fail if DIR differs from what would be written";
@@ -39,6 +41,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some("agent") => agent_cmd::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

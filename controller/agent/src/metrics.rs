@@ -1,0 +1,188 @@
+//! The agent's Prometheus metrics. Every label is bounded: a command label is one of
+//! [`COMMANDS`] (or `other`), an error kind is the zfs layer's `ErrorKind::as_str`, a pool
+//! is one of the pools the agent was configured with, a refresh mode one of three words.
+//! Nothing carries a dataset or snapshot name.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The zfs/zpool subcommands the agent runs, as metric labels. Anything else counts as
+/// `other`, so a new code path cannot grow the label set.
+pub const COMMANDS: &[&str] = &[
+    "zfs list",
+    "zfs get",
+    "zfs snapshot",
+    "zfs destroy",
+    "zfs holds",
+    "zfs version",
+    "zpool list",
+    "zpool get",
+];
+
+/// The bounded label of an argv: its program and first argument when known.
+pub fn command_label(argv: &[String]) -> &'static str {
+    let (Some(program), Some(sub)) = (argv.first(), argv.get(1)) else {
+        return "other";
+    };
+    COMMANDS
+        .iter()
+        .find(|c| {
+            c.split_once(' ')
+                .is_some_and(|(p, s)| p == program && s == sub)
+        })
+        .copied()
+        .unwrap_or("other")
+}
+
+/// How an inventory request was answered (the `mode` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// Every dataset listed with its snapshots.
+    Full,
+    /// Datasets listed, snapshots read only where `snapshots_changed` moved.
+    Incremental,
+}
+
+impl RefreshMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Incremental => "incremental",
+        }
+    }
+}
+
+/// The agent's metrics, registered in their own registry (served at `/metrics`).
+#[derive(Clone, Debug)]
+pub struct AgentMetrics {
+    registry: Registry,
+    pub zfs_command_seconds: HistogramVec,
+    pub zfs_output_lines: IntCounterVec,
+    pub zfs_errors: IntCounterVec,
+    pub pool_free_bytes: IntGaugeVec,
+    pub inventory_refreshes: IntCounterVec,
+}
+
+/// A metric could not be registered (a name clash: a programming error, reported rather
+/// than panicking).
+#[derive(Debug, thiserror::Error)]
+#[error("registering the agent's metrics")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl AgentMetrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let zfs_command_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tidepool_agent_zfs_command_duration_seconds",
+                "Wall time of zfs/zpool commands, from start to exit, by subcommand.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+            ]),
+            &["command"],
+        )?;
+        let zfs_output_lines = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_zfs_output_lines_total",
+                "Lines zfs/zpool printed on stdout, by subcommand: the work a listing cost.",
+            ),
+            &["command"],
+        )?;
+        let zfs_errors = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_zfs_errors_total",
+                "Failed zfs operations by the zfs layer's error kind.",
+            ),
+            &["kind"],
+        )?;
+        let pool_free_bytes = IntGaugeVec::new(
+            Opts::new(
+                "tidepool_agent_pool_free_bytes",
+                "Free bytes of each pool the agent publishes.",
+            ),
+            &["pool"],
+        )?;
+        let inventory_refreshes = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_inventory_refreshes_total",
+                "Inventory refreshes by mode (full relist or incremental).",
+            ),
+            &["mode"],
+        )?;
+        registry.register(Box::new(zfs_command_seconds.clone()))?;
+        registry.register(Box::new(zfs_output_lines.clone()))?;
+        registry.register(Box::new(zfs_errors.clone()))?;
+        registry.register(Box::new(pool_free_bytes.clone()))?;
+        registry.register(Box::new(inventory_refreshes.clone()))?;
+        Ok(Self {
+            registry,
+            zfs_command_seconds,
+            zfs_output_lines,
+            zfs_errors,
+            pool_free_bytes,
+            inventory_refreshes,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// How many zfs/zpool commands have run so far (all subcommands).
+    pub fn commands_run(&self) -> u64 {
+        COMMANDS
+            .iter()
+            .chain(std::iter::once(&"other"))
+            .map(|c| {
+                self.zfs_command_seconds
+                    .with_label_values(&[c])
+                    .get_sample_count()
+            })
+            .sum()
+    }
+
+    /// How many stdout lines zfs/zpool have printed so far (all subcommands).
+    pub fn output_lines(&self) -> u64 {
+        COMMANDS
+            .iter()
+            .chain(std::iter::once(&"other"))
+            .map(|c| self.zfs_output_lines.with_label_values(&[c]).get())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn command_labels_are_bounded() {
+        assert_eq!(command_label(&argv(&["zfs", "list", "-H"])), "zfs list");
+        assert_eq!(command_label(&argv(&["zpool", "get", "x"])), "zpool get");
+        assert_eq!(command_label(&argv(&["zfs", "send", "a@b"])), "other");
+        assert_eq!(command_label(&argv(&["zfs"])), "other");
+        assert_eq!(command_label(&argv(&["rm", "list"])), "other");
+    }
+
+    #[test]
+    fn metrics_render_with_their_names() {
+        let m = AgentMetrics::new().unwrap_or_else(|e| panic!("{e}"));
+        m.zfs_errors.with_label_values(&["NotFound"]).inc();
+        m.zfs_command_seconds
+            .with_label_values(&["zfs list"])
+            .observe(0.1);
+        let text = m.render().unwrap_or_default();
+        assert!(text.contains("tidepool_agent_zfs_errors_total{kind=\"NotFound\"} 1"));
+        assert!(text.contains("tidepool_agent_zfs_command_duration_seconds_count"));
+        assert_eq!(m.commands_run(), 1);
+    }
+}
