@@ -2,14 +2,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod controller_cmd;
 pub mod crdgen;
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
+const USAGE: &str = "usage: tidepool crdgen [--check] [DIR] | tidepool controller [flags]
 
   crdgen    write the CustomResourceDefinitions to DIR (default: crds)
-  --check   write nothing; fail if DIR differs from what would be written";
+  --check   write nothing; fail if DIR differs from what would be written
+  controller  run the reconciler (`tidepool controller --help`)";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -39,6 +41,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some("controller") => controller_cmd::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
