@@ -177,5 +177,63 @@ async fn invalid_ungranted_and_unreachable_schedules_each_say_why() {
         .count();
     assert_eq!(warnings, 1, "one event per transition, not per retry");
 
+    // deletionPolicy: Delete puts the finalizer on (the chart's RBAC and spec guard let
+    // the controller change exactly that); deleting waits for the unreachable node, says
+    // so, and gives up after the bounded wait instead of holding the object for ever.
+    let mut delete = spec(json!({"interval": "1h"}));
+    delete["deletionPolicy"] = json!("Delete");
+    create_schedule(cp, &granted, "deleting", delete).await;
+    let schedules: Api<tidepool_api::SnapshotSchedule> =
+        Api::namespaced(cp.admin_client(), &granted);
+    let with_finalizer = wait_ready(
+        cp,
+        &granted,
+        "deleting",
+        "False",
+        "AgentUnavailable",
+        WITHIN,
+    )
+    .await;
+    assert_eq!(
+        with_finalizer.metadata.finalizers.unwrap_or_default(),
+        vec!["tidepool.dev/snapshots".to_owned()]
+    );
+    let asked = std::time::Instant::now();
+    schedules
+        .delete("deleting", &kube::api::DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let blocked = wait_ready(cp, &granted, "deleting", "False", "DeleteBlocked", WITHIN).await;
+    assert!(blocked.metadata.deletion_timestamp.is_some());
+    loop {
+        if schedules
+            .get_opt("deleting")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none()
+        {
+            break;
+        }
+        assert!(
+            asked.elapsed() < DELETE_GIVE_UP + WITHIN,
+            "the finalizer wedged the object"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        asked.elapsed() >= DELETE_GIVE_UP,
+        "gone before the bounded wait: {:?}",
+        asked.elapsed()
+    );
+    wait_event(
+        cp,
+        &granted,
+        "deleting",
+        "Warning",
+        "DeleteAbandoned",
+        WITHIN,
+    )
+    .await;
+
     controller.abort();
 }

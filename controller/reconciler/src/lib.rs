@@ -54,6 +54,8 @@ pub enum RunError {
     Election(#[from] leader::ElectionError),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error("leadership ended")]
+    LeadershipEnded,
     #[error("serving /metrics")]
     Http(#[source] std::io::Error),
 }
@@ -88,7 +90,8 @@ pub async fn run(
     tokio::select! {
         r = election => { metrics.is_leader.set(0); r?; Ok(()) }
         r = serve => r.map_err(RunError::Http),
-        () = work => Ok(()),
+        // `lead` returns only when leadership is lost.
+        () = work => Err(RunError::LeadershipEnded),
         () = shutdown.clone() => {
             leader::release(client, &config.lease).await;
             Ok(())

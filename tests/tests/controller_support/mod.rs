@@ -20,6 +20,9 @@ use tidepool_tests::chart::{ChartRelease, Component};
 use tidepool_tests::control_plane::ControlPlane;
 use tidepool_tests::kubelet::{Audience, Kubelet, MIN_TOKEN_LIFETIME, PodIdentity};
 
+/// How long the test controllers' deletion waits for an unreachable node.
+pub const DELETE_GIVE_UP: Duration = Duration::from_secs(8);
+
 pub fn ok<T>(result: anyhow::Result<T>) -> T {
     result.unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -97,6 +100,8 @@ impl Release {
             watch_namespace,
             reconciler: ReconcilerConfig {
                 retry: Duration::from_secs(2),
+                // Short, so the test sees a deletion give up on an unreachable node.
+                delete_give_up: DELETE_GIVE_UP,
                 ..ReconcilerConfig::default()
             },
             http: None,

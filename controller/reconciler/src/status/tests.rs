@@ -79,7 +79,7 @@ fn a_failure_is_recorded_per_node_and_a_later_success_clears_it() {
     assert!(fixed.nodes[0].last_error.is_none());
     assert_eq!(fixed.nodes[0].pruned_total, 2);
     assert_eq!(fixed.last_manual_trigger.as_deref(), Some("t1"));
-    assert_eq!(ready(&fixed).unwrap().0, true);
+    assert!(ready(&fixed).unwrap().0);
     let more = next(&fixed, &ok(3), Some(1), at(40));
     assert_eq!(more.nodes[0].pruned_total, 5);
 }
