@@ -92,6 +92,17 @@ impl Release {
         replica: &Replica,
         watch_namespace: Option<String>,
     ) -> tokio::task::JoinHandle<()> {
+        let agents = PinnedAgents::new(replica.agent_token.clone(), Duration::from_secs(5));
+        self.start_with(replica, watch_namespace, agents).await
+    }
+
+    /// Starts a replica that reaches agents through `agents`.
+    pub async fn start_with(
+        &self,
+        replica: &Replica,
+        watch_namespace: Option<String>,
+        agents: Arc<dyn tidepool_reconciler::Agents>,
+    ) -> tokio::task::JoinHandle<()> {
         let client = ok(replica.identity.client().await);
         let mut lease = LeaseConfig::new(self.ns.clone(), self.lease_name(), replica.name.clone());
         lease.retry_period = Duration::from_secs(1);
@@ -106,16 +117,10 @@ impl Release {
             },
             http: None,
         };
-        let agents = PinnedAgents::new(replica.agent_token.clone(), Duration::from_secs(5));
         let name = replica.name.clone();
         tokio::spawn(async move {
-            let r = tidepool_reconciler::run(
-                client,
-                config,
-                agents as Arc<_>,
-                futures::future::pending(),
-            )
-            .await;
+            let r =
+                tidepool_reconciler::run(client, config, agents, futures::future::pending()).await;
             eprintln!("controller {name} stopped: {r:?}");
         })
     }
