@@ -162,17 +162,39 @@ pub trait Agents: Send + Sync {
     ) -> BoxFuture<'a, Result<Response, AgentError>>;
 }
 
-/// The route and envelope of the agent's typed operations. The agent serves every
-/// `tidepool_wire::Request` at this one path and answers a `Response`; kept here, in one
-/// place, until the agent crate exports its own `Operation` impls.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AgentRequest(pub Request);
+/// The agent's routes, one per operation, each answering a [`Response`]: the same paths
+/// and bodies as the agent crate's `Operation` impls for the wire types (`/v1/snapshots/take`,
+/// `/v1/snapshots/destroy`, `/v1/inventory`, on branch w2-agent). Kept as local wrappers
+/// until that lands on main; then these three go and the client calls the wire types
+/// directly.
+macro_rules! route {
+    ($name:ident, $inner:ty, $path:literal) => {
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
 
-impl Operation for AgentRequest {
-    const PATH: &'static str = "/v1/operation";
-    type Output = Response;
+        impl Operation for $name {
+            const PATH: &'static str = $path;
+            type Output = Response;
+        }
+    };
 }
+
+route!(
+    TakeRoute,
+    tidepool_wire::TakeSnapshots,
+    "/v1/snapshots/take"
+);
+route!(
+    DestroyRoute,
+    tidepool_wire::DestroySnapshots,
+    "/v1/snapshots/destroy"
+);
+route!(
+    InventoryRoute,
+    tidepool_wire::InventoryRequest,
+    "/v1/inventory"
+);
 
 /// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
 /// projected token (read from its file on every call: the kubelet rotates it).
@@ -210,13 +232,57 @@ impl Agents for PinnedAgents {
                     source,
                 })?
                 .with_timeout(self.timeout);
-            client
-                .call(token.trim(), epoch, AgentRequest(request))
-                .await
-                .map_err(|source| AgentError::Call {
-                    node: agent.node.clone(),
-                    source,
-                })
+            let token = token.trim();
+            let answer = match request {
+                Request::TakeSnapshots(t) => client.call(token, epoch, TakeRoute(t)).await,
+                Request::DestroySnapshots(d) => client.call(token, epoch, DestroyRoute(d)).await,
+                Request::Inventory(i) => client.call(token, epoch, InventoryRoute(i)).await,
+            };
+            answer.map_err(|source| AgentError::Call {
+                node: agent.node.clone(),
+                source,
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tidepool_agent::Command;
+    use tidepool_wire::{InventoryRequest, TakeSnapshots};
+
+    use super::*;
+
+    #[test]
+    fn the_routes_send_the_bare_wire_types() {
+        let take = TakeSnapshots {
+            datasets: vec!["tank/a".parse().unwrap()],
+            short_name: "tidepool_20260101T000000Z_s".parse().unwrap(),
+            owner: "SnapshotSchedule/ns/s".into(),
+        };
+        let sent = serde_json::to_value(Command {
+            epoch: LeaderEpoch(2),
+            operation: TakeRoute(take.clone()),
+        })
+        .unwrap();
+        assert_eq!(sent["operation"], serde_json::to_value(&take).unwrap());
+        assert_eq!(sent["epoch"], 2);
+        assert_eq!(TakeRoute::PATH, "/v1/snapshots/take");
+        let inv = InventoryRequest {
+            pool: "tank".parse().unwrap(),
+            since: None,
+        };
+        assert_eq!(
+            serde_json::to_value(InventoryRoute(inv.clone())).unwrap(),
+            serde_json::to_value(inv).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unpublished_endpoint_is_agent_unavailable() {
+        let e = AgentEndpoint::of("n1", None).unwrap_err();
+        assert_eq!(e.reason(), reasons::AGENT_UNAVAILABLE);
+        assert_eq!(e.node(), "n1");
     }
 }
