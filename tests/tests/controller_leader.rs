@@ -124,5 +124,24 @@ async fn the_standby_takes_over_within_15_seconds_when_the_leader_dies() {
             .map(|e| (&e.reason, &e.reporting_instance))
             .collect::<Vec<_>>()
     );
-    task_b.abort();
+
+    // Someone else writes the Lease (another controller installation, an admin): the
+    // leader sees it at its next renewal, stops acting and ends, rather than fighting.
+    let leases: Api<Lease> = Api::namespaced(cp.admin_client(), &release.ns);
+    leases
+        .patch(
+            &lease,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"holderIdentity": "intruder"}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !task_b.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the displaced leader kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

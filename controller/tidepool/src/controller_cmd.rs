@@ -69,7 +69,6 @@ fn parse(args: &[String]) -> anyhow::Result<Flags> {
                     v.parse().with_context(|| format!("--delete-give-up {v}"))?,
                 );
             }
-            "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
@@ -78,6 +77,10 @@ fn parse(args: &[String]) -> anyhow::Result<Flags> {
 
 /// Runs the controller (blocking: it owns its tokio runtime).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let flags = parse(args)?;
     let lease_namespace = flags
         .lease_namespace
