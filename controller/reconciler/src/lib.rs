@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod checks;
 pub mod deletion;
 pub mod http;
 pub mod leader;
@@ -18,6 +19,7 @@ pub mod reconcile;
 pub mod resolve;
 pub mod status;
 pub mod work;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

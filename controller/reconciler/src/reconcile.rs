@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Node};
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::Store;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Client, Resource, ResourceExt};
 use tidepool_agent::LeaderEpoch;
-use tidepool_api::{DatasetGrant, DeletionPolicy, SnapshotSchedule, ZfsNode};
+use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
 use tidepool_plan::naming;
 use tidepool_plan::schedule::{self, ScheduleInput};
 use tidepool_wire::{
@@ -24,10 +21,12 @@ use tidepool_wire::{
 use tokio::sync::watch;
 
 use crate::agents::{AgentEndpoint, AgentError, Agents};
+pub use crate::checks::{admissible, nodes_of};
 use crate::metrics::Metrics;
 use crate::owner::schedule_owner;
-use crate::resolve::{self, Labels};
 use crate::status::{self, Blocker, NodeFailure, NodeRun, Outcome};
+use crate::writes::{ensure_finalizer, publish_transition};
+pub use crate::writes::{patch_finalizers, publish, write_status};
 use crate::{deletion, reasons, work};
 
 /// The finalizer that `deletionPolicy: Delete` puts on an object.
@@ -90,7 +89,7 @@ impl ReconcileError {
     }
 }
 
-fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
+pub(crate) fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
     move |source| ReconcileError::Kube { what, source }
 }
 
@@ -158,222 +157,6 @@ pub fn requeue(outcome: &Outcome, config: &ReconcilerConfig, now: Timestamp) -> 
             Action::requeue(wait + Duration::from_millis(5))
         }
     }
-}
-
-async fn ensure_finalizer(obj: &SnapshotSchedule, ctx: &Context) -> Result<(), ReconcileError> {
-    let has = obj.finalizers().iter().any(|f| f == FINALIZER);
-    let want = obj.spec.deletion_policy == DeletionPolicy::Delete;
-    if has == want {
-        return Ok(());
-    }
-    let mut finalizers: Vec<String> = obj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if want {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    patch_finalizers(obj, ctx, finalizers).await
-}
-
-/// Replaces `metadata.finalizers`, guarded by the resourceVersion read (the chart's
-/// admission policy lets the controller change nothing else on the object).
-pub async fn patch_finalizers(
-    obj: &SnapshotSchedule,
-    ctx: &Context,
-    finalizers: Vec<String>,
-) -> Result<(), ReconcileError> {
-    let ns = obj
-        .namespace()
-        .ok_or(ReconcileError::Incomplete("namespace"))?;
-    let api: Api<SnapshotSchedule> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_err("patching the finalizers"))?;
-    Ok(())
-}
-
-pub async fn write_status(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    status: &tidepool_api::snapshot_schedule::SnapshotScheduleStatus,
-) -> Result<(), ReconcileError> {
-    let api: Api<SnapshotSchedule> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({
-        "apiVersion": "tidepool.dev/v1alpha1",
-        "kind": "SnapshotSchedule",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(&ctx.config.field_manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(kube_err("applying the status"))?;
-    Ok(())
-}
-
-/// One event per transition of Ready (not per routine run), reason as in the status.
-async fn publish_transition(
-    ctx: &Context,
-    obj: &SnapshotSchedule,
-    old: &tidepool_api::snapshot_schedule::SnapshotScheduleStatus,
-    new: &tidepool_api::snapshot_schedule::SnapshotScheduleStatus,
-) {
-    let (Some(after), before) = (status::ready(new), status::ready(old)) else {
-        return;
-    };
-    if before.as_ref().map(|(s, r, _)| (s, r)) == Some((&after.0, &after.1)) {
-        return;
-    }
-    let type_ = if after.0 {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    publish(ctx, obj, type_, &after.1, after.2, "Reconcile").await;
-}
-
-pub async fn publish(
-    ctx: &Context,
-    obj: &SnapshotSchedule,
-    type_: EventType,
-    reason: &str,
-    note: String,
-    action: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(truncate(note, 1000)),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "publishing an event failed");
-    }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
-}
-
-/// Labels of a cluster object, read only when a selector needs them.
-async fn labels_of<K>(client: &Client, name: &str) -> Result<Labels, ReconcileError>
-where
-    K: Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    Ok(api
-        .get_opt(name)
-        .await
-        .map_err(kube_err("reading labels"))?
-        .map(|o| o.labels().clone().into_iter().collect())
-        .unwrap_or_default())
-}
-
-/// The nodes a schedule runs on, with their labels when a grant needs them.
-pub async fn nodes_of(
-    obj: &SnapshotSchedule,
-    ctx: &Context,
-    grants: &[DatasetGrant],
-) -> Result<Result<Vec<(String, Labels)>, resolve::ResolveError>, ReconcileError> {
-    let spec = &obj.spec;
-    let names: Vec<String> = if let Some(n) = &spec.node_name {
-        vec![n.clone()]
-    } else if let Some(sel) = &spec.node_selector {
-        let selector = sel
-            .0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
-        let mut names: Vec<String> = nodes
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err("listing nodes"))?
-            .items
-            .iter()
-            .map(|n| n.name_any())
-            .collect();
-        names.sort();
-        if names.is_empty() {
-            return Ok(Err(resolve::ResolveError::NoMatchingNode));
-        }
-        names
-    } else {
-        let zfs_nodes: Vec<ZfsNode> = ctx
-            .zfs_nodes
-            .state()
-            .iter()
-            .map(|n| (**n).clone())
-            .collect();
-        match resolve::default_nodes(spec, &zfs_nodes) {
-            Ok(n) => n,
-            Err(e) => return Ok(Err(e)),
-        }
-    };
-    let mut out = Vec::new();
-    for n in names {
-        let labels = if resolve::needs_node_labels(grants) {
-            labels_of::<Node>(&ctx.client, &n).await?
-        } else {
-            Labels::new()
-        };
-        out.push((n, labels));
-    }
-    Ok(Ok(out))
-}
-
-/// Validation, nodes and grants: the checks before anything is touched.
-pub async fn admissible(
-    obj: &SnapshotSchedule,
-    ctx: &Context,
-    ns: &str,
-) -> Result<Result<Vec<String>, Blocker>, ReconcileError> {
-    let grants: Vec<DatasetGrant> = ctx.grants.state().iter().map(|g| (**g).clone()).collect();
-    let nodes = match nodes_of(obj, ctx, &grants).await? {
-        Ok(n) => n,
-        Err(e) => {
-            return Ok(Err(Blocker {
-                reason: e.reason(),
-                message: e.to_string(),
-            }));
-        }
-    };
-    let ns_labels = if resolve::needs_namespace_labels(&grants) {
-        labels_of::<Namespace>(&ctx.client, ns).await?
-    } else {
-        Labels::new()
-    };
-    if let Err(e) = resolve::check_grants(&grants, &obj.spec, ns, &ns_labels, &nodes) {
-        return Ok(Err(Blocker {
-            reason: e.reason(),
-            message: e.to_string(),
-        }));
-    }
-    Ok(Ok(nodes.into_iter().map(|(n, _)| n).collect()))
 }
 
 async fn evaluate(
