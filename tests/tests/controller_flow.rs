@@ -102,7 +102,7 @@ impl Agents for StandIn {
                             let before = inv.snapshots.len();
                             // What the real agent checks too: same GUID, owned locally by the requester.
                             inv.snapshots.retain(|s| {
-                                !(s.guid == r.guid && s.owner.as_deref() == Some(&*d.owner))
+                                !(s.guid == r.guid && s.owner.as_ref() == Some(&d.owner))
                             });
                             if inv.snapshots.len() < before {
                                 destroyed.push(r.clone());
@@ -131,7 +131,7 @@ fn snapshot(name: &str, guid: u64, owner: Option<&str>) -> SnapshotInfo {
         guid,
         createtxg: guid,
         creation: Timestamp::from_second(1_700_000_000).unwrap_or_else(|e| panic!("{e}")),
-        owner: owner.map(Owner::from),
+        owner: owner.map(|o| o.parse::<Owner>().unwrap_or_else(|e| panic!("{e}"))),
         held: false,
     }
 }
@@ -257,13 +257,13 @@ async fn the_controller_snapshots_prunes_reports_triggers_and_suspends() {
         assert!(
             apps.snapshots
                 .iter()
-                .any(|s| s.owner.as_deref() == Some(foreign.as_str())),
+                .any(|s| s.owner.as_ref().map(Owner::as_str) == Some(foreign.as_str())),
             "foreign snapshot kept"
         );
         let mine = apps
             .snapshots
             .iter()
-            .filter(|s| s.owner.as_deref() == Some(owner.as_str()))
+            .filter(|s| s.owner.as_ref().map(Owner::as_str) == Some(owner.as_str()))
             .count();
         assert!(
             (2..=3).contains(&mine),

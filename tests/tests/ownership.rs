@@ -11,10 +11,9 @@
 
 use std::collections::BTreeSet;
 
-use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use tidepool_api::names::{DatasetName, PoolName, SnapshotName};
-use tidepool_api::{OWNER_PROPERTY, Retention};
+use tidepool_api::{OWNER_PROPERTY, Owner, Retention};
 use tidepool_plan::Protections;
 use tidepool_plan::inventory::DatasetInventory;
 use tidepool_plan::retention::{RetentionRules, plan_dataset};
@@ -90,7 +89,13 @@ async fn listed_owner_value(vm: &ZfsVm, snapshot: &str) -> String {
 
 /// Plans retention for `owner` with `keepLast: 1` and destroys what it says through the
 /// owned-destroy path; returns the short names destroyed.
+fn owner_of(text: &str) -> Owner {
+    text.parse()
+        .expect("an owner in the <Kind>/<namespace>/<name> format")
+}
+
 async fn prune(z: &VmZfs, inv: &DatasetInventory, owner: &str) -> BTreeSet<String> {
+    let owner = &owner_of(owner);
     let retention = Retention {
         keep_last: Some(1),
         ..Retention::default()
@@ -103,7 +108,7 @@ async fn prune(z: &VmZfs, inv: &DatasetInventory, owner: &str) -> BTreeSet<Strin
         owner,
         protections: &protections,
     };
-    let plan = plan_dataset(&rules, inv, Timestamp::now());
+    let plan = plan_dataset(&rules, inv);
     if plan.destroy.is_empty() {
         return BTreeSet::new();
     }
@@ -116,7 +121,7 @@ async fn prune(z: &VmZfs, inv: &DatasetInventory, owner: &str) -> BTreeSet<Strin
                 guid: d.snapshot.guid,
             })
             .collect(),
-        owner: owner.into(),
+        owner: owner.clone(),
     };
     let done = z.destroy_owned(&req).await.unwrap();
     assert!(done.refused.is_empty(), "{:?}", done.refused);
@@ -212,7 +217,7 @@ async fn an_owner_set_on_the_dataset_or_received_in_a_stream_claims_nothing() {
     let owned: BTreeSet<String> = inv
         .snapshots
         .iter()
-        .filter(|s| s.owner.as_deref() == Some(SCHEDULE))
+        .filter(|s| s.owner.as_ref().map(Owner::as_str) == Some(SCHEDULE))
         .map(|s| s.name.to_string())
         .collect();
     assert_eq!(
@@ -250,7 +255,7 @@ async fn an_owner_set_on_the_dataset_or_received_in_a_stream_claims_nothing() {
                     guid: newest.guid ^ 1,
                 },
             ],
-            owner: SCHEDULE.into(),
+            owner: owner_of(SCHEDULE),
         })
         .await
         .unwrap();
@@ -328,7 +333,7 @@ async fn a_schedule_and_a_policy_of_one_name_never_claim_each_others() {
     let owners: BTreeSet<Option<&str>> = survivors
         .snapshots
         .iter()
-        .map(|s| s.owner.as_deref())
+        .map(|s| s.owner.as_ref().map(Owner::as_str))
         .collect();
     assert_eq!(owners, BTreeSet::from([Some(SCHEDULE), Some(POLICY)]));
     vm.destroy_pool(pool.as_str()).await.unwrap();
@@ -427,7 +432,7 @@ async fn pool_inventory_reads_features_holds_and_encryption() {
         .find(|s| s.name.as_str() == "tidepool_20260101T000000Z_db")
         .unwrap();
     assert!(held.held && d.has_hold(held.guid, "tidepool:target-1"));
-    assert_eq!(held.owner.as_deref(), Some(SCHEDULE));
+    assert_eq!(held.owner.as_ref().map(Owner::as_str), Some(SCHEDULE));
     let manual = d
         .snapshots
         .iter()

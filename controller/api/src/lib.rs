@@ -23,6 +23,8 @@ pub mod dataset_grant;
 pub mod duration;
 pub mod lenient;
 pub mod names;
+pub mod owner;
+pub mod receive_property;
 pub mod replication_policy;
 pub mod snapshot_schedule;
 pub mod validation;
@@ -35,6 +37,8 @@ pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
 pub use duration::HumanDuration;
 pub use lenient::Lenient;
 pub use names::{BookmarkName, DatasetName, NameError, PoolName, SnapshotName, SnapshotShortName};
+pub use owner::{Owner, OwnerError, OwnerKind};
+pub use receive_property::{ExcludedProperty, ReceiveProperty, ReceivePropertyError};
 pub use replication_policy::{OnDivergence, ReplicationPolicy, ReplicationPolicySpec};
 pub use snapshot_schedule::{SnapshotSchedule, SnapshotScheduleSpec};
 pub use validation::{
@@ -45,5 +49,6 @@ pub use zfs_node::{Capabilities, PoolCapabilities, ZfsNode, ZfsNodeSpec};
 
 /// The API group.
 pub const GROUP: &str = "tidepool.dev";
-/// The ZFS user property that records which object owns a snapshot (`<namespace>/<name>`).
+/// The ZFS user property that records which object owns a snapshot ([`Owner`]:
+/// `<Kind>/<namespace>/<name>`). It counts only where set locally on the snapshot.
 pub const OWNER_PROPERTY: &str = "tidepool.dev:owner";

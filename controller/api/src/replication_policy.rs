@@ -2,6 +2,7 @@
 //! host running ZFS, or an object store.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,8 @@ use crate::common::{
     DeletionPolicy, LastError, Retention, Schedule, SecretReference, Trigger, pattern,
 };
 use crate::names::DatasetName;
+use crate::receive_property;
+use crate::values::PropertyName;
 
 /// Replicate a dataset's snapshots to a target, incrementally, never losing the last
 /// common snapshot and never overwriting data the target has and the source lacks.
@@ -201,9 +204,11 @@ pub struct ObjectStoreTarget {
     pub secret_ref: SecretReference,
 }
 
-/// How streams are made (`zfs send`) and received (`zfs receive`).
+/// How streams are made (`zfs send`) and received (`zfs receive`). Replicas are always
+/// received unmounted (`-u`), and `tidepool.dev:*` properties in a stream never reach them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.excludeProperties) || !has(self.overrideProperties) || !self.overrideProperties.exists(o, o.name in self.excludeProperties)").message("a property cannot be both set (overrideProperties) and excluded (excludeProperties)").field_path(".excludeProperties"))]
 pub struct SendOptions {
     /// Send encrypted datasets raw (`-w`): the target never sees plaintext or keys. With
     /// false, a sync that would leave plaintext of an encrypted source on a target that does
@@ -222,16 +227,20 @@ pub struct SendOptions {
     /// Send dataset properties (`-p`).
     #[serde(default)]
     pub properties: bool,
-    /// Properties the target must not take from the stream (`zfs receive -x`).
+    /// Properties the replica must not take from the stream (`zfs receive -x`): the
+    /// native ones the allowlist names, and user properties outside `tidepool.dev:` (never
+    /// `mountpoint`, `canmount`, `tidepool.dev:*`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("excludeProperties must not name a property twice"))]
-    pub exclude_properties: Vec<ZfsPropertyName>,
-    /// Properties set on the received dataset (`zfs receive -o`).
+    #[x_kube(validation = Rule::new(receive_property::cel::excludable_names()).message(receive_property::cel::excludable_names_message().as_str()))]
+    pub exclude_properties: Vec<PropertyName>,
+    /// Properties set on the replica (`zfs receive -o`): the native ones the allowlist
+    /// names, with the values it allows, and user properties outside `tidepool.dev:`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    pub override_properties: Vec<PropertyValue>,
+    pub override_properties: Vec<PropertyOverride>,
     /// Bytes per second, e.g. `50Mi`. Leave out for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = pattern::BANDWIDTH))]
@@ -253,19 +262,44 @@ impl Default for SendOptions {
     }
 }
 
-/// A ZFS property name, native (`compression`) or user (`tidepool.dev:owner`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(transparent)]
-pub struct ZfsPropertyName(
-    #[schemars(length(min = 1, max = 256), regex(pattern = pattern::ZFS_PROPERTY))] pub String,
-);
-
+/// One `zfs receive -o name=value` on the replica. Never `mountpoint`, `sharenfs`,
+/// `sharesmb`, `setuid`, `exec`, `devices`, `zoned`, `keylocation`, `canmount=on` or
+/// `tidepool.dev:*`.
+// Decoded as it was admitted; the planner turns it into a `ReceiveProperty`, which refuses
+// what the allowlist refuses, so an object admitted before a rule existed is reported,
+// never received.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PropertyValue {
-    pub name: ZfsPropertyName,
-    #[schemars(length(max = 1024), regex(pattern = "^[^\\x00\\n]*$"))]
+#[x_kube(validation = Rule::new(receive_property::cel::settable_name()).message(receive_property::cel::settable_name_message().as_str()).field_path(".name"))]
+#[x_kube(validation = value_rule(0))]
+#[x_kube(validation = value_rule(1))]
+#[x_kube(validation = value_rule(2))]
+#[x_kube(validation = value_rule(3))]
+#[x_kube(validation = value_rule(4))]
+#[x_kube(validation = value_rule(5))]
+#[x_kube(validation = value_rule(6))]
+#[x_kube(validation = value_rule(7))]
+#[x_kube(validation = value_rule(8))]
+pub struct PropertyOverride {
+    pub name: PropertyName,
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")
+    )]
     pub value: String,
+}
+
+/// The CEL rule that checks the value of the `i`th native property of
+/// [`receive_property::NATIVE`] (one rule each, so the message names the property).
+fn value_rule(i: usize) -> Rule {
+    let rules = receive_property::cel::value_rules();
+    match rules.into_iter().nth(i) {
+        Some((rule, message)) => Rule::new(rule)
+            .message(message.as_str())
+            .field_path(".value"),
+        // Fewer native properties than rules: the spare rule always holds.
+        None => Rule::new("true"),
+    }
 }
 
 /// What to do when the target has diverged from the source.
@@ -352,4 +386,26 @@ pub struct SyncProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<i64>,
     pub started: Time,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    /// `PropertyOverride` carries one `value_rule(i)` attribute per native property: a
+    /// property added to the table without one would go unchecked at admission.
+    #[test]
+    fn the_crd_checks_the_value_of_every_native_property() {
+        let crd = serde_json::to_string(&ReplicationPolicy::crd()).unwrap();
+        for (rule, _) in receive_property::cel::value_rules() {
+            let quoted = serde_json::to_string(&rule).unwrap();
+            assert!(crd.contains(&quoted), "missing rule {rule}");
+        }
+        let quoted = serde_json::to_string(&receive_property::cel::settable_name()).unwrap();
+        assert!(crd.contains(&quoted));
+        let quoted = serde_json::to_string(&receive_property::cel::excludable_names()).unwrap();
+        assert!(crd.contains(&quoted));
+    }
 }

@@ -19,14 +19,13 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
-use tidepool_api::{DatasetName, OnDivergence, Retention, SnapshotShortName};
+use tidepool_api::{DatasetName, OnDivergence, Owner, Retention, SnapshotShortName};
 use tidepool_plan::replication::{self, ReplicationInput};
 use tidepool_plan::retention::{self, Protection, Protections, RetentionRules};
 use tidepool_plan::{DatasetInventory, SnapshotInfo};
@@ -72,8 +71,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-const OWNER: &str = "ns/minutely";
+const OWNER: &str = "SnapshotSchedule/ns/minutely";
 const POLICY: &str = "ns/offsite";
+const POLICY_OWNER: &str = "ReplicationPolicy/ns/offsite";
+
+fn owner(text: &str) -> Owner {
+    text.parse().expect("owner")
+}
+
+fn owner_of_policy() -> Owner {
+    owner(POLICY_OWNER)
+}
 
 /// Run `f` a few times; report the fastest wall time and the peak heap above what was
 /// allocated before it started.
@@ -121,7 +129,7 @@ fn history(
     n: u64,
     now: Timestamp,
     spacing: SignedDuration,
-    owner: &Arc<str>,
+    owner: &Owner,
     guid_base: u64,
 ) -> Vec<SnapshotInfo> {
     (0..n)
@@ -140,7 +148,7 @@ fn history(
 }
 
 /// The target received all but the newest `lag` snapshots: same names and guids.
-fn received(source: &[SnapshotInfo], lag: usize, owner: &Arc<str>) -> Vec<SnapshotInfo> {
+fn received(source: &[SnapshotInfo], lag: usize, owner: &Owner) -> Vec<SnapshotInfo> {
     source[..source.len() - lag]
         .iter()
         .map(|s| SnapshotInfo {
@@ -175,19 +183,15 @@ fn shuffle<T>(v: &mut [T]) {
 }
 
 /// The clone-heavy baseline: what a first, careless implementation would do.
-fn naive_retention(
-    inv: &DatasetInventory,
-    r: &Retention,
-    tz: &TimeZone,
-    now: Timestamp,
-) -> Vec<(String, String)> {
+fn naive_retention(inv: &DatasetInventory, r: &Retention, tz: &TimeZone) -> Vec<(String, String)> {
     let mut owned: Vec<SnapshotInfo> = inv
         .snapshots
         .iter()
-        .filter(|s| s.owner.as_deref() == Some(OWNER))
+        .filter(|s| s.owner.as_ref().map(Owner::as_str) == Some(OWNER))
         .cloned()
         .collect();
-    owned.sort_by_key(|s| std::cmp::Reverse(s.creation));
+    owned.sort_by_key(|s| std::cmp::Reverse(s.createtxg));
+    let newest = owned.first().map_or(Timestamp::MIN, |s| s.creation);
     let mut keep: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
     if let Some(first) = owned.first() {
         keep.entry(first.name.to_string())
@@ -197,7 +201,7 @@ fn naive_retention(
     for s in owned.iter().take(r.keep_last.unwrap_or(0) as usize) {
         keep.entry(s.name.to_string()).or_default().push("last");
     }
-    let cutoff = now
+    let cutoff = newest
         - r.keep_within
             .as_ref()
             .map_or(Duration::ZERO, |d| d.as_std());
@@ -264,8 +268,8 @@ struct Scenario {
 }
 
 fn scenario(datasets: u64, per_dataset: u64, spacing: SignedDuration, now: Timestamp) -> Scenario {
-    let owner: Arc<str> = Arc::from(OWNER);
-    let policy: Arc<str> = Arc::from(POLICY);
+    let owner = owner(OWNER);
+    let policy = owner_of_policy();
     let mut sources = Vec::with_capacity(datasets as usize);
     let mut targets = Vec::with_capacity(datasets as usize);
     for d in 0..datasets {
@@ -312,10 +316,12 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
             },
         );
     }
+    let schedule = owner(OWNER);
+    let policy = owner_of_policy();
     let rules = RetentionRules {
         retention: &retention,
         time_zone: &tz,
-        owner: OWNER,
+        owner: &schedule,
         protections: &protections,
     };
     let send = SendOptions::default();
@@ -329,7 +335,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
         for src in &s.sources {
             let mut refs: Vec<&SnapshotInfo> = src.snapshots.iter().collect();
             shuffle(&mut refs);
-            refs.sort_unstable_by_key(|x| (x.creation, x.createtxg));
+            refs.sort_unstable_by_key(|x| x.createtxg);
             total += refs.len();
         }
         total
@@ -339,7 +345,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
     let (naive_t, naive_m) = measure("baseline: naive clone-heavy retention+repl", 1, || {
         let mut results = Vec::with_capacity(s.sources.len());
         for (src, dst) in s.sources.iter().zip(&s.targets) {
-            let destroy = naive_retention(src, &retention, &tz, now);
+            let destroy = naive_retention(src, &retention, &tz);
             results.push((destroy, black_box(naive_replication(src, dst))));
         }
         results
@@ -348,7 +354,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
     let (ret_t, ret_m) = measure("tidepool-plan retention", 3, || {
         s.sources
             .iter()
-            .map(|inv| retention::plan_dataset(&rules, inv, now).destroy.len())
+            .map(|inv| retention::plan_dataset(&rules, inv).destroy.len())
             .sum::<usize>()
     });
     let (rep_t, rep_m) = measure("tidepool-plan replication", 3, || {
@@ -360,7 +366,8 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
                 target: dst,
                 send: &send,
                 selection: &selection,
-                selection_owner: Some(OWNER),
+                selection_owner: Some(&schedule),
+                owner: &policy,
                 on_divergence: OnDivergence::Fail,
                 resume_failed: None,
             };
@@ -372,7 +379,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
         let mut destroys = 0usize;
         let mut plans = Vec::with_capacity(s.sources.len());
         for (src, dst) in s.sources.iter().zip(&s.targets) {
-            let r = retention::plan_dataset(&rules, src, now);
+            let r = retention::plan_dataset(&rules, src);
             destroys += r.destroy.len();
             let input = ReplicationInput {
                 policy: POLICY,
@@ -380,7 +387,8 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
                 target: dst,
                 send: &send,
                 selection: &selection,
-                selection_owner: Some(OWNER),
+                selection_owner: Some(&schedule),
+                owner: &policy,
                 on_divergence: OnDivergence::Fail,
                 resume_failed: None,
             };
@@ -389,7 +397,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
         (destroys, plans)
     });
 
-    let r = retention::plan_dataset(&rules, &s.sources[0], now);
+    let r = retention::plan_dataset(&rules, &s.sources[0]);
     println!(
         "  per dataset: {} destroyed, {} kept",
         r.destroy.len(),
@@ -405,7 +413,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
     let (shuf_t, shuf_m) = measure("tidepool-plan retention (shuffled input)", 3, || {
         shuffled
             .iter()
-            .map(|inv| retention::plan_dataset(&rules, inv, now).destroy.len())
+            .map(|inv| retention::plan_dataset(&rules, inv).destroy.len())
             .sum::<usize>()
     });
     drop(shuffled);

@@ -34,7 +34,7 @@ pub mod replication;
 pub mod retention;
 pub mod schedule;
 
-pub use inventory::{BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo};
+pub use inventory::{BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo};
 pub use naming::{NamePrecision, parse_snapshot_time, snapshot_name};
 pub use replication::{ReplicationInput, ReplicationPlan};
 pub use retention::{Protection, Protections, RetentionRules};

@@ -259,7 +259,7 @@ mod tests {
         let take = TakeSnapshots {
             datasets: vec!["tank/a".parse().unwrap()],
             short_name: "tidepool_20260101T000000Z_s".parse().unwrap(),
-            owner: "SnapshotSchedule/ns/s".into(),
+            owner: "SnapshotSchedule/ns/s".parse().unwrap(),
         };
         let sent = serde_json::to_value(Command {
             epoch: LeaderEpoch(2),

@@ -73,7 +73,24 @@ pub async fn handle(
             return Ok(Action::await_change());
         }
     };
-    let owner = schedule_owner(&ns, &name);
+    let owner = match schedule_owner(&ns, &name) {
+        Ok(o) => o,
+        Err(e) => {
+            // No owner can be spelled, so no snapshot can be this object's.
+            reconcile::publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                reasons::DELETE_ABANDONED,
+                format!("nothing to destroy: {e}"),
+                "Delete",
+            )
+            .await;
+            reconcile::patch_finalizers(obj, ctx, remaining).await?;
+            ctx.metrics.forget(&ns, &name);
+            return Ok(Action::await_change());
+        }
+    };
     let mut blocked = Vec::new();
     let pool = obj.spec.datasets.first().map(|d| d.name.pool());
     for node in &nodes {

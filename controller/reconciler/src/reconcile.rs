@@ -186,7 +186,17 @@ async fn evaluate(
         .as_ref()
         .map(|t| t.0)
         .ok_or(ReconcileError::Incomplete("creationTimestamp"))?;
-    let owner = schedule_owner(ns, &obj.name_any());
+    // Any object the API server stores has a namespace and name an owner can carry; the
+    // check stays, so a surprise is a status, not a panic.
+    let owner = match schedule_owner(ns, &obj.name_any()) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(Outcome::Blocked(Blocker {
+                reason: tidepool_api::condition::reason::INVALID_SPEC,
+                message: e.to_string(),
+            }));
+        }
+    };
     let old = obj.status.clone().unwrap_or_default();
     let label = naming::label_for(obj.spec.naming.label.as_deref(), &obj.name_any());
     let precision = schedule::name_precision(&valid.schedule);
@@ -264,7 +274,7 @@ async fn evaluate(
                 answered = r.manual_token.clone();
             }
             if let Some((retention, tz)) = valid.retention() {
-                let destroy = work::prune(retention, tz, &inventory, &datasets, &owner, now);
+                let destroy = work::prune(retention, tz, &inventory, &datasets, &owner);
                 if !destroy.is_empty() {
                     let names: Vec<String> =
                         destroy.iter().map(|d| d.snapshot.to_string()).collect();

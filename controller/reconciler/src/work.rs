@@ -84,7 +84,7 @@ fn owned<'a>(
         .iter()
         .filter(|d| datasets.contains(&d.dataset))
         .flat_map(|d| d.snapshots.iter().map(move |s| (&d.dataset, s)))
-        .filter(move |(_, s)| s.owner.as_deref() == Some(&**owner))
+        .filter(move |(_, s)| s.owner.as_ref() == Some(owner))
 }
 
 /// The datasets that do not have `short` yet: a retry after a crash between the snapshot
@@ -115,7 +115,6 @@ pub fn prune(
     inventory: &PoolInventory,
     datasets: &[DatasetName],
     owner: &Owner,
-    now: Timestamp,
 ) -> Vec<SnapshotRef> {
     let protections = Protections::new();
     let rules = RetentionRules {
@@ -130,7 +129,7 @@ pub fn prune(
         .iter()
         .filter(|d| datasets.contains(&d.dataset))
     {
-        let plan = retention::plan_dataset(&rules, d, now);
+        let plan = retention::plan_dataset(&rules, d);
         for destroy in plan.destroy {
             if let Ok(snapshot) = destroy.full_name(&d.dataset) {
                 out.push(SnapshotRef {
@@ -152,7 +151,7 @@ pub fn all_owned(inventory: &PoolInventory, owner: &Owner) -> Vec<SnapshotRef> {
         .flat_map(|d| {
             d.snapshots
                 .iter()
-                .filter(|s| s.owner.as_deref() == Some(&**owner))
+                .filter(|s| s.owner.as_ref() == Some(owner))
                 .filter_map(|s| {
                     d.dataset
                         .snapshot(&s.name)

@@ -1,11 +1,10 @@
 //! What an agent reports of a dataset, and what the planner is told: plain values, built by
 //! the zfs layer from listings. The planner never asks for more.
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tidepool_api::{DatasetName, SnapshotShortName};
+use tidepool_api::values::ResumeToken;
+use tidepool_api::{DatasetName, Owner, SnapshotShortName};
 
 /// One snapshot of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,9 +19,15 @@ pub struct SnapshotInfo {
     pub createtxg: u64,
     /// The `creation` property.
     pub creation: Timestamp,
-    /// The value of the `tidepool.dev:owner` user property (`<namespace>/<name>`), if any.
-    /// Shared (`Arc`) because one owner typically owns thousands of snapshots.
-    pub owner: Option<Arc<str>>,
+    /// The object that owns the snapshot: the `tidepool.dev:owner` user property, and ONLY
+    /// when its source is `local`, i.e. set on the snapshot itself (by Tidepool's
+    /// `zfs snapshot -o` or its own claim after a receive). A value inherited from the dataset
+    /// or received in a stream is never a claim and is `None` here, as is a value that is not
+    /// an [`Owner`] (`<Kind>/<namespace>/<name>`): retention never destroys such a snapshot.
+    /// Builders share one [`Owner`] (an `Arc` inside) between the snapshots of one owner.
+    /// Decoded leniently: an unknown value reads as `None`, never as an error.
+    #[serde(default, deserialize_with = "tidepool_api::owner::deserialize_lenient")]
+    pub owner: Option<Owner>,
     /// `userrefs > 0`: someone holds it, and `zfs destroy` would fail anyway.
     pub held: bool,
 }
@@ -48,12 +53,13 @@ pub struct HoldInfo {
     pub tag: String,
 }
 
-/// A partial receive's resume token on a target, with what `zfs send -nvt <token>` decoded
-/// from it when the agent could decode it.
+/// An interrupted receive on a target: its resume token, with what `zfs send -nvt <token>`
+/// decoded from it when the agent could decode it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResumeToken {
-    pub token: String,
+pub struct PartialReceive {
+    /// `receive_resume_token`, checked as zfs prints it.
+    pub token: ResumeToken,
     /// `toguid`: the snapshot the interrupted stream was sending.
     pub to_guid: Option<u64>,
     /// `fromguid`: the incremental base, absent for a full stream.
@@ -62,11 +68,11 @@ pub struct ResumeToken {
     pub raw: Option<bool>,
 }
 
-impl ResumeToken {
+impl PartialReceive {
     /// A token the agent could not decode: only its text is known.
-    pub fn opaque(token: impl Into<String>) -> Self {
+    pub fn opaque(token: ResumeToken) -> Self {
         Self {
-            token: token.into(),
+            token,
             to_guid: None,
             from_guid: None,
             raw: None,
@@ -90,7 +96,7 @@ pub struct DatasetInventory {
     /// The `written` property: bytes written to the dataset since its newest snapshot.
     pub written_since_newest: u64,
     /// `receive_resume_token`, when a resumable receive was interrupted.
-    pub receive_resume_token: Option<ResumeToken>,
+    pub receive_resume_token: Option<PartialReceive>,
     /// `encryption` is not `off`.
     pub encrypted: bool,
     /// Snapshots whose names Tidepool's strict names refuse (OpenZFS allows spaces, for

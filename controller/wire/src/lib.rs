@@ -1,8 +1,8 @@
 //! The vocabulary the agent and the controller share (DESIGN.md, layer 4): what an agent
-//! reports of its pools ([`pool`], [`inventory`]), the typed operations it accepts and
-//! their results ([`operation`]). The planner reads the same inventory types and the zfs
-//! layer builds them from listings, so nothing is re-parsed or re-checked between the
-//! layers.
+//! reports of its pools ([`pool`], [`inventory`]), what a replication step asks of send and
+//! receive ([`send`]), and the typed operations it accepts and their results
+//! ([`operation`]). The planner reads the same inventory types and the zfs layer builds
+//! them from listings, so nothing is re-parsed or re-checked between the layers.
 //!
 //! Values only (serde, no I/O, no async runtime). Wire formats decode leniently where a
 //! newer peer may add fields: unknown fields are ignored, never an error.
@@ -13,9 +13,10 @@
 pub mod inventory;
 pub mod operation;
 pub mod pool;
+pub mod send;
 
 pub use inventory::{
-    BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo, UnnamedSnapshot,
+    BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo, UnnamedSnapshot,
 };
 pub use operation::{
     DestroySnapshots, InventoryAnswer, InventoryGeneration, InventoryRequest, OperationError,
@@ -23,6 +24,7 @@ pub use operation::{
     SnapshotsDestroyed, SnapshotsTaken, TakeSnapshots,
 };
 pub use pool::{PoolHealth, PoolInventory};
+pub use send::{ReceiveOptions, ReceiveOptionsError, SendFlags};
 /// What a pool can do is published in the `ZfsNode` status too, so its type is the api
 /// crate's; the agent reports it here with each pool.
 pub use tidepool_api::PoolCapabilities;

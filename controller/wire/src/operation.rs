@@ -7,18 +7,16 @@
 //! An unknown operation is an error the agent answers with, not a crash.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tidepool_api::{DatasetName, PoolName, SnapshotName, SnapshotShortName};
 
 use crate::pool::PoolInventory;
 
-/// The object that owns a snapshot, as recorded in `tidepool.dev:owner`.
-///
-/// The same type as [`crate::SnapshotInfo::owner`] holds; it becomes the api crate's typed
-/// owner (`<Kind>/<namespace>/<name>`) in this one place.
-pub type Owner = Arc<str>;
+/// The object that owns a snapshot, as recorded in `tidepool.dev:owner`: the api crate's
+/// typed owner (`<Kind>/<namespace>/<name>`), the same type [`crate::SnapshotInfo::owner`]
+/// holds.
+pub use tidepool_api::Owner;
 
 /// One request to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

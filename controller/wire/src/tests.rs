@@ -5,6 +5,10 @@ use serde_json::json;
 
 use crate::*;
 
+fn owner(text: &str) -> Owner {
+    text.parse().unwrap()
+}
+
 fn snapshot_ref(name: &str, guid: u64) -> SnapshotRef {
     SnapshotRef {
         snapshot: name.parse().unwrap(),
@@ -20,7 +24,7 @@ fn pool_inventory() -> PoolInventory {
             guid: 7,
             createtxg: 40,
             creation: Timestamp::from_second(1_763_800_000).unwrap(),
-            owner: Some("SnapshotSchedule/default/db-hourly".into()),
+            owner: Some(owner("SnapshotSchedule/default/db-hourly")),
             held: true,
         }],
     );
@@ -33,7 +37,7 @@ fn pool_inventory() -> PoolInventory {
         guid: 8,
         createtxg: 41,
     });
-    ds.receive_resume_token = Some(ResumeToken::opaque("1-abc-def"));
+    ds.receive_resume_token = Some(PartialReceive::opaque("1-abc-def".parse().unwrap()));
     PoolInventory {
         pool: "tank".parse().unwrap(),
         health: PoolHealth::Degraded,
@@ -63,11 +67,11 @@ fn every_request_and_response_round_trips() {
         Request::TakeSnapshots(TakeSnapshots {
             datasets: vec!["tank/a".parse().unwrap(), "tank/b".parse().unwrap()],
             short_name: "tidepool_20261122T093000Z_hourly".parse().unwrap(),
-            owner: "SnapshotSchedule/default/db-hourly".into(),
+            owner: owner("SnapshotSchedule/default/db-hourly"),
         }),
         Request::DestroySnapshots(DestroySnapshots {
             snapshots: vec![snapshot_ref("tank/a@x", 1)],
-            owner: "ReplicationPolicy/default/db-hourly".into(),
+            owner: owner("ReplicationPolicy/default/db-hourly"),
         }),
         Request::Inventory(InventoryRequest {
             pool: "tank".parse().unwrap(),
@@ -91,7 +95,7 @@ fn every_request_and_response_round_trips() {
                 RefusedDestroy {
                     snapshot: snapshot_ref("tank/a@z", 4),
                     reason: RefusalReason::NotOwned {
-                        found: Some("SnapshotSchedule/default/other".into()),
+                        found: Some(owner("SnapshotSchedule/default/other")),
                     },
                 },
                 RefusedDestroy {
@@ -155,7 +159,7 @@ fn unknown_fields_and_states_from_a_newer_peer_decode() {
         r,
         Request::DestroySnapshots(DestroySnapshots {
             snapshots: vec![snapshot_ref("tank/a@x", 1)],
-            owner: "SnapshotSchedule/default/a".into(),
+            owner: owner("SnapshotSchedule/default/a"),
         })
     );
     let mut v = serde_json::to_value(pool_inventory()).unwrap();
@@ -193,7 +197,7 @@ fn requests_are_one_pool_and_name_nothing_twice() {
     let take = |datasets: &[&str]| TakeSnapshots {
         datasets: datasets.iter().map(|d| d.parse().unwrap()).collect(),
         short_name: "s".parse().unwrap(),
-        owner: "SnapshotSchedule/default/a".into(),
+        owner: owner("SnapshotSchedule/default/a"),
     };
     assert_eq!(
         take(&["tank/a", "tank/b/c"]).check(),
@@ -218,7 +222,7 @@ fn requests_are_one_pool_and_name_nothing_twice() {
 
     let destroy = |snaps: &[&str]| DestroySnapshots {
         snapshots: snaps.iter().map(|s| snapshot_ref(s, 1)).collect(),
-        owner: "SnapshotSchedule/default/a".into(),
+        owner: owner("SnapshotSchedule/default/a"),
     };
     assert_eq!(
         destroy(&["tank/a@x", "tank/b@x"]).check(),

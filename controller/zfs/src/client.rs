@@ -6,7 +6,7 @@ use std::time::Duration;
 use tidepool_api::names::{BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotShortName};
 use tokio::io::BufReader;
 
-use crate::cmd::{self, BookmarkSource, ListRequest, ReceiveRequest, SendRequest};
+use crate::cmd::{self, BookmarkSource, ListRequest, SendRequest};
 use crate::error::{ErrorKind, RequestError, ZfsError};
 use crate::exec::{Argv, Executor, Output, Spawned, collect_stderr, join_stderr, run};
 use crate::name::ZfsTarget;
@@ -16,6 +16,7 @@ use crate::parse::{
 };
 use crate::stream::{ReceiveSink, SendStream, StreamLimits};
 use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken};
+use tidepool_wire::ReceiveOptions;
 
 /// What a command does, which decides how long it may take ([`Timeouts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -328,7 +329,9 @@ impl<E: Executor> Zfs<E> {
         })
     }
 
-    /// `zfs destroy dataset@snap`.
+    /// `zfs destroy dataset@snap`. For tests: Tidepool destroys snapshots in batches, one
+    /// atomic call per dataset ([`Zfs::destroy_snapshots`]).
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn destroy_snapshot(&self, snapshot: &SnapshotName) -> Result<(), ZfsError> {
         self.destroy_snapshots(&snapshot.dataset(), &[snapshot.short()])
             .await
@@ -341,7 +344,9 @@ impl<E: Executor> Zfs<E> {
             .map(drop)
     }
 
-    /// `zfs destroy dataset` (never recursive).
+    /// `zfs destroy dataset` (never recursive). For tests only: Tidepool never destroys a
+    /// dataset.
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn destroy_dataset(&self, dataset: &DatasetName) -> Result<(), ZfsError> {
         self.run(CommandKind::Destroy, cmd::destroy_dataset(dataset))
             .await
@@ -549,8 +554,8 @@ impl<E: Executor> Zfs<E> {
     }
 
     /// Starts `zfs receive` and returns the sink to write the stream into.
-    pub async fn receive(&self, req: &ReceiveRequest) -> Result<ReceiveSink, ZfsError> {
-        let argv = req.argv();
+    pub async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveSink, ZfsError> {
+        let argv = cmd::receive(options);
         tracing::debug!(%argv, "zfs: receive");
         let s = self
             .exec

@@ -10,6 +10,7 @@ use crate::exec::Argv;
 use crate::name::ZfsTarget;
 use crate::parse::{ListParser, POOL_COLUMNS};
 use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken};
+use tidepool_wire::{ReceiveOptions, SendFlags};
 
 fn zfs() -> Argv {
     Argv::new("zfs")
@@ -183,7 +184,8 @@ pub fn destroy_bookmark(bookmark: &BookmarkName) -> Argv {
 }
 
 /// `zfs destroy pool/ds`: never recursive; fails with `HasDependents` if it has children
-/// or snapshots.
+/// or snapshots. Only tests destroy datasets (Tidepool itself never does).
+#[cfg(any(test, feature = "test-support"))]
 pub fn destroy_dataset(dataset: &DatasetName) -> Argv {
     let mut a = zfs();
     a.args(["destroy", dataset.as_str()]);
@@ -323,22 +325,6 @@ pub enum SendBase {
     WithIntermediates(SnapshotName),
 }
 
-/// Flags of `zfs send`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SendFlags {
-    /// `-w`: raw (still-encrypted blocks, as on disk). Implies `-c` and `-L`-like block
-    /// handling for encrypted data; required to send an encrypted dataset without its key.
-    pub raw: bool,
-    /// `-c`: compressed blocks as on disk.
-    pub compressed: bool,
-    /// `-L`: records larger than 128 KiB.
-    pub large_blocks: bool,
-    /// `-e`: embedded-data blocks.
-    pub embed: bool,
-    /// `-p`: include the dataset's properties.
-    pub props: bool,
-}
-
 /// `zfs send [flags] [-i|-I base] snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendRequest {
@@ -376,8 +362,8 @@ impl SendRequest {
             (f.raw, "-w"),
             (f.compressed, "-c"),
             (f.large_blocks, "-L"),
-            (f.embed, "-e"),
-            (f.props, "-p"),
+            (f.embedded_data, "-e"),
+            (f.properties, "-p"),
         ] {
             if on {
                 a.arg(flag);
@@ -412,56 +398,31 @@ pub fn send_resume(token: &ResumeToken, dry_run: bool) -> Argv {
     a
 }
 
-/// `zfs receive [-s] [-u] [-o prop=value]... [-x prop]... target`.
+/// `zfs receive -s -u [-o prop=value]... [-x prop]... -x tidepool.dev:owner target`.
 ///
 /// There is deliberately no `-F`: forcing a receive rolls the target back and destroys
 /// snapshots the source no longer has, which Tidepool must never do over data that exists
 /// only on the target (DESIGN.md, safety rules). Divergence surfaces as
-/// [`crate::ErrorKind::StreamMismatch`] and is handled above this layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceiveRequest {
-    /// The filesystem or volume the stream lands in; the snapshot keeps its sent name.
-    pub target: DatasetName,
-    /// `-s`: keep a partial receive and leave a `receive_resume_token`.
-    pub resumable: bool,
-    /// `-u`: do not mount what was received.
-    pub no_mount: bool,
-    /// `-o prop=value`: set on the received dataset (overrides a sent value).
-    pub set_props: Vec<(PropertyName, PropertyValue)>,
-    /// `-x prop`: do not take the sent value.
-    pub exclude_props: Vec<PropertyName>,
-}
-
-impl ReceiveRequest {
-    /// Resumable, unmounted: what replication uses.
-    pub fn new(target: DatasetName) -> ReceiveRequest {
-        ReceiveRequest {
-            target,
-            resumable: true,
-            no_mount: true,
-            set_props: Vec::new(),
-            exclude_props: Vec::new(),
-        }
+/// [`crate::ErrorKind::StreamMismatch`] and is handled above this layer. `-u` and the
+/// exclusion of Tidepool's own properties are not options: see [`ReceiveOptions`].
+pub fn receive(options: &ReceiveOptions) -> Argv {
+    let mut a = zfs();
+    a.arg("receive");
+    if options.resumable() {
+        a.arg("-s");
     }
-
-    pub fn argv(&self) -> Argv {
-        let mut a = zfs();
-        a.arg("receive");
-        if self.resumable {
-            a.arg("-s");
-        }
-        if self.no_mount {
-            a.arg("-u");
-        }
-        for (k, v) in &self.set_props {
-            a.args(["-o".to_owned(), format!("{k}={v}")]);
-        }
-        for k in &self.exclude_props {
-            a.args(["-x", k.as_str()]);
-        }
-        a.arg(self.target.as_str());
-        a
+    a.arg("-u");
+    for p in options.set() {
+        a.args(["-o".to_owned(), p.to_string()]);
     }
+    for p in options.exclude() {
+        a.args(["-x", p.name().as_str()]);
+    }
+    for p in ReceiveOptions::always_excluded() {
+        a.args(["-x".to_owned(), p.to_string()]);
+    }
+    a.arg(options.target().as_str());
+    a
 }
 
 /// `zfs receive -A target`: discards a partial receive and its resume token.
@@ -546,6 +507,7 @@ pub fn pool_features(pool: &PoolName, features: &[&str]) -> Argv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidepool_api::{ExcludedProperty, ReceiveProperty};
 
     fn ds(s: &str) -> DatasetName {
         s.parse().unwrap()
@@ -632,6 +594,46 @@ mod tests {
         );
     }
 
+    /// Whatever options a receive is built from, its argv has `-u`, never `-F`, and
+    /// excludes Tidepool's own properties; no allowed option names a dangerous property.
+    #[test]
+    fn every_receive_is_unmounted_and_excludes_tidepool_properties() {
+        let options = [
+            ReceiveOptions::new(ds("back/a")),
+            ReceiveOptions::new(ds("back/a")).not_resumable(),
+            ReceiveOptions::with_properties(
+                ds("back/a"),
+                vec![
+                    ReceiveProperty::new("canmount", "noauto").unwrap(),
+                    ReceiveProperty::new("com.example:x", "y").unwrap(),
+                ],
+                vec![ExcludedProperty::new("compression").unwrap()],
+            )
+            .unwrap(),
+        ];
+        for o in &options {
+            let argv = v(receive(o));
+            assert!(argv.iter().any(|a| a == "-u"), "{argv:?}");
+            assert!(!argv.iter().any(|a| a == "-F"), "{argv:?}");
+            assert!(
+                argv.windows(2)
+                    .any(|w| w[0] == "-x" && w[1] == tidepool_api::OWNER_PROPERTY),
+                "{argv:?}"
+            );
+            for dangerous in [
+                "mountpoint",
+                "canmount=on",
+                "sharenfs",
+                "tidepool.dev:owner=",
+            ] {
+                assert!(!argv.iter().any(|a| a.starts_with(dangerous)), "{argv:?}");
+            }
+        }
+        // The options themselves cannot be made dangerous: their parts refuse.
+        assert!(ReceiveProperty::new("mountpoint", "/").is_err());
+        assert!(ExcludedProperty::new("tidepool.dev:owner").is_err());
+    }
+
     #[test]
     fn send_receive_argv() {
         let mut req = SendRequest::full(snap("tank/a@2"));
@@ -652,12 +654,14 @@ mod tests {
                 "zfs", "send", "-n", "-v", "-P", "-w", "-L", "-I", "tank/a@0", "tank/a@2"
             ]
         );
-        let mut r = ReceiveRequest::new(ds("back/a"));
-        r.exclude_props.push("mountpoint".parse().unwrap());
-        r.set_props
-            .push(("readonly".parse().unwrap(), "on".parse().unwrap()));
+        let r = ReceiveOptions::with_properties(
+            ds("back/a"),
+            vec![ReceiveProperty::new("readonly", "on").unwrap()],
+            vec![ExcludedProperty::new("atime").unwrap()],
+        )
+        .unwrap();
         assert_eq!(
-            v(r.argv()),
+            v(receive(&r)),
             [
                 "zfs",
                 "receive",
@@ -666,11 +670,16 @@ mod tests {
                 "-o",
                 "readonly=on",
                 "-x",
-                "mountpoint",
+                "atime",
+                "-x",
+                "tidepool.dev:owner",
                 "back/a"
             ]
         );
-        assert!(!r.argv().as_slice().iter().any(|a| a == "-F"));
+        assert_eq!(
+            v(receive(&ReceiveOptions::new(ds("back/a")).not_resumable())),
+            ["zfs", "receive", "-u", "-x", "tidepool.dev:owner", "back/a"]
+        );
         assert_eq!(
             v(receive_abort(&ds("back/a"))),
             ["zfs", "receive", "-A", "back/a"]

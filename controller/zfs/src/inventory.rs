@@ -21,14 +21,13 @@
 //! datasets are counted in [`PoolInventory::unnamed_datasets`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use tidepool_api::names::{DatasetName, PoolName, SnapshotName, SnapshotShortName};
 use tidepool_api::values::PropertyName;
 use tidepool_api::{OWNER_PROPERTY, PoolCapabilities};
 use tidepool_wire::inventory::{
-    BookmarkInfo, DatasetInventory, HoldInfo, ResumeToken, SnapshotInfo, UnnamedSnapshot,
+    BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo, UnnamedSnapshot,
 };
 use tidepool_wire::operation::{
     DestroySnapshots, Owner, RefusalReason, RefusedDestroy, RequestError, SnapshotRef,
@@ -73,6 +72,9 @@ pub enum EntryError {
     MissingColumn { column: &'static str },
     #[error("creation {seconds} is not a representable time")]
     Creation { seconds: i64 },
+    /// zfs prints tokens as `1-<hex>-...`; anything else is refused rather than guessed at.
+    #[error("receive_resume_token: {0}")]
+    ResumeToken(tidepool_api::ValueError),
 }
 
 /// The columns the listing adds to [`crate::parse::LIST_COLUMNS`], in this order. They
@@ -108,21 +110,20 @@ pub fn listing_request(root: &DatasetName, depth: Depth) -> ListRequest {
 /// owns thousands of snapshots; they share one allocation.
 #[derive(Debug, Default)]
 pub struct OwnerInterner {
-    seen: HashMap<Box<str>, Owner>,
+    /// Each distinct value once, with what it means: an owner, or no claim at all.
+    seen: HashMap<Box<str>, Option<Owner>>,
 }
 
 impl OwnerInterner {
-    /// `None` when the value is no claim at all (empty).
+    /// `None` when the value is no claim at all: empty, or not in the owner format
+    /// (`<Kind>/<namespace>/<name>`), so never Tidepool's to destroy.
     pub fn owner_from_local_value(&mut self, value: &str) -> Option<Owner> {
-        if value.is_empty() {
-            return None;
-        }
         if let Some(o) = self.seen.get(value) {
-            return Some(o.clone());
+            return o.clone();
         }
-        let owner: Owner = Arc::from(value);
+        let owner = value.parse::<Owner>().ok();
         self.seen.insert(value.into(), owner.clone());
-        Some(owner)
+        owner
     }
 }
 
@@ -186,7 +187,13 @@ impl InventoryBuilder {
                 };
                 let d = &mut self.datasets[i];
                 d.written_since_newest = e.written.unwrap_or(0);
-                d.receive_resume_token = e.receive_resume_token.as_deref().map(ResumeToken::opaque);
+                d.receive_resume_token = match e.receive_resume_token.as_deref() {
+                    Some(raw) => Some(PartialReceive::opaque(
+                        raw.parse()
+                            .map_err(|source| fail(EntryError::ResumeToken(source)))?,
+                    )),
+                    None => None,
+                };
                 d.encrypted = !matches!(e.user_prop(ENCRYPTION), None | Some("off"));
             }
             ObjectType::Snapshot => {
@@ -463,7 +470,7 @@ impl<E: Executor> Zfs<E> {
                     Some(f) if f.guid != s.guid => {
                         Some(RefusalReason::GuidChanged { found: f.guid })
                     }
-                    Some(f) if f.owner.as_deref() != Some(&*req.owner) => {
+                    Some(f) if f.owner.as_ref() != Some(&req.owner) => {
                         Some(RefusalReason::NotOwned {
                             found: f.owner.clone(),
                         })

@@ -39,10 +39,7 @@ pub mod parse;
 pub mod stream;
 
 pub use client::{CommandKind, Timeouts, Zfs};
-pub use cmd::{
-    BookmarkSource, Depth, ListRequest, ObjectTypes, ReceiveRequest, SendBase, SendFlags,
-    SendRequest,
-};
+pub use cmd::{BookmarkSource, Depth, ListRequest, ObjectTypes, SendBase, SendRequest};
 pub use error::{CommandFailure, ErrorKind, RequestError, ZfsError, classify};
 pub use exec::{Argv, COMMAND_ENV, Executor, ExitStatus, LocalExecutor, Process, Spawned};
 pub use features::{FeatureError, POOL_FEATURES};
@@ -57,3 +54,6 @@ pub use parse::{
 };
 pub use stream::{Progress, ReceiveSink, SendStream, StreamLimits, StreamStalled, pipe};
 pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
+// What a replication step asks of send and receive is the wire crate's, shared with the
+// planner; argv is built from it as it is.
+pub use tidepool_wire::{ReceiveOptions, SendFlags};

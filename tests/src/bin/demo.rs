@@ -23,7 +23,7 @@ use tidepool_plan::schedule::Slots;
 use tidepool_tests::control_plane::{ControlPlane, repo_root};
 use tidepool_tests::zfs_exec::vm_zfs;
 use tidepool_tests::zfs_vm::ZfsVm;
-use tidepool_zfs::{PropertyName, PropertyValue, ReceiveRequest, SendBase, SendFlags, SendRequest};
+use tidepool_zfs::{PropertyName, PropertyValue, ReceiveOptions, SendBase, SendFlags, SendRequest};
 
 fn heading(text: &str) {
     println!("\n\x1b[1m== {text}\x1b[0m");
@@ -162,8 +162,8 @@ async fn main() -> Result<()> {
         raw: true,
         compressed: true,
         large_blocks: true,
-        embed: true,
-        props: false,
+        embedded_data: true,
+        properties: false,
     };
     let (sent, secs) = replicate(&zfs, &snaps[0], SendBase::Full, flags, &target).await?;
     println!("  full stream of {}: {sent} bytes in {secs:.2}s", snaps[0]);
@@ -237,7 +237,7 @@ async fn replicate<E: tidepool_zfs::Executor>(
             flags,
         })
         .await?;
-    let receive = zfs.receive(&ReceiveRequest::new(target.clone())).await?;
+    let receive = zfs.receive(&ReceiveOptions::new(target.clone())).await?;
     let bytes = tidepool_zfs::pipe(send, receive).await?;
     Ok((bytes, started.elapsed().as_secs_f64()))
 }

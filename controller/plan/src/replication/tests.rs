@@ -1,13 +1,55 @@
-use std::sync::Arc;
+use std::collections::HashSet;
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
+use tidepool_api::values::ResumeToken;
+use tidepool_api::{DatasetName, OnDivergence, Owner};
 
+use super::common::{SourceCommon, newest_common};
 use super::*;
-use crate::inventory::{BookmarkInfo, HoldInfo, ResumeToken, SnapshotInfo};
+use crate::inventory::{BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo};
 
 const POLICY: &str = "ns/offsite";
+
+fn tok(s: &str) -> ResumeToken {
+    s.parse().expect("token")
+}
+
+/// The newest common snapshot by brute force: every pair, newest `createtxg` wins, a
+/// snapshot over a bookmark of the same txg. The oracle for [`newest_common`].
+fn naive_newest_common<'a>(
+    src: &'a DatasetInventory,
+    dst: &DatasetInventory,
+) -> Option<SourceCommon<'a>> {
+    let on_target = |guid: u64| dst.snapshots.iter().any(|t| t.guid == guid);
+    let mut best: Option<SourceCommon<'a>> = None;
+    for s in src.snapshots.iter().filter(|s| on_target(s.guid)) {
+        if best.is_none_or(|b| s.createtxg >= b.createtxg()) {
+            best = Some(SourceCommon::Snapshot(s));
+        }
+    }
+    for b in src.bookmarks.iter().filter(|b| on_target(b.guid)) {
+        if best.is_none_or(|x| b.createtxg > x.createtxg()) {
+            best = Some(SourceCommon::Bookmark(b));
+        }
+    }
+    best
+}
+
+fn owner(text: &str) -> Owner {
+    text.parse().expect("owner")
+}
+
+/// The owner `POLICY` records on what it receives.
+fn policy_owner() -> Owner {
+    owner("ReplicationPolicy/ns/offsite")
+}
+
+/// The owner a policy named `<namespace>/<name>` records on what it receives.
+fn owner_of_policy(policy: &str) -> Owner {
+    owner(&format!("ReplicationPolicy/{policy}"))
+}
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
@@ -24,7 +66,7 @@ fn snap(i: u64) -> SnapshotInfo {
         guid: 0xa000 + i,
         createtxg: 100 + 10 * i,
         creation: ts("2026-11-01T00:00:00Z") + SignedDuration::from_hours(i as i64),
-        owner: Some(Arc::from("ns/hourly")),
+        owner: Some(owner("SnapshotSchedule/ns/hourly")),
         held: false,
     }
 }
@@ -72,7 +114,8 @@ struct Setup {
     selection: SnapshotSelection,
     on_divergence: OnDivergence,
     resume_failed: Option<ResumeFailure>,
-    selection_owner: Option<&'static str>,
+    selection_owner: Option<Owner>,
+    owner: Owner,
 }
 
 impl Setup {
@@ -88,6 +131,7 @@ impl Setup {
             on_divergence: OnDivergence::Fail,
             resume_failed: None,
             selection_owner: None,
+            owner: policy_owner(),
         }
     }
 
@@ -98,7 +142,8 @@ impl Setup {
             target: &self.target,
             send: &self.send,
             selection: &self.selection,
-            selection_owner: self.selection_owner,
+            selection_owner: self.selection_owner.as_ref(),
+            owner: &self.owner,
             on_divergence: self.on_divergence,
             resume_failed: self.resume_failed.as_ref(),
         };
@@ -111,11 +156,11 @@ impl Setup {
         let tag = hold_tag(POLICY);
         self.source.holds.push(HoldInfo {
             guid: snap(i).guid,
-            tag: tag.clone(),
+            tag: tag.to_string(),
         });
         self.target.holds.push(HoldInfo {
             guid: snap(i).guid,
-            tag,
+            tag: tag.to_string(),
         });
         let bm = bookmark_name(&self.source.dataset, &snap(i), POLICY).expect("name");
         self.source
@@ -203,9 +248,13 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
         plan.newest_common.as_ref().map(|c| c.name.as_str()),
         Some("renamed-on-target")
     );
-    assert!(!send.receive.exclude_properties.iter().any(|p| p == "-F"));
+    // The receive lands in the target, resumable, with nothing the policy did not ask for
+    // (the type itself has no way to say `-F` or to mount).
+    assert_eq!(send.receive.target(), &s.target.dataset);
+    assert!(send.receive.resumable());
+    assert!(send.receive.set().is_empty() && send.receive.exclude().is_empty());
     // What happens after: claim the two received snapshots, hold 5 on both sides,
-    // bookmark it, release 3's holds, destroy 3's bookmark.
+    // bookmark it, destroy 3's bookmark, then release 3's holds (which vouch for it).
     let after: Vec<String> = describe(&ReplicationPlan {
         steps: send.on_success.clone(),
         divergence: None,
@@ -219,12 +268,12 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
             "hold Source tidepool_s005_h",
             "hold Target tidepool_s005_h",
             "bookmark tidepool_s005_h",
-            "release Source tidepool_s003_h",
-            "release Target renamed-on-target",
             &format!(
                 "destroy bookmark tidepool_s003_h{}",
                 bookmark_suffix(POLICY)
             ),
+            "release Source tidepool_s003_h",
+            "release Target renamed-on-target",
         ]
     );
 
@@ -316,15 +365,15 @@ fn from_a_bookmark_when_the_source_lost_the_common_snapshot() {
 
 #[test]
 fn resume_tokens() {
-    let token = |to: Option<u64>, from: Option<u64>, raw: Option<bool>| ResumeToken {
-        token: "1-abc-def".into(),
+    let token = |to: Option<u64>, from: Option<u64>, raw: Option<bool>| PartialReceive {
+        token: tok("1-abc-def"),
         to_guid: to.map(|i| snap(i).guid),
         from_guid: from.map(|i| snap(i).guid),
         raw,
     };
     struct Case {
         name: &'static str,
-        token: ResumeToken,
+        token: PartialReceive,
         failed: bool,
         encrypted: bool,
         want: Vec<&'static str>,
@@ -339,14 +388,14 @@ fn resume_tokens() {
         },
         Case {
             name: "an opaque token is resumed",
-            token: ResumeToken::opaque("1-abc-def"),
+            token: PartialReceive::opaque(tok("1-abc-def")),
             failed: false,
             encrypted: false,
             want: vec!["resume 1-abc-def"],
         },
         Case {
             name: "the last resume of this token failed: abort and plan afresh",
-            token: ResumeToken::opaque("1-abc-def"),
+            token: PartialReceive::opaque(tok("1-abc-def")),
             failed: true,
             encrypted: false,
             want: vec!["abort backup/db", "-I tidepool_s003_h tidepool_s005_h"],
@@ -386,7 +435,7 @@ fn resume_tokens() {
         s.target.receive_resume_token = Some(c.token);
         if c.failed {
             s.resume_failed = Some(ResumeFailure {
-                token: "1-abc-def".into(),
+                token: tok("1-abc-def"),
                 error: "cannot resume send: 'tank/db@x' used in the initial send no longer exists"
                     .into(),
             });
@@ -407,8 +456,8 @@ fn resume_tokens() {
 fn interrupted_first_receive() {
     // A full receive was cut short: the target exists with a token and no snapshots.
     let mut t = target(&[]);
-    t.receive_resume_token = Some(ResumeToken {
-        token: "1-full".into(),
+    t.receive_resume_token = Some(PartialReceive {
+        token: tok("1-full"),
         to_guid: Some(snap(1).guid),
         from_guid: None,
         raw: Some(false),
@@ -418,7 +467,7 @@ fn interrupted_first_receive() {
     // Stale: abort (which removes the partial dataset) and start over with a full send.
     let mut s = Setup::new(source(&[1, 2]), t);
     s.resume_failed = Some(ResumeFailure {
-        token: "1-full".into(),
+        token: tok("1-full"),
         error: "checksum mismatch".into(),
     });
     assert_eq!(
@@ -562,11 +611,11 @@ fn a_pool_root_cannot_rotate() {
 #[test]
 fn selection_picks_what_is_sent() {
     let mut src = source(&[1, 2, 3, 4]);
-    src.snapshots[3].owner = Some(Arc::from("ns/other"));
+    src.snapshots[3].owner = Some(owner("SnapshotSchedule/ns/other"));
     src.snapshots[3].name = "manual-4".parse().expect("name");
     // By owner (scheduleName): 4 is another object's.
     let mut s = Setup::new(src.clone(), target(&[1])).protected(1);
-    s.selection_owner = Some("ns/hourly");
+    s.selection_owner = Some(owner("SnapshotSchedule/ns/hourly"));
     assert_eq!(describe(&s.plan()), ["-I tidepool_s001_h tidepool_s003_h"]);
     // By name prefix.
     let mut s = Setup::new(src.clone(), target(&[1])).protected(1);
@@ -590,8 +639,11 @@ fn selection_picks_what_is_sent() {
 
 #[test]
 fn names_of_holds_bookmarks_and_rotations() {
-    assert_eq!(hold_tag("ns/offsite"), "tidepool:ns/offsite");
-    assert!(hold_tag(&"x".repeat(300)).len() < 40);
+    assert_eq!(hold_tag("ns/offsite").as_str(), "tidepool:ns/offsite");
+    assert!(hold_tag(&"x".repeat(300)).as_str().len() < 40);
+    // Not a valid tag spelled out (a space): the hashed form, still a valid tag.
+    assert!(hold_tag("ns/a b").as_str().starts_with("tidepool:"));
+    assert!(!hold_tag("ns/a b").as_str().contains(' '));
     let ds: DatasetName = "tank/db".parse().expect("dataset");
     let b = bookmark_name(&ds, &snap(1), POLICY).expect("bookmark");
     assert_eq!(
@@ -617,197 +669,12 @@ fn names_of_holds_bookmarks_and_rotations() {
     );
 }
 
-// ---- property tests ----
-
-/// A random history of one source and its target: the source takes snapshots 0..n; the
-/// target received some prefix of them; then each side may have destroyed some, the
-/// source may keep bookmarks, the target may have extra snapshots of its own, writes, a
-/// resume token.
-#[derive(Debug, Clone)]
-struct History {
-    source: DatasetInventory,
-    target: DatasetInventory,
-    intermediates: bool,
-    rotate: bool,
-    failed: bool,
-}
-
-fn arb_history() -> impl Strategy<Value = History> {
-    (
-        1u64..25,
-        0u64..25,
-        proptest::collection::vec(any::<(bool, bool, bool)>(), 25),
-        0u8..4,
-        0u8..6,
-        any::<(bool, bool, bool, bool)>(),
-        0u64..30,
-        0u64..30,
-    )
-        .prop_map(
-            |(
-                n,
-                received_n,
-                keep,
-                extra,
-                token_kind,
-                (intermediates, rotate, failed, target_exists),
-                to,
-                from,
-            )| {
-                let received_n = received_n.min(n);
-                let mut src = source(&[]);
-                let mut dst = target(&[]);
-                dst.exists = target_exists || received_n > 0;
-                for i in 0..n {
-                    let (src_keeps, dst_keeps, bookmark) = keep[i as usize];
-                    if src_keeps || i == n - 1 {
-                        src.snapshots.push(snap(i));
-                    }
-                    if bookmark {
-                        src.bookmarks.push(bookmark_of(i, &format!("b{i}")));
-                    }
-                    if i < received_n && dst_keeps {
-                        dst.snapshots.push(received(i));
-                    }
-                }
-                if extra > 0 && dst.exists {
-                    for k in 0..u64::from(extra) {
-                        dst.snapshots.push(SnapshotInfo {
-                            guid: 0xf000 + k,
-                            name: format!("local{k}").parse().expect("name"),
-                            ..received(30 + k)
-                        });
-                    }
-                }
-                if extra == 3 {
-                    dst.written_since_newest = 1;
-                }
-                if dst.exists {
-                    dst.receive_resume_token = match token_kind {
-                        0 => Some(ResumeToken::opaque("t")),
-                        1 => Some(ResumeToken {
-                            token: "t".into(),
-                            to_guid: Some(snap(to).guid),
-                            from_guid: Some(snap(from).guid),
-                            raw: None,
-                        }),
-                        _ => None,
-                    };
-                }
-                History {
-                    source: src,
-                    target: dst,
-                    intermediates,
-                    rotate,
-                    failed,
-                }
-            },
-        )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
-
-    #[test]
-    fn replication_invariants(h in arb_history()) {
-        let mut s = Setup::new(h.source.clone(), h.target.clone());
-        s.selection.intermediates = h.intermediates;
-        s.on_divergence = if h.rotate { OnDivergence::Rotate } else { OnDivergence::Fail };
-        if h.failed {
-            s.resume_failed = Some(ResumeFailure { token: "t".into(), error: "stale".into() });
-        }
-        let plan = s.plan();
-        let dst = &h.target;
-        // The lockstep walk and the hashed search find the same newest common snapshot.
-        {
-            let input = ReplicationInput {
-                policy: POLICY,
-                source: &s.source,
-                target: &s.target,
-                send: &s.send,
-                selection: &s.selection,
-                selection_owner: None,
-                on_divergence: s.on_divergence,
-                resume_failed: None,
-            };
-            let p = Planner::new(&input);
-            let guid = |c: Option<SourceCommon<'_>>| c.map(|c| match c {
-                SourceCommon::Snapshot(x) => (x.guid, false),
-                SourceCommon::Bookmark(b) => (b.guid, true),
-            });
-            prop_assert_eq!(guid(p.newest_common_lockstep()), guid(p.newest_common_hashed()));
-        }
-        let target_guids: HashSet<u64> = dst.snapshots.iter().map(|x| x.guid).collect();
-
-        // Walk the steps, tracking what the target has, as the executor would.
-        let mut has: HashSet<u64> = target_guids.clone();
-        let mut target_present = dst.exists;
-        let mut token_present = dst.receive_resume_token.is_some();
-        for step in &plan.steps {
-            match &step.action {
-                Action::AbortReceive { target } => {
-                    prop_assert_eq!(target, &dst.dataset);
-                    prop_assert!(token_present, "abort without a token");
-                    token_present = false;
-                    if dst.snapshots.is_empty() {
-                        target_present = false;
-                    }
-                }
-                Action::RenameTarget { from, to } => {
-                    prop_assert_eq!(from, &dst.dataset);
-                    let prefix = format!("{}-diverged-", dst.dataset);
-                    prop_assert!(to.as_str().starts_with(&prefix), "rotated to {}", to);
-                    prop_assert!(plan.divergence.is_some());
-                    target_present = false;
-                    has.clear();
-                }
-                Action::Send(send) => {
-                    prop_assert!(send.receive.resumable);
-                    match &send.stream {
-                        Stream::Full { guid, .. } => {
-                            // A full stream only lands where there is no dataset.
-                            prop_assert!(!target_present, "full receive over an existing target");
-                            target_present = true;
-                            has.insert(*guid);
-                        }
-                        Stream::Incremental { base, to_guid, intermediates, .. } => {
-                            // Never a send whose base the target lacks.
-                            prop_assert!(has.contains(&base.guid()), "base {} not on target", base.guid());
-                            prop_assert!(target_present);
-                            // The target has nothing newer than the base (no rollback needed).
-                            if matches!(base, Base::Bookmark { .. }) {
-                                prop_assert!(!intermediates, "-I from a bookmark");
-                            }
-                            has.insert(*to_guid);
-                        }
-                        Stream::Resume { .. } => prop_assert!(token_present),
-                    }
-                }
-                Action::Hold { side, guid, .. } => {
-                    if *side == Side::Target { prop_assert!(has.contains(guid)); }
-                }
-                Action::Release { .. } | Action::Bookmark { .. } | Action::SetOwner { .. } => {}
-                Action::DestroyBookmark { bookmark, .. } => {
-                    prop_assert!(bookmark.as_str().ends_with(&bookmark_suffix(POLICY)));
-                }
-            }
-        }
-        // Divergence never yields a destroy of target data: with Fail nothing at all; with
-        // Rotate the old dataset is renamed first, never received over.
-        if let Some(_d) = &plan.divergence {
-            if h.rotate {
-                let renamed = plan.steps.iter().any(|s| matches!(s.action, Action::RenameTarget { .. }));
-                prop_assert!(plan.blocked.is_some() || renamed, "diverged without rename");
-            } else {
-                prop_assert!(plan.steps.is_empty());
-            }
-        }
-        // Every step explains itself.
-        for step in &plan.steps {
-            prop_assert!(!step.reason.message.is_empty());
-        }
-    }
-}
+#[path = "tests_labels.rs"]
+mod labels;
+#[path = "tests_props.rs"]
+mod props;
+#[path = "tests_safety.rs"]
+mod safety;
 
 // ---- simulated histories: schedule, replicate, prune, over many rounds ----
 
@@ -817,7 +684,9 @@ mod simulation {
     use jiff::tz::TimeZone;
     use tidepool_api::Retention;
 
-    const SCHEDULE: &str = "ns/hourly";
+    fn schedule_owner() -> Owner {
+        owner("SnapshotSchedule/ns/hourly")
+    }
 
     struct World {
         src: DatasetInventory,
@@ -831,16 +700,22 @@ mod simulation {
     }
 
     impl World {
-        fn take_snapshot(&mut self) {
+        fn take_snapshot(&mut self, by_schedule: bool) {
             let i = self.next;
             self.next += 1;
             self.t += SignedDuration::from_mins(37);
             self.src.snapshots.push(SnapshotInfo {
-                name: format!("tidepool_{i:05}_h").parse().expect("name"),
+                name: if by_schedule {
+                    format!("tidepool_{i:05}_h")
+                } else {
+                    format!("manual{i:05}")
+                }
+                .parse()
+                .expect("name"),
                 guid: 0x5000_0000 + i * 7919,
                 createtxg: 100 + i * 3,
                 creation: self.t,
-                owner: Some(Arc::from(SCHEDULE)),
+                owner: by_schedule.then(schedule_owner),
                 held: false,
             });
         }
@@ -938,10 +813,10 @@ mod simulation {
                             inv.snapshots.iter().any(|s| s.guid == *guid),
                             "hold of a missing snapshot"
                         );
-                        if !inv.has_hold(*guid, tag) {
+                        if !inv.has_hold(*guid, tag.as_str()) {
                             inv.holds.push(HoldInfo {
                                 guid: *guid,
-                                tag: tag.clone(),
+                                tag: tag.to_string(),
                             });
                         }
                         Self::refresh_held(inv);
@@ -950,7 +825,8 @@ mod simulation {
                         side, guid, tag, ..
                     } => {
                         let inv = self.inv(*side);
-                        inv.holds.retain(|h| !(h.guid == *guid && &h.tag == tag));
+                        inv.holds
+                            .retain(|h| !(h.guid == *guid && h.tag == tag.as_str()));
                         Self::refresh_held(inv);
                     }
                     Action::Bookmark { guid, bookmark, .. } => {
@@ -984,7 +860,7 @@ mod simulation {
                                 .iter_mut()
                                 .find(|s| s.name == name.short())
                             {
-                                s.owner = Some(Arc::from(owner.as_str()));
+                                s.owner = Some(owner.clone());
                             }
                         }
                     }
@@ -997,7 +873,7 @@ mod simulation {
             &mut self,
             side: Side,
             retention: &Retention,
-            owner: &str,
+            owner: &Owner,
             protections: &Protections,
         ) {
             let tz = TimeZone::UTC;
@@ -1007,9 +883,8 @@ mod simulation {
                 owner,
                 protections,
             };
-            let now = self.t;
             let inv = self.inv(side);
-            let plan = retention::plan_dataset(&rules, inv, now);
+            let plan = retention::plan_dataset(&rules, inv);
             let gone: HashSet<u64> = plan.destroy.iter().map(|d| d.snapshot.guid).collect();
             for d in &plan.destroy {
                 assert!(!d.snapshot.held, "retention destroyed a held snapshot");
@@ -1025,6 +900,8 @@ mod simulation {
         fail_at: Option<usize>,
         prune_source: bool,
         prune_target: bool,
+        /// A person takes a snapshot of the source too, after the schedule's.
+        manual: bool,
     }
 
     fn arb_round() -> impl Strategy<Value = Round> {
@@ -1034,14 +911,16 @@ mod simulation {
             proptest::option::weighted(0.2, 0usize..8),
             any::<bool>(),
             any::<bool>(),
+            proptest::bool::weighted(0.2),
         )
             .prop_map(
-                |(snapshots, replicate, fail_at, prune_source, prune_target)| Round {
+                |(snapshots, replicate, fail_at, prune_source, prune_target, manual)| Round {
                     snapshots,
                     replicate,
                     fail_at,
                     prune_source,
                     prune_target,
+                    manual,
                 },
             )
     }
@@ -1071,9 +950,14 @@ mod simulation {
             let send = SendOptions::default();
             let selection = SnapshotSelection { intermediates, ..Default::default() };
             let mut replicated = false;
+            let schedule = schedule_owner();
+            let policy = policy_owner();
             for round in rounds {
                 for _ in 0..round.snapshots {
-                    w.take_snapshot();
+                    w.take_snapshot(true);
+                }
+                if round.manual {
+                    w.take_snapshot(false);
                 }
                 let input = ReplicationInput {
                     policy: POLICY,
@@ -1081,7 +965,8 @@ mod simulation {
                     target: &w.dst,
                     send: &send,
                     selection: &selection,
-                    selection_owner: Some(SCHEDULE),
+                    selection_owner: Some(&schedule),
+                    owner: &policy,
                     on_divergence: OnDivergence::Fail,
                     resume_failed: None,
                 };
@@ -1113,19 +998,104 @@ mod simulation {
                         target: &w.dst,
                         send: &send,
                         selection: &selection,
-                        selection_owner: Some(SCHEDULE),
+                        selection_owner: Some(&schedule),
+                        owner: &policy,
                         on_divergence: OnDivergence::Fail,
                         resume_failed: None,
                     };
                     super::plan(&input, w.t).protect(POLICY, &mut protections);
                 }
                 if round.prune_source {
-                    w.prune(Side::Source, &retention, SCHEDULE, &protections);
+                    w.prune(Side::Source, &retention, &schedule, &protections);
                 }
+                // A person's snapshots that -I carried across stay theirs: unclaimed, so
+                // neither side's retention ever destroys one.
+                for inv in [&w.src, &w.dst] {
+                    for s in inv.snapshots.iter().filter(|s| s.name.as_str().starts_with("manual")) {
+                        prop_assert!(s.owner.is_none(), "{} claimed", s.name);
+                    }
+                }
+                let manual_on_target: Vec<u64> = w
+                    .dst
+                    .snapshots
+                    .iter()
+                    .filter(|s| s.owner.is_none())
+                    .map(|s| s.guid)
+                    .collect();
                 if round.prune_target {
-                    w.prune(Side::Target, &retention, POLICY, &protections);
+                    w.prune(Side::Target, &retention, &policy, &protections);
+                }
+                for guid in manual_on_target {
+                    prop_assert!(w.dst.snapshot_by_guid(guid).is_some(), "a person's snapshot pruned");
                 }
             }
         }
+    }
+}
+
+#[test]
+fn receive_properties_pass_the_allowlist_or_nothing_is_planned() {
+    use tidepool_api::replication_policy::PropertyOverride;
+    let over = |name: &str, value: &str| PropertyOverride {
+        name: name.parse().expect("name"),
+        value: value.to_owned(),
+    };
+    // Allowed ones reach every receive as typed options.
+    let mut s = Setup::new(source(&[1, 2]), absent_target());
+    s.send.override_properties = vec![over("readonly", "on"), over("com.example:x", "y")];
+    s.send.exclude_properties = vec!["compression".parse().expect("name")];
+    let plan = s.plan();
+    assert!(plan.blocked.is_none());
+    assert_eq!(plan.sends().count(), 2);
+    for send in plan.sends() {
+        let set: Vec<String> = send.receive.set().iter().map(|p| p.to_string()).collect();
+        assert_eq!(set, ["readonly=on", "com.example:x=y"]);
+        let excluded: Vec<&str> = send
+            .receive
+            .exclude()
+            .iter()
+            .map(|p| p.name().as_str())
+            .collect();
+        assert_eq!(excluded, ["compression"]);
+    }
+    // A policy admitted before the allowlist (or past a broken schema) is refused by the
+    // planner too, naming the field; nothing is sent.
+    for (sets, excludes, field) in [
+        (
+            vec![over("mountpoint", "/etc")],
+            vec![],
+            "spec.send.overrideProperties[0]",
+        ),
+        (
+            vec![over("readonly", "on"), over("canmount", "on")],
+            vec![],
+            "spec.send.overrideProperties[1]",
+        ),
+        (
+            vec![over("tidepool.dev:owner", "x")],
+            vec![],
+            "spec.send.overrideProperties[0]",
+        ),
+        (
+            vec![over("com.example:x", "a\rb")],
+            vec![],
+            "spec.send.overrideProperties[0]",
+        ),
+        (
+            vec![],
+            vec!["tidepool.dev:owner"],
+            "spec.send.excludeProperties[0]",
+        ),
+        (vec![], vec!["mountpoint"], "spec.send.excludeProperties[0]"),
+        (vec![over("atime", "off")], vec!["atime"], "spec.send"),
+    ] {
+        let mut s = Setup::new(source(&[1, 2]), absent_target());
+        s.send.override_properties = sets;
+        s.send.exclude_properties = excludes.iter().map(|n| n.parse().expect("name")).collect();
+        let plan = s.plan();
+        assert!(plan.steps.is_empty(), "{field}: {:?}", describe(&plan));
+        let blocked = plan.blocked.expect("blocked");
+        assert_eq!(blocked.code, BlockedCode::InvalidReceiveProperties);
+        assert!(blocked.message.starts_with(field), "{}", blocked.message);
     }
 }

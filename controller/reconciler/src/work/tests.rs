@@ -1,7 +1,5 @@
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
 use tidepool_api::PoolCapabilities;
 use tidepool_wire::{DatasetInventory, PoolHealth, SnapshotInfo};
 
@@ -91,8 +89,8 @@ fn recursive_takes_descendants_and_honours_excludes() {
 
 #[test]
 fn last_run_and_pruning_see_only_this_owner() {
-    let me = schedule_owner("ns", "s");
-    let other = schedule_owner("ns", "other");
+    let me = schedule_owner("ns", "s").unwrap();
+    let other = schedule_owner("ns", "other").unwrap();
     let inv = pool(vec![DatasetInventory::with_snapshots(
         ds("tank/a"),
         vec![
@@ -113,15 +111,7 @@ fn last_run_and_pruning_see_only_this_owner() {
         keep_last: Some(1),
         ..Retention::default()
     };
-    let now = Timestamp::from_second(1_800_000_000).unwrap();
-    let destroy = prune(
-        &keep_one,
-        &jiff::tz::TimeZone::UTC,
-        &inv,
-        &datasets,
-        &me,
-        now,
-    );
+    let destroy = prune(&keep_one, &jiff::tz::TimeZone::UTC, &inv, &datasets, &me);
     let names: Vec<String> = destroy.iter().map(|r| r.snapshot.to_string()).collect();
     assert_eq!(
         names,
@@ -131,12 +121,12 @@ fn last_run_and_pruning_see_only_this_owner() {
         ]
     );
     assert_eq!(all_owned(&inv, &other).len(), 1);
-    assert!(all_owned(&inv, &Arc::from("nobody")).is_empty());
+    assert!(all_owned(&inv, &schedule_owner("ns", "nobody").unwrap()).is_empty());
 }
 
 #[test]
 fn a_retry_takes_only_the_datasets_still_missing_the_name() {
-    let me = schedule_owner("ns", "s");
+    let me = schedule_owner("ns", "s").unwrap();
     let short: SnapshotShortName = "tidepool_20260101T000000Z_s".parse().unwrap();
     let inv = pool(vec![
         DatasetInventory::with_snapshots(ds("tank/a"), vec![snap(short.as_str(), 1, Some(&me))]),

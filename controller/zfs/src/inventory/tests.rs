@@ -37,7 +37,8 @@ fn owner_of<'a>(d: &'a DatasetInventory, short: &str) -> Option<&'a str> {
         .find(|s| s.name.as_str() == short)
         .unwrap_or_else(|| panic!("{short} listed"))
         .owner
-        .as_deref()
+        .as_ref()
+        .map(Owner::as_str)
 }
 
 #[test]
@@ -140,7 +141,17 @@ fn owners_share_one_allocation() {
     ]);
     let s = &datasets[1].snapshots;
     let (a, b) = (s[0].owner.as_ref().unwrap(), s[2].owner.as_ref().unwrap());
-    assert!(Arc::ptr_eq(a, b));
+    assert_eq!(a, b);
+    assert!(std::ptr::eq(a.as_str(), b.as_str()), "one allocation");
+}
+
+#[test]
+fn a_local_value_not_in_the_owner_format_is_no_claim() {
+    let (datasets, _) = build(&[
+        "tank/db@tidepool_20261122T093000Z_hourly\ttidepool.dev:owner\tdefault/db-hourly\tlocal",
+        "tank/db@tidepool_20261122T083000Z_hourly\ttidepool.dev:owner\tCronJob/default/x\tlocal",
+    ]);
+    assert!(datasets[1].snapshots.iter().all(|s| s.owner.is_none()));
 }
 
 #[test]
