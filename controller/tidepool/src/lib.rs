@@ -3,15 +3,18 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_cmd;
+pub mod controller_cmd;
 pub mod crdgen;
 
 use anyhow::{Context, bail};
 
 const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
-       tidepool agent [FLAGS]   (tidepool agent --help lists them)
+       tidepool agent [FLAGS]        (tidepool agent --help lists them)
+       tidepool controller [FLAGS]   (tidepool controller --help lists them)
 
   crdgen    write the CustomResourceDefinitions to DIR (default: crds)
-  --check   write nothing; fail if DIR differs from what would be written";
+  --check   write nothing; fail if DIR differs from what would be written
+  controller  run the reconciler (`tidepool controller --help`)";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Some("agent") => agent_cmd::main(&args[1..]),
+        Some("controller") => controller_cmd::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,288 @@
+//! Talking to agents: where a node's agent is (its `ZfsNode`), and the one seam through
+//! which the reconciler sends it typed operations.
+//!
+//! [`Agents`] is a trait so the reconciler's flow can be exercised without a network in
+//! unit tests; the product and the integration tests use [`PinnedAgents`], the transport
+//! crate's client over TLS pinned to the published fingerprint.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch, Operation};
+use tidepool_api::ZfsNode;
+use tidepool_wire::{OperationError, Request, Response};
+
+use crate::reasons;
+
+/// Where one node's agent listens and which certificate it must present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    pub node: String,
+    pub endpoint: String,
+    pub pin: CertificateFingerprint,
+}
+
+impl AgentEndpoint {
+    /// From the node's `ZfsNode` status (the agent is the trust root for both values).
+    pub fn of(node: &str, zfs_node: Option<&ZfsNode>) -> Result<Self, AgentError> {
+        let not_published = |what: &'static str| AgentError::NotPublished {
+            node: node.to_owned(),
+            what,
+        };
+        let zfs_node = zfs_node.ok_or_else(|| not_published("a ZfsNode"))?;
+        let status = zfs_node
+            .status
+            .as_ref()
+            .ok_or_else(|| not_published("a status"))?;
+        let endpoint = status
+            .endpoint
+            .clone()
+            .ok_or_else(|| not_published("an endpoint"))?;
+        let pin = status
+            .tls_certificate_sha256
+            .as_deref()
+            .ok_or_else(|| not_published("a certificate fingerprint"))?
+            .parse()
+            .map_err(|_| not_published("a well-formed certificate fingerprint"))?;
+        Ok(Self {
+            node: node.to_owned(),
+            endpoint,
+            pin,
+        })
+    }
+}
+
+/// Why an agent did not answer an operation with its result.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("node {node}'s agent has not published {what}")]
+    NotPublished { node: String, what: &'static str },
+    #[error("cannot set up a client for node {node}'s agent")]
+    Setup {
+        node: String,
+        #[source]
+        source: tidepool_agent::ClientSetupError,
+    },
+    #[error("reading the controller's agent token from {path}")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("calling node {node}'s agent: {source}")]
+    Call {
+        node: String,
+        #[source]
+        source: CallError,
+    },
+    #[error("node {node}'s agent failed: {source}")]
+    Failed {
+        node: String,
+        #[source]
+        source: OperationError,
+    },
+    #[error("node {node}'s agent answered {got} to {asked}")]
+    Unexpected {
+        node: String,
+        asked: &'static str,
+        got: &'static str,
+    },
+}
+
+impl AgentError {
+    /// The status reason: bounded, CamelCase.
+    pub fn reason(&self) -> &'static str {
+        use tidepool_agent::RefusalReason as R;
+        match self {
+            AgentError::NotPublished { .. } | AgentError::Setup { .. } => {
+                reasons::AGENT_UNAVAILABLE
+            }
+            AgentError::Token { .. } => reasons::AGENT_UNAVAILABLE,
+            AgentError::Call { source, .. } => match source {
+                CallError::Refused { refusal, .. } => match refusal.reason {
+                    R::StaleEpoch => reasons::NOT_LEADER,
+                    R::OutsideRoots => reasons::OUTSIDE_AGENT_ROOTS,
+                    R::Unauthenticated | R::Forbidden | R::AuthUnavailable => {
+                        reasons::AGENT_REFUSED
+                    }
+                    R::BadRequest | R::Other => reasons::AGENT_REFUSED,
+                },
+                _ => reasons::AGENT_UNAVAILABLE,
+            },
+            AgentError::Failed { source, .. } => match source {
+                OperationError::InvalidRequest(
+                    tidepool_wire::RequestError::OutsideAllowedRoots { .. },
+                ) => reasons::OUTSIDE_AGENT_ROOTS,
+                OperationError::InvalidRequest(_) => reasons::AGENT_REFUSED,
+                OperationError::Zfs { .. } | OperationError::Unknown { .. } => {
+                    tidepool_api::condition::reason::ZFS_ERROR
+                }
+            },
+            AgentError::Unexpected { .. } => reasons::AGENT_REFUSED,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        match self {
+            AgentError::NotPublished { node, .. }
+            | AgentError::Setup { node, .. }
+            | AgentError::Call { node, .. }
+            | AgentError::Failed { node, .. }
+            | AgentError::Unexpected { node, .. } => node,
+            AgentError::Token { .. } => "",
+        }
+    }
+
+    /// The whole chain in one line, for status messages and events.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let s_text = s.to_string();
+            if !text.contains(&s_text) {
+                text.push_str(": ");
+                text.push_str(&s_text);
+            }
+            source = s.source();
+        }
+        text
+    }
+}
+
+/// Sends one operation to one agent as the leader of `epoch`.
+pub trait Agents: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        agent: &'a AgentEndpoint,
+        epoch: LeaderEpoch,
+        request: Request,
+    ) -> BoxFuture<'a, Result<Response, AgentError>>;
+}
+
+/// The agent's routes, one per operation, each answering a [`Response`]: the same paths
+/// and bodies as the agent crate's `Operation` impls for the wire types (`/v1/snapshots/take`,
+/// `/v1/snapshots/destroy`, `/v1/inventory`, on branch w2-agent). Kept as local wrappers
+/// until that lands on main; then these three go and the client calls the wire types
+/// directly.
+macro_rules! route {
+    ($name:ident, $inner:ty, $path:literal) => {
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl Operation for $name {
+            const PATH: &'static str = $path;
+            type Output = Response;
+        }
+    };
+}
+
+route!(
+    TakeRoute,
+    tidepool_wire::TakeSnapshots,
+    "/v1/snapshots/take"
+);
+route!(
+    DestroyRoute,
+    tidepool_wire::DestroySnapshots,
+    "/v1/snapshots/destroy"
+);
+route!(
+    InventoryRoute,
+    tidepool_wire::InventoryRequest,
+    "/v1/inventory"
+);
+
+/// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
+/// projected token (read from its file on every call: the kubelet rotates it).
+pub struct PinnedAgents {
+    token_file: PathBuf,
+    timeout: Duration,
+}
+
+impl PinnedAgents {
+    pub fn new(token_file: PathBuf, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            token_file,
+            timeout,
+        })
+    }
+}
+
+impl Agents for PinnedAgents {
+    fn call<'a>(
+        &'a self,
+        agent: &'a AgentEndpoint,
+        epoch: LeaderEpoch,
+        request: Request,
+    ) -> BoxFuture<'a, Result<Response, AgentError>> {
+        Box::pin(async move {
+            let token = tokio::fs::read_to_string(&self.token_file)
+                .await
+                .map_err(|source| AgentError::Token {
+                    path: self.token_file.clone(),
+                    source,
+                })?;
+            let client = AgentClient::new(&agent.endpoint, agent.pin)
+                .map_err(|source| AgentError::Setup {
+                    node: agent.node.clone(),
+                    source,
+                })?
+                .with_timeout(self.timeout);
+            let token = token.trim();
+            let answer = match request {
+                Request::TakeSnapshots(t) => client.call(token, epoch, TakeRoute(t)).await,
+                Request::DestroySnapshots(d) => client.call(token, epoch, DestroyRoute(d)).await,
+                Request::Inventory(i) => client.call(token, epoch, InventoryRoute(i)).await,
+            };
+            answer.map_err(|source| AgentError::Call {
+                node: agent.node.clone(),
+                source,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tidepool_agent::Command;
+    use tidepool_wire::{InventoryRequest, TakeSnapshots};
+
+    use super::*;
+
+    #[test]
+    fn the_routes_send_the_bare_wire_types() {
+        let take = TakeSnapshots {
+            datasets: vec!["tank/a".parse().unwrap()],
+            short_name: "tidepool_20260101T000000Z_s".parse().unwrap(),
+            owner: "SnapshotSchedule/ns/s".parse().unwrap(),
+        };
+        let sent = serde_json::to_value(Command {
+            epoch: LeaderEpoch(2),
+            operation: TakeRoute(take.clone()),
+        })
+        .unwrap();
+        assert_eq!(sent["operation"], serde_json::to_value(&take).unwrap());
+        assert_eq!(sent["epoch"], 2);
+        assert_eq!(TakeRoute::PATH, "/v1/snapshots/take");
+        let inv = InventoryRequest {
+            pool: "tank".parse().unwrap(),
+            since: None,
+        };
+        assert_eq!(
+            serde_json::to_value(InventoryRoute(inv.clone())).unwrap(),
+            serde_json::to_value(inv).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unpublished_endpoint_is_agent_unavailable() {
+        let e = AgentEndpoint::of("n1", None).unwrap_err();
+        assert_eq!(e.reason(), reasons::AGENT_UNAVAILABLE);
+        assert_eq!(e.node(), "n1");
+    }
+}

@@ -1,0 +1,218 @@
+//! Tidepool's controller (layer 5 of DESIGN.md): one leader, elected on a Lease
+//! ([`leader`]), reconciles `SnapshotSchedule`s ([`reconcile`]): it validates them,
+//! resolves their nodes and checks the namespace's `DatasetGrant`s ([`resolve`]), asks
+//! each node's agent ([`agents`]) for its inventory, takes the snapshots the planner says
+//! are due and prunes what retention says ([`work`]), and reports status ([`status`]),
+//! events and metrics ([`metrics`], served by [`http`]). It never runs zfs itself.
+
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod checks;
+pub mod deletion;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod owner;
+pub mod reasons;
+pub mod reconcile;
+pub mod resolve;
+pub mod status;
+pub mod work;
+pub mod writes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _};
+use kube::runtime::controller::{Config as ControllerSettings, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client};
+use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
+use tokio::sync::watch;
+
+pub use agents::{AgentEndpoint, AgentError, Agents, PinnedAgents};
+pub use leader::LeaseConfig;
+pub use reconcile::ReconcilerConfig;
+
+/// Everything `tidepool controller` is configured with.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub lease: LeaseConfig,
+    /// Reconcile the objects of this namespace only (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
+    pub reconciler: ReconcilerConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (not at all when `None`).
+    pub http: Option<SocketAddr>,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Election(#[from] leader::ElectionError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("leadership ended")]
+    LeadershipEnded,
+    #[error("serving /metrics")]
+    Http(#[source] std::io::Error),
+}
+
+/// Runs until `shutdown` completes (then gives the Lease up) or leadership is lost (an
+/// error: the process should exit and start again as a candidate). Dropping the returned
+/// future stops everything at once, as a crash would (the Lease then expires).
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    agents: Arc<dyn Agents>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = metrics::Metrics::new()?;
+    let health = Arc::new(http::Health::default());
+    let (leader_tx, leader_rx) = watch::channel(None);
+    let shutdown = shutdown.shared();
+
+    let election = leader::run(client.clone(), config.lease.clone(), leader_tx, &health);
+    let serve = {
+        let metrics = metrics.clone();
+        let health = health.clone();
+        let addr = config.http;
+        async move {
+            match addr {
+                Some(addr) => http::serve(addr, metrics, health).await,
+                None => futures::future::pending().await,
+            }
+        }
+    };
+    let work = lead(client.clone(), &config, agents, metrics.clone(), leader_rx);
+    tokio::select! {
+        r = election => { metrics.is_leader.set(0); r?; Ok(()) }
+        r = serve => r.map_err(RunError::Http),
+        // `lead` returns only when leadership is lost.
+        () = work => Err(RunError::LeadershipEnded),
+        () = shutdown.clone() => {
+            leader::release(client, &config.lease).await;
+            Ok(())
+        }
+    }
+}
+
+/// Waits for leadership, then runs the controller while it lasts.
+async fn lead(
+    client: Client,
+    config: &ControllerConfig,
+    agents: Arc<dyn Agents>,
+    metrics: metrics::Metrics,
+    mut leader: watch::Receiver<Option<tidepool_agent::LeaderEpoch>>,
+) {
+    if leader.wait_for(Option::is_some).await.is_err() {
+        return;
+    }
+    metrics.is_leader.set(1);
+    let schedules: Api<SnapshotSchedule> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (zfs_nodes, zfs_writer) = reflector::store::<ZfsNode>();
+    let (grants, grant_writer) = reflector::store::<DatasetGrant>();
+    let zfs_stream = reflector::reflector(
+        zfs_writer,
+        watcher(
+            Api::<ZfsNode>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    let grant_stream = reflector::reflector(
+        grant_writer,
+        watcher(
+            Api::<DatasetGrant>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::new(schedules, watcher::Config::default())
+        // Do not start two reconciles of one object at once, and keep the API calm.
+        .with_config(ControllerSettings::default().concurrency(16));
+    let all3 = controller.store();
+    let ctx = Arc::new(reconcile::Context {
+        client: client.clone(),
+        agents,
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tidepool-controller".into(),
+                instance: Some(config.lease.identity.clone()),
+            },
+        ),
+        metrics: metrics.clone(),
+        epoch: leader.clone(),
+        zfs_nodes: zfs_nodes.clone(),
+        grants: grants.clone(),
+        config: config.reconciler.clone(),
+    });
+    let ready_stores = {
+        let (z, g) = (zfs_nodes.clone(), grants.clone());
+        async move {
+            // A reconcile before the stores are filled would see no ZfsNodes and no grants
+            // and report false failures.
+            let _ = z.wait_until_ready().await;
+            let _ = g.wait_until_ready().await;
+        }
+        .shared()
+    };
+    // Any ZfsNode or grant change may change what every schedule may do; polling these
+    // streams also keeps the two stores current.
+    let triggers = futures::stream::select(
+        zfs_stream
+            .filter_map(|r| async move { r.ok().map(|_| ()) })
+            .boxed(),
+        grant_stream
+            .filter_map(|r| async move { r.ok().map(|_| ()) })
+            .boxed(),
+    );
+    let run = controller
+        .reconcile_all_on(triggers)
+        .run(
+            move |obj, ctx: Arc<reconcile::Context>| {
+                let ready = ready_stores.clone();
+                async move {
+                    ready.await;
+                    reconcile::reconcile(obj, ctx).await
+                }
+            },
+            reconcile::error_policy,
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        });
+    let forget = forget_deleted(metrics, all3);
+    let lost = leader.wait_for(Option::is_none).map(|_| ());
+    tokio::select! {
+        () = run => {}
+        () = lost => {}
+        () = forget => {}
+    }
+}
+
+/// Removes the per-object series of objects that are gone (an object with `Retain` has no
+/// finalizer, so no reconcile sees its deletion).
+async fn forget_deleted(metrics: metrics::Metrics, store: reflector::Store<SnapshotSchedule>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        for (ns, name) in metrics.objects() {
+            if store.get(&ObjectRef::new(&name).within(&ns)).is_none() {
+                metrics.forget(&ns, &name);
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The SnapshotSchedule reconciler: validate, resolve nodes and grants, ask each node's
+//! agent for its inventory, snapshot and prune as the planner says, write status and
+//! events. `now` is read once per reconcile, here at the edge, and passed down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use tidepool_agent::LeaderEpoch;
+use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
+use tidepool_plan::naming;
+use tidepool_plan::schedule::{self, ScheduleInput};
+use tidepool_wire::{
+    DestroySnapshots, InventoryAnswer, InventoryRequest, PoolInventory, Request, Response,
+    TakeSnapshots,
+};
+use tokio::sync::watch;
+
+use crate::agents::{AgentEndpoint, AgentError, Agents};
+pub use crate::checks::{admissible, nodes_of};
+use crate::metrics::Metrics;
+use crate::owner::schedule_owner;
+use crate::status::{self, Blocker, NodeFailure, NodeRun, Outcome};
+use crate::writes::{ensure_finalizer, publish_transition};
+pub use crate::writes::{patch_finalizers, publish, write_status};
+use crate::{deletion, reasons, work};
+
+/// The finalizer that `deletionPolicy: Delete` puts on an object.
+pub const FINALIZER: &str = "tidepool.dev/snapshots";
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub field_manager: String,
+    /// How long deletion waits for an unreachable node before leaving its snapshots.
+    pub delete_give_up: Duration,
+    /// The longest a schedule goes unlooked-at (also when nothing changes).
+    pub max_requeue: Duration,
+    /// How soon a failed run is retried (or sooner, at the next slot).
+    pub retry: Duration,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            field_manager: "tidepool-controller".into(),
+            delete_give_up: Duration::from_secs(3600),
+            max_requeue: Duration::from_secs(3600),
+            retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a reconcile needs: the single injection point.
+pub struct Context {
+    pub client: Client,
+    pub agents: Arc<dyn Agents>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub epoch: watch::Receiver<Option<LeaderEpoch>>,
+    pub zfs_nodes: Store<ZfsNode>,
+    pub grants: Store<DatasetGrant>,
+    pub config: ReconcilerConfig,
+}
+
+/// A reconcile that could not complete (the API server refused a write or a read).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("the object has no {0}")]
+    Incomplete(&'static str),
+    #[error("{what}: {source}")]
+    Kube {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Incomplete(_) => "IncompleteObject",
+            ReconcileError::Kube { .. } => "ApiError",
+        }
+    }
+}
+
+pub(crate) fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
+    move |source| ReconcileError::Kube { what, source }
+}
+
+pub async fn reconcile(
+    obj: Arc<SnapshotSchedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let Some(epoch) = *ctx.epoch.borrow() else {
+        // Not (or no longer) the leader: touch nothing.
+        return Ok(Action::await_change());
+    };
+    ctx.metrics.reconciles.inc();
+    let now = Timestamp::now();
+    let ns = obj
+        .namespace()
+        .ok_or(ReconcileError::Incomplete("namespace"))?;
+    let name = obj.name_any();
+    if obj.meta().deletion_timestamp.is_some() {
+        return deletion::handle(&obj, &ctx, epoch, now).await;
+    }
+    ensure_finalizer(&obj, &ctx).await?;
+
+    let outcome = evaluate(&obj, &ctx, epoch, &ns, now).await?;
+    let old = obj.status.clone().unwrap_or_default();
+    let new = status::next(&old, &outcome, obj.metadata.generation, now);
+    if new != old {
+        write_status(&ctx, &ns, &name, &new).await?;
+    }
+    publish_transition(&ctx, &obj, &old, &new).await;
+    let interval_ms = obj
+        .spec
+        .schedule
+        .interval
+        .as_ref()
+        .map(|i| u64::try_from(i.as_std().as_millis()).unwrap_or(u64::MAX));
+    let last_success = (new.consecutive_failures == 0)
+        .then(|| new.last_snapshot_time.as_ref().map(|t| t.0.as_second()))
+        .flatten();
+    ctx.metrics.object(
+        &ns,
+        &name,
+        last_success,
+        new.consecutive_failures,
+        interval_ms,
+    );
+    Ok(requeue(&outcome, &ctx.config, now))
+}
+
+/// When to look again: at the planner's next due time, sooner after a failure.
+pub fn requeue(outcome: &Outcome, config: &ReconcilerConfig, now: Timestamp) -> Action {
+    let until = |t: Timestamp| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
+    match outcome {
+        // Fixed by a spec, grant or ZfsNode change, each of which triggers a reconcile.
+        Outcome::Blocked(_) => Action::requeue(config.max_requeue),
+        Outcome::Ran {
+            nodes, next_due, ..
+        } => {
+            let mut wait = next_due
+                .map_or(config.max_requeue, until)
+                .min(config.max_requeue);
+            if nodes.iter().any(|(_, r)| r.failure.is_some()) {
+                wait = wait.min(config.retry);
+            }
+            // The next slot is after `now`; a few ms more so the planner sees it due.
+            Action::requeue(wait + Duration::from_millis(5))
+        }
+    }
+}
+
+async fn evaluate(
+    obj: &SnapshotSchedule,
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    ns: &str,
+    now: Timestamp,
+) -> Result<Outcome, ReconcileError> {
+    let valid = match obj.spec.validate() {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(Outcome::Blocked(Blocker {
+                reason: e.reason(),
+                message: e.message(),
+            }));
+        }
+    };
+    let nodes = match admissible(obj, ctx, ns).await? {
+        Ok(n) => n,
+        Err(b) => return Ok(Outcome::Blocked(b)),
+    };
+    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let created = obj
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .ok_or(ReconcileError::Incomplete("creationTimestamp"))?;
+    // Any object the API server stores has a namespace and name an owner can carry; the
+    // check stays, so a surprise is a status, not a panic.
+    let owner = match schedule_owner(ns, &obj.name_any()) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(Outcome::Blocked(Blocker {
+                reason: tidepool_api::condition::reason::INVALID_SPEC,
+                message: e.to_string(),
+            }));
+        }
+    };
+    let old = obj.status.clone().unwrap_or_default();
+    let label = naming::label_for(obj.spec.naming.label.as_deref(), &obj.name_any());
+    let precision = schedule::name_precision(&valid.schedule);
+    let mut runs = Vec::new();
+    let mut next_due: Option<Timestamp> = None;
+    let mut suspended = false;
+    let mut manual_everywhere = true;
+    let mut manual_token = None;
+    for node in nodes {
+        let node_run = async {
+            let agent = AgentEndpoint::of(
+                &node,
+                ctx.zfs_nodes
+                    .get(&kube::runtime::reflector::ObjectRef::new(&node))
+                    .as_deref(),
+            )?;
+            let pool = obj
+                .spec
+                .datasets
+                .first()
+                .map(|d| d.name.pool())
+                .ok_or(NodeProblem::Spec("spec.datasets is empty"))?;
+            let inventory = inventory(ctx, &agent, epoch, pool).await?;
+            if !inventory.health.is_writable() {
+                return Err(NodeProblem::Pool(format!(
+                    "pool {} is {}",
+                    inventory.pool, inventory.health
+                )));
+            }
+            let datasets =
+                work::expand(&obj.spec.datasets, &inventory).map_err(NodeProblem::Missing)?;
+            let prefix = obj.spec.naming.prefix.as_str();
+            let input = ScheduleInput {
+                schedule: &valid.schedule,
+                suspend: obj.spec.suspend,
+                jitter_seed: &uid,
+                manual_trigger: obj.spec.trigger.as_ref().and_then(|t| t.manual.as_deref()),
+                last_manual_trigger: old.last_manual_trigger.as_deref(),
+                last_run: work::last_run(&inventory, &datasets, &owner, prefix),
+                created,
+            };
+            let decision =
+                schedule::evaluate(&input, now).map_err(|e| NodeProblem::Spec(e.reason()))?;
+            let mut run = NodeRun {
+                newest: work::newest_owned(&inventory, &datasets, &owner)
+                    .map(|(n, t)| (n.to_string(), t)),
+                owned: work::owned_count(&inventory, &datasets, &owner),
+                ..NodeRun::default()
+            };
+            if decision.suspended {
+                return Ok((run, decision, None));
+            }
+            let mut answered = None;
+            if let Some(r) = &decision.run {
+                let short = naming::snapshot_name(prefix, &label, r.name_time, precision)
+                    .map_err(|_| NodeProblem::Spec("spec.naming gives an invalid snapshot name"))?;
+                let todo = work::still_to_take(&inventory, &datasets, &short);
+                if !todo.is_empty() {
+                    let request = Request::TakeSnapshots(TakeSnapshots {
+                        datasets: todo,
+                        short_name: short.clone(),
+                        owner: owner.clone(),
+                    });
+                    match call(ctx, &agent, epoch, request).await? {
+                        Response::SnapshotsTaken(t) => {
+                            ctx.metrics
+                                .snapshots_created
+                                .inc_by(u64::try_from(t.snapshots.len()).unwrap_or(0));
+                            run.owned += t.snapshots.len();
+                        }
+                        other => return Err(unexpected(&agent, "TakeSnapshots", &other)),
+                    }
+                }
+                run.newest = Some((short.to_string(), now));
+                answered = r.manual_token.clone();
+            }
+            if let Some((retention, tz)) = valid.retention() {
+                let destroy = work::prune(retention, tz, &inventory, &datasets, &owner);
+                if !destroy.is_empty() {
+                    let names: Vec<String> =
+                        destroy.iter().map(|d| d.snapshot.to_string()).collect();
+                    let request = Request::DestroySnapshots(DestroySnapshots {
+                        snapshots: destroy,
+                        owner: owner.clone(),
+                    });
+                    match call(ctx, &agent, epoch, request).await? {
+                        Response::SnapshotsDestroyed(d) => {
+                            let n = d.destroyed.len();
+                            ctx.metrics
+                                .snapshots_destroyed
+                                .inc_by(u64::try_from(n).unwrap_or(0));
+                            run.pruned = n;
+                            run.owned = run.owned.saturating_sub(n);
+                            if n > 0 {
+                                publish(
+                                    ctx,
+                                    obj,
+                                    EventType::Normal,
+                                    reasons::PRUNED,
+                                    format!(
+                                        "node {node}: retention destroyed {n} snapshot(s): {}",
+                                        names.join(", ")
+                                    ),
+                                    "Prune",
+                                )
+                                .await;
+                            }
+                        }
+                        other => return Err(unexpected(&agent, "DestroySnapshots", &other)),
+                    }
+                }
+            }
+            Ok((run, decision, answered))
+        }
+        .await;
+        match node_run {
+            Ok((run, decision, answered)) => {
+                suspended |= decision.suspended;
+                next_due = match (next_due, decision.next_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let wanted = decision.run.as_ref().and_then(|r| r.manual_token.clone());
+                if wanted.is_some() && answered != wanted {
+                    manual_everywhere = false;
+                }
+                manual_token = manual_token.or(answered);
+                runs.push((node, run));
+            }
+            Err(p) => {
+                ctx.metrics.error(p.reason());
+                manual_everywhere = false;
+                runs.push((
+                    node,
+                    NodeRun {
+                        failure: Some(NodeFailure {
+                            reason: p.reason(),
+                            message: p.message(),
+                        }),
+                        ..NodeRun::default()
+                    },
+                ));
+            }
+        }
+    }
+    Ok(Outcome::Ran {
+        suspended,
+        nodes: runs,
+        next_due,
+        manual_done: manual_token.filter(|_| manual_everywhere),
+    })
+}
+
+/// Why one node's part of a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeProblem {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Missing(work::DatasetMissing),
+    #[error("{0}")]
+    Pool(String),
+    #[error("{0}")]
+    Spec(&'static str),
+}
+
+impl NodeProblem {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NodeProblem::Agent(e) => e.reason(),
+            NodeProblem::Missing(_) => reasons::DATASET_NOT_FOUND,
+            NodeProblem::Pool(_) => reasons::POOL_UNAVAILABLE,
+            NodeProblem::Spec(_) => reasons::INVALID_SCHEDULE,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            NodeProblem::Agent(e) => e.chain(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn unexpected(agent: &AgentEndpoint, asked: &'static str, got: &Response) -> NodeProblem {
+    if let Response::Failed(source) = got {
+        return NodeProblem::Agent(AgentError::Failed {
+            node: agent.node.clone(),
+            source: source.clone(),
+        });
+    }
+    let got = match got {
+        Response::SnapshotsTaken(_) => "SnapshotsTaken",
+        Response::SnapshotsDestroyed(_) => "SnapshotsDestroyed",
+        Response::Inventory(_) => "Inventory",
+        Response::Failed(_) => "Failed",
+    };
+    NodeProblem::Agent(AgentError::Unexpected {
+        node: agent.node.clone(),
+        asked,
+        got,
+    })
+}
+
+async fn call(
+    ctx: &Context,
+    agent: &AgentEndpoint,
+    epoch: LeaderEpoch,
+    request: Request,
+) -> Result<Response, NodeProblem> {
+    Ok(ctx.agents.call(agent, epoch, request).await?)
+}
+
+/// The pool's inventory. Asked in full each time for now: the `since` generation cache
+/// (answered `Unchanged`) is the agent's optimisation to use next.
+pub async fn inventory(
+    ctx: &Context,
+    agent: &AgentEndpoint,
+    epoch: LeaderEpoch,
+    pool: tidepool_api::PoolName,
+) -> Result<PoolInventory, NodeProblem> {
+    let request = Request::Inventory(InventoryRequest { pool, since: None });
+    match call(ctx, agent, epoch, request).await? {
+        Response::Inventory(InventoryAnswer::Full { inventory, .. }) => Ok(inventory),
+        other => Err(unexpected(agent, "Inventory", &other)),
+    }
+}
+
+pub fn error_policy(
+    obj: Arc<SnapshotSchedule>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(object = %obj.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.error(error.reason());
+    Action::requeue(ctx.config.retry)
+}

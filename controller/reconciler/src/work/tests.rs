@@ -1,0 +1,139 @@
+#![allow(clippy::unwrap_used)]
+
+use tidepool_api::PoolCapabilities;
+use tidepool_wire::{DatasetInventory, PoolHealth, SnapshotInfo};
+
+use super::*;
+use crate::owner::schedule_owner;
+
+fn ds(s: &str) -> DatasetName {
+    s.parse().unwrap()
+}
+
+fn snap(name: &str, txg: u64, owner: Option<&Owner>) -> SnapshotInfo {
+    SnapshotInfo {
+        name: name.parse().unwrap(),
+        guid: 1000 + txg,
+        createtxg: txg,
+        creation: Timestamp::from_second(1_700_000_000 + i64::try_from(txg).unwrap() * 3600)
+            .unwrap(),
+        owner: owner.cloned(),
+        held: false,
+    }
+}
+
+fn pool(datasets: Vec<DatasetInventory>) -> PoolInventory {
+    PoolInventory {
+        pool: "tank".parse().unwrap(),
+        health: PoolHealth::Online,
+        size_bytes: 0,
+        allocated_bytes: 0,
+        free_bytes: 0,
+        capabilities: PoolCapabilities::default(),
+        datasets,
+        unnamed_datasets: 0,
+    }
+}
+
+fn sel(name: &str, recursive: bool, exclude: &[&str]) -> DatasetSelector {
+    DatasetSelector {
+        name: ds(name),
+        recursive,
+        exclude: exclude.iter().map(|e| ds(e)).collect(),
+    }
+}
+
+fn tree() -> PoolInventory {
+    pool(
+        [
+            "tank",
+            "tank/a",
+            "tank/a/x",
+            "tank/a/x/deep",
+            "tank/a/y",
+            "tank/ab",
+        ]
+        .iter()
+        .map(|d| DatasetInventory::with_snapshots(ds(d), vec![]))
+        .collect(),
+    )
+}
+
+#[test]
+fn recursive_takes_descendants_and_honours_excludes() {
+    let inv = tree();
+    assert_eq!(
+        expand(&[sel("tank/a", false, &[])], &inv).unwrap(),
+        vec![ds("tank/a")]
+    );
+    assert_eq!(
+        expand(&[sel("tank/a", true, &[])], &inv).unwrap(),
+        vec![
+            ds("tank/a"),
+            ds("tank/a/x"),
+            ds("tank/a/x/deep"),
+            ds("tank/a/y")
+        ]
+    );
+    assert_eq!(
+        expand(&[sel("tank/a", true, &["tank/a/x"])], &inv).unwrap(),
+        vec![ds("tank/a"), ds("tank/a/y")]
+    );
+    assert_eq!(
+        expand(&[sel("tank/nope", false, &[])], &inv),
+        Err(DatasetMissing {
+            dataset: ds("tank/nope")
+        })
+    );
+}
+
+#[test]
+fn last_run_and_pruning_see_only_this_owner() {
+    let me = schedule_owner("ns", "s").unwrap();
+    let other = schedule_owner("ns", "other").unwrap();
+    let inv = pool(vec![DatasetInventory::with_snapshots(
+        ds("tank/a"),
+        vec![
+            snap("tidepool_20260101T000000Z_s", 1, Some(&me)),
+            snap("tidepool_20260101T010000Z_s", 2, Some(&me)),
+            snap("tidepool_20260101T020000Z_s", 3, Some(&me)),
+            snap("tidepool_20260102T000000Z_other", 4, Some(&other)),
+            snap("manual", 5, None),
+        ],
+    )]);
+    let datasets = [ds("tank/a")];
+    assert_eq!(
+        last_run(&inv, &datasets, &me, "tidepool"),
+        Some("2026-01-01T02:00:00Z".parse().unwrap())
+    );
+    assert_eq!(owned_count(&inv, &datasets, &me), 3);
+    let keep_one = Retention {
+        keep_last: Some(1),
+        ..Retention::default()
+    };
+    let destroy = prune(&keep_one, &jiff::tz::TimeZone::UTC, &inv, &datasets, &me);
+    let names: Vec<String> = destroy.iter().map(|r| r.snapshot.to_string()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "tank/a@tidepool_20260101T000000Z_s",
+            "tank/a@tidepool_20260101T010000Z_s"
+        ]
+    );
+    assert_eq!(all_owned(&inv, &other).len(), 1);
+    assert!(all_owned(&inv, &schedule_owner("ns", "nobody").unwrap()).is_empty());
+}
+
+#[test]
+fn a_retry_takes_only_the_datasets_still_missing_the_name() {
+    let me = schedule_owner("ns", "s").unwrap();
+    let short: SnapshotShortName = "tidepool_20260101T000000Z_s".parse().unwrap();
+    let inv = pool(vec![
+        DatasetInventory::with_snapshots(ds("tank/a"), vec![snap(short.as_str(), 1, Some(&me))]),
+        DatasetInventory::with_snapshots(ds("tank/b"), vec![]),
+    ]);
+    assert_eq!(
+        still_to_take(&inv, &[ds("tank/a"), ds("tank/b")], &short),
+        vec![ds("tank/b")]
+    );
+}
