@@ -214,5 +214,6 @@ pub struct LastError {
     /// A CamelCase reason, as in the conditions.
     pub reason: String,
     pub message: String,
+    #[schemars(schema_with = "crate::bounds::time")]
     pub time: Time,
 }

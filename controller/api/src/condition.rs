@@ -1,6 +1,52 @@
 //! Status conditions: the types and reasons Tidepool uses, and the one helper that sets them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::bounds;
+
+// Tidepool's own type, with the JSON shape and field names of `metav1.Condition`, for its
+// schema: `metav1.Condition` says `format: date-time` for `lastTransitionTime`, which the
+// API server checks more loosely than `Time` decodes, so one condition written with a
+// 10-digit fraction would break every typed list of the kind. Here the time carries
+// `bounds::TIME_PATTERN`, and the other fields the limits `metav1.Condition` documents
+// (Kubernetes checks those in Go code, not in its published schema).
+/// One aspect of the object's current state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type of condition in CamelCase or in `foo.example.com/CamelCase`.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    #[schemars(schema_with = "status_schema")]
+    pub status: String,
+    /// The `.metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = bounds::MAX_INT64))]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed.
+    #[schemars(schema_with = "bounds::time")]
+    pub last_transition_time: Time,
+    /// Why, in CamelCase.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = REASON_PATTERN))]
+    pub reason: String,
+    /// For people; may be empty.
+    #[schemars(length(max = 32768))]
+    pub message: String,
+}
+
+/// `metav1.Condition`'s reason syntax.
+const REASON_PATTERN: &str = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$";
+
+fn status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["True", "False", "Unknown"],
+    })
+}
 
 /// Condition types.
 pub mod kind {

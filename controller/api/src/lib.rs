@@ -15,6 +15,7 @@
 // Tests state their expectations with unwrap; a failure there is the test failing.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod bounds;
 pub mod common;
 pub mod condition;
 pub mod crds;
@@ -31,6 +32,7 @@ pub mod validation;
 pub mod values;
 pub mod zfs_node;
 
+pub use condition::Condition;
 pub use common::{DatasetSelector, DeletionPolicy, LastError, Retention, Schedule, Trigger};
 pub use cron::CronExpression;
 pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};

@@ -1,9 +1,10 @@
 //! `SnapshotSchedule`: take atomic snapshots of datasets on a schedule and prune them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::condition::Condition;
 use crate::common::{
     DatasetSelector, DeletionPolicy, LastError, NodeSelector, Retention, Schedule, Trigger, pattern,
 };
@@ -117,18 +118,21 @@ fn default_prefix() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotScheduleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// When the newest snapshot was taken (on any node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_snapshot_time: Option<Time>,
     /// The newest snapshot's short name (the part after `@`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot_name: Option<String>,
     /// When the next snapshot is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub next_snapshot_time: Option<Time>,
     /// The last `spec.trigger.manual` value that has been run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,12 +155,15 @@ pub struct SnapshotScheduleStatus {
 pub struct NodeSnapshotStatus {
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_snapshot_time: Option<Time>,
     /// How many snapshots this schedule owns on the node, over all its datasets.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub snapshot_count: i64,
     /// Snapshots destroyed by retention since the object was created.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub pruned_total: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,

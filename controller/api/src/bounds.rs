@@ -1,0 +1,58 @@
+//! Schema bounds for status values the API server checks more loosely than typed decoding.
+//!
+//! kube-rs decodes a whole list at once, so one stored value that a field's Rust type
+//! refuses breaks `Api::list` and every watch of the kind for everyone. Probed on the real
+//! API server: its `format: date-time` check admits strings k8s-openapi's `Time` (jiff)
+//! refuses (a 10-digit fraction, offset `+99:00`, a space instead of `T`, year 9999 near
+//! the end of jiff's range), and it does not check `format: int64` against the range at
+//! all. These fields are written by Tidepool's own controller and agents, so the schema
+//! tightens them to what those writers produce instead of decoding them leniently: a
+//! status write that the typed decoding could not read back is refused with 422 naming
+//! the field.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// What every date-time field in status admits: RFC 3339 with an upper-case `T`, at most 9
+/// fraction digits and an offset within a day, each part range-checked. It is a subset of
+/// what jiff's `Timestamp` parses; the API server's own `date-time` check, applied as well,
+/// refuses days a month does not have (`02-30`), which a pattern cannot say compactly.
+///
+/// Years stop at 9998: jiff's `Timestamp` ends on 9999-12-30, so a time late in year 9999
+/// (or early in it with a negative offset) does not decode. k8s-openapi's `Time` writes
+/// `YYYY-MM-DDTHH:MM:SSZ`, which always matches.
+pub const TIME_PATTERN: &str = concat!(
+    "^([0-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])",
+    "-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+    "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?",
+    "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$",
+);
+
+/// The largest value an `int64` status field admits (counts, bytes, generations).
+///
+/// The API server decodes a JSON integer past `i64::MAX` as a float and compares it with
+/// `maximum` as a float, so `maximum: i64::MAX` (which rounds to 2^63) would still admit
+/// 2^63. 10^18 is exactly representable as a float, far below 2^63, and still an exabyte
+/// of bytes or a snapshot every nanosecond for 30 years.
+pub const MAX_INT64: i64 = 1_000_000_000_000_000_000;
+
+/// Schema of a required status time (`Time`).
+pub fn time(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "format": "date-time",
+        "pattern": TIME_PATTERN,
+    })
+}
+
+/// Schema of an optional status time (`Option<Time>`); `null` reads as absent.
+pub fn optional_time(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "format": "date-time",
+        "pattern": TIME_PATTERN,
+        "nullable": true,
+    })
+}
+
+#[cfg(test)]
+mod tests;
