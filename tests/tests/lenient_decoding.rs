@@ -8,6 +8,11 @@
 //! a real cluster, under an older schema (the CRD without the rule), and the current CRD is
 //! installed over it: the API server does not re-check stored objects. Every event of the
 //! watch must decode: a decoding error would surface as a watch error and fail the test.
+//!
+//! `status` does the same for status values of all four kinds.
+
+#[path = "lenient_decoding/status.rs"]
+mod status;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

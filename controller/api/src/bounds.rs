@@ -2,13 +2,17 @@
 //!
 //! kube-rs decodes a whole list at once, so one stored value that a field's Rust type
 //! refuses breaks `Api::list` and every watch of the kind for everyone. Probed on the real
-//! API server: its `format: date-time` check admits strings k8s-openapi's `Time` (jiff)
-//! refuses (a 10-digit fraction, offset `+99:00`, a space instead of `T`, year 9999 near
-//! the end of jiff's range), and it does not check `format: int64` against the range at
-//! all. These fields are written by Tidepool's own controller and agents, so the schema
-//! tightens them to what those writers produce instead of decoding them leniently: a
-//! status write that the typed decoding could not read back is refused with 422 naming
-//! the field.
+//! API server (kube-apiserver 1.34, `tests/tests/lenient_decoding/status.rs`): its
+//! `format: date-time` check stores `2026-01-01T00:00:00.1234567890Z`,
+//! `2026-01-01T00:00:00+99:00` and `9999-12-31T23:59:59Z`, each of which k8s-openapi's
+//! `Time` (jiff) refuses, so one such write broke every typed list of the kind. These
+//! fields are written by Tidepool's own controller and agents, so the schema tightens them
+//! to what `Time` reads instead of decoding them leniently: such a write is refused with
+//! 422 naming the field.
+//!
+//! Integers: the API server itself refuses a value outside int64 for `type: integer`
+//! (2^63, `u64::MAX`, `1e19`, `1.5` and `"5"` were all refused), so no stored int64 fails
+//! decoding; `i32` fields carry their own range (`consecutiveFailures`).
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
@@ -27,12 +31,10 @@ pub const TIME_PATTERN: &str = concat!(
     "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$",
 );
 
-/// The largest value an `int64` status field admits (counts, bytes, generations).
-///
-/// The API server decodes a JSON integer past `i64::MAX` as a float and compares it with
-/// `maximum` as a float, so `maximum: i64::MAX` (which rounds to 2^63) would still admit
-/// 2^63. 10^18 is exactly representable as a float, far below 2^63, and still an exabyte
-/// of bytes or a snapshot every nanosecond for 30 years.
+/// The largest value an `int64` status field admits (counts, bytes, generations); the
+/// smallest is 0. Not needed for decoding (see above), but it says what the values mean:
+/// none is ever negative, and 10^18 (an exabyte of bytes) is above what any pool or counter
+/// reaches. It is exactly representable as a float, which is how the schema stores bounds.
 pub const MAX_INT64: i64 = 1_000_000_000_000_000_000;
 
 /// Schema of a required status time (`Time`).

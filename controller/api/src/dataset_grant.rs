@@ -10,8 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::condition::Condition;
 use crate::common::{NodeSelector, pattern};
+use crate::condition::Condition;
 use crate::names::DatasetName;
 
 /// Grants namespaces access to datasets under some roots, on some nodes.

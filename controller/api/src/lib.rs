@@ -32,8 +32,8 @@ pub mod validation;
 pub mod values;
 pub mod zfs_node;
 
-pub use condition::Condition;
 pub use common::{DatasetSelector, DeletionPolicy, LastError, Retention, Schedule, Trigger};
+pub use condition::Condition;
 pub use cron::CronExpression;
 pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
 pub use duration::HumanDuration;

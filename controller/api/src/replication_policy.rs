@@ -7,10 +7,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::condition::Condition;
 use crate::common::{
     DeletionPolicy, LastError, Retention, Schedule, SecretReference, Trigger, pattern,
 };
+use crate::condition::Condition;
 use crate::names::DatasetName;
 use crate::receive_property;
 use crate::values::PropertyName;

@@ -4,10 +4,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::condition::Condition;
 use crate::common::{
     DatasetSelector, DeletionPolicy, LastError, NodeSelector, Retention, Schedule, Trigger, pattern,
 };
+use crate::condition::Condition;
 
 /// Take snapshots of datasets on one or more nodes on a schedule, and prune them.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::condition::Condition;
 use crate::common::pattern;
+use crate::condition::Condition;
 
 /// The ZFS side of one Kubernetes node, published by the Tidepool agent running there.
 /// Cluster-scoped and named after the node.
