@@ -10,11 +10,19 @@
 //! to what `Time` reads instead of decoding them leniently: such a write is refused with
 //! 422 naming the field.
 //!
+//! An object stored before the patterns may still hold such a time (the API server does not
+//! re-check stored objects when a CRD tightens), so the status time fields also decode
+//! leniently: a time `Time` cannot read is absent when optional ([`lenient_optional_time`])
+//! and the Unix epoch when required ([`lenient_time`]). Writers never produce one, and the
+//! next status write replaces it.
+//!
 //! Integers: the API server itself refuses a value outside int64 for `type: integer`
 //! (2^63, `u64::MAX`, `1e19`, `1.5` and `"5"` were all refused), so no stored int64 fails
 //! decoding; `i32` fields carry their own range (`consecutiveFailures`).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::{Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
 
 /// What every date-time field in status admits: RFC 3339 with an upper-case `T`, at most 9
 /// fraction digits and an offset within a day, each part range-checked. It is a subset of
@@ -54,6 +62,24 @@ pub fn optional_time(_: &mut SchemaGenerator) -> Schema {
         "pattern": TIME_PATTERN,
         "nullable": true,
     })
+}
+
+/// `deserialize_with` for an `Option<Time>` status field: a string `Time` cannot read is
+/// absent, so one object stored before [`TIME_PATTERN`] cannot break a list.
+pub fn lenient_optional_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.and_then(|text| read(&text)))
+}
+
+/// `deserialize_with` for a required `Time` status field: a string `Time` cannot read is
+/// the Unix epoch (unmistakably not a time Tidepool wrote).
+pub fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(read(&text).unwrap_or(Time(jiff::Timestamp::UNIX_EPOCH)))
+}
+
+/// What `Time`'s own decoding reads (it parses a jiff `Timestamp`).
+fn read(text: &str) -> Option<Time> {
+    text.parse::<jiff::Timestamp>().ok().map(Time)
 }
 
 #[cfg(test)]

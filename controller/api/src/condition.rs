@@ -28,6 +28,7 @@ pub struct Condition {
     #[schemars(range(min = 0, max = bounds::MAX_INT64))]
     pub observed_generation: Option<i64>,
     /// When the status last changed.
+    #[serde(deserialize_with = "crate::bounds::lenient_time")]
     #[schemars(schema_with = "bounds::time")]
     pub last_transition_time: Time,
     /// Why, in CamelCase.

@@ -346,18 +346,30 @@ pub struct ReplicationPolicyStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// When the last successful sync finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_sync_time: Option<Time>,
     /// How long it took, e.g. `12s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_duration: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub next_sync_time: Option<Time>,
     /// Creation time of the newest snapshot the target holds; `now` minus this is the lag
     /// (the `Lag` column shows it as an age).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_replicated_snapshot_time: Option<Time>,
     /// The newest snapshot source and target share (by GUID), as its short name.
@@ -393,6 +405,7 @@ pub struct SyncProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub bytes_total: Option<i64>,
+    #[serde(deserialize_with = "crate::bounds::lenient_time")]
     #[schemars(schema_with = "crate::bounds::time")]
     pub started: Time,
 }

@@ -124,14 +124,22 @@ pub struct SnapshotScheduleStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// When the newest snapshot was taken (on any node).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_snapshot_time: Option<Time>,
     /// The newest snapshot's short name (the part after `@`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot_name: Option<String>,
     /// When the next snapshot is due.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub next_snapshot_time: Option<Time>,
     /// The last `spec.trigger.manual` value that has been run.
@@ -154,7 +162,11 @@ pub struct SnapshotScheduleStatus {
 #[serde(rename_all = "camelCase")]
 pub struct NodeSnapshotStatus {
     pub node: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_snapshot_time: Option<Time>,
     /// How many snapshots this schedule owns on the node, over all its datasets.

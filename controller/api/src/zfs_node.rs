@@ -78,7 +78,11 @@ pub struct ZfsNodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     /// Updated at a coarse interval (about a minute), not on every loop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
     #[schemars(schema_with = "crate::bounds::optional_time")]
     pub heartbeat_time: Option<Time>,
 }

@@ -103,7 +103,7 @@ fn time_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
     #[test]
     fn what_the_pattern_admits_decodes(text in prop_oneof![time_like(), any::<String>()]) {
@@ -127,4 +127,44 @@ proptest! {
             prop_assert!(!pattern().is_match(text), "{text:?} matches");
         }
     }
+}
+
+/// The lenient readers read exactly what `Time` reads, and nothing fails.
+#[test]
+fn lenient_readers_agree_with_time_where_it_reads() {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default, deserialize_with = "lenient_optional_time")]
+        optional: Option<Time>,
+        #[serde(deserialize_with = "lenient_time")]
+        required: Time,
+    }
+    let fields = |text: &str| -> Fields {
+        serde_json::from_value(serde_json::json!({"optional": text, "required": text})).unwrap()
+    };
+    for text in [
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.123456789+05:30",
+    ] {
+        let time: Time = serde_json::from_value(serde_json::json!(text)).unwrap();
+        let read = fields(text);
+        assert_eq!(read.optional.as_ref(), Some(&time), "{text}");
+        assert_eq!(read.required, time, "{text}");
+    }
+    for text in [
+        "2026-01-01T00:00:00.1234567890Z",
+        "2026-01-01T00:00:00+99:00",
+        "9999-12-31T23:59:59Z",
+        "",
+    ] {
+        assert!(!decodes(text), "{text}");
+        let read = fields(text);
+        assert_eq!(read.optional, None, "{text}");
+        assert_eq!(read.required, Time(jiff::Timestamp::UNIX_EPOCH), "{text}");
+    }
+    let absent: Fields = serde_json::from_value(
+        serde_json::json!({"optional": null, "required": "2026-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    assert_eq!(absent.optional, None);
 }
