@@ -35,9 +35,12 @@ pub struct Condition {
     #[schemars(length(min = 1, max = 1024), regex(pattern = REASON_PATTERN))]
     pub reason: String,
     /// For people; may be empty.
-    #[schemars(length(max = 32768))]
+    #[schemars(length(max = MAX_MESSAGE_CHARS))]
     pub message: String,
 }
+
+/// The longest message the schema admits, in characters (`metav1.Condition`'s limit).
+pub const MAX_MESSAGE_CHARS: usize = 32768;
 
 /// `metav1.Condition`'s reason syntax.
 const REASON_PATTERN: &str = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$";
@@ -126,10 +129,19 @@ pub fn condition(
         type_: type_.to_owned(),
         status: if status { "True" } else { "False" }.to_owned(),
         reason: reason.to_owned(),
-        message: message.into(),
+        message: within_limit(message.into()),
         observed_generation: generation,
         last_transition_time: Time(now),
     }
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`]: a long zfs error must not make the whole status
+/// write fail at admission.
+fn within_limit(mut message: String) -> String {
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+    }
+    message
 }
 
 /// The condition of `type_`, if set.
@@ -143,6 +155,23 @@ mod tests {
 
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn messages_are_cut_to_what_the_schema_admits() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 5);
+        let c = condition(kind::READY, false, reason::ZFS_ERROR, long, None, at(1));
+        assert_eq!(c.message.chars().count(), MAX_MESSAGE_CHARS);
+        let exact = "x".repeat(MAX_MESSAGE_CHARS);
+        let c = condition(
+            kind::READY,
+            false,
+            reason::ZFS_ERROR,
+            exact.clone(),
+            None,
+            at(1),
+        );
+        assert_eq!(c.message, exact);
     }
 
     #[test]
