@@ -214,5 +214,7 @@ pub struct LastError {
     /// A CamelCase reason, as in the conditions.
     pub reason: String,
     pub message: String,
+    #[serde(deserialize_with = "crate::bounds::lenient_time")]
+    #[schemars(schema_with = "crate::bounds::time")]
     pub time: Time,
 }

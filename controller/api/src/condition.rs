@@ -1,6 +1,56 @@
 //! Status conditions: the types and reasons Tidepool uses, and the one helper that sets them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::bounds;
+
+// Tidepool's own type, with the JSON shape and field names of `metav1.Condition`, for its
+// schema: `metav1.Condition` says `format: date-time` for `lastTransitionTime`, which the
+// API server checks more loosely than `Time` decodes, so one condition written with a
+// 10-digit fraction would break every typed list of the kind. Here the time carries
+// `bounds::TIME_PATTERN`, and the other fields the limits `metav1.Condition` documents
+// (Kubernetes checks those in Go code, not in its published schema).
+/// One aspect of the object's current state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type of condition in CamelCase or in `foo.example.com/CamelCase`.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    #[schemars(schema_with = "status_schema")]
+    pub status: String,
+    /// The `.metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = bounds::MAX_INT64))]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed.
+    #[serde(deserialize_with = "crate::bounds::lenient_time")]
+    #[schemars(schema_with = "bounds::time")]
+    pub last_transition_time: Time,
+    /// Why, in CamelCase.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = REASON_PATTERN))]
+    pub reason: String,
+    /// For people; may be empty.
+    #[schemars(length(max = MAX_MESSAGE_CHARS))]
+    pub message: String,
+}
+
+/// The longest message the schema admits, in characters (`metav1.Condition`'s limit).
+pub const MAX_MESSAGE_CHARS: usize = 32768;
+
+/// `metav1.Condition`'s reason syntax.
+const REASON_PATTERN: &str = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$";
+
+fn status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["True", "False", "Unknown"],
+    })
+}
 
 /// Condition types.
 pub mod kind {
@@ -79,10 +129,19 @@ pub fn condition(
         type_: type_.to_owned(),
         status: if status { "True" } else { "False" }.to_owned(),
         reason: reason.to_owned(),
-        message: message.into(),
+        message: within_limit(message.into()),
         observed_generation: generation,
         last_transition_time: Time(now),
     }
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`]: a long zfs error must not make the whole status
+/// write fail at admission.
+fn within_limit(mut message: String) -> String {
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+    }
+    message
 }
 
 /// The condition of `type_`, if set.
@@ -96,6 +155,23 @@ mod tests {
 
     fn at(secs: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn messages_are_cut_to_what_the_schema_admits() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 5);
+        let c = condition(kind::READY, false, reason::ZFS_ERROR, long, None, at(1));
+        assert_eq!(c.message.chars().count(), MAX_MESSAGE_CHARS);
+        let exact = "x".repeat(MAX_MESSAGE_CHARS);
+        let c = condition(
+            kind::READY,
+            false,
+            reason::ZFS_ERROR,
+            exact.clone(),
+            None,
+            at(1),
+        );
+        assert_eq!(c.message, exact);
     }
 
     #[test]

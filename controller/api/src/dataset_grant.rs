@@ -5,12 +5,13 @@
 //! a root that contains the dataset, the node it runs on, and the kind of access. The agent
 //! enforces its own allowlist of roots on top, whatever the controller asks.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{NodeSelector, pattern};
+use crate::condition::Condition;
 use crate::names::DatasetName;
 
 /// Grants namespaces access to datasets under some roots, on some nodes.
@@ -90,6 +91,7 @@ fn all_access() -> Vec<Access> {
 #[serde(rename_all = "camelCase")]
 pub struct DatasetGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -15,6 +15,7 @@
 // Tests state their expectations with unwrap; a failure there is the test failing.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod bounds;
 pub mod common;
 pub mod condition;
 pub mod crds;
@@ -32,6 +33,7 @@ pub mod values;
 pub mod zfs_node;
 
 pub use common::{DatasetSelector, DeletionPolicy, LastError, Retention, Schedule, Trigger};
+pub use condition::Condition;
 pub use cron::CronExpression;
 pub use dataset_grant::{Access, DatasetGrant, DatasetGrantSpec};
 pub use duration::HumanDuration;

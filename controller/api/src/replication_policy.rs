@@ -1,7 +1,7 @@
 //! `ReplicationPolicy`: keep a replica of a dataset's snapshots on another node, an SSH
 //! host running ZFS, or an object store.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     DeletionPolicy, LastError, Retention, Schedule, SecretReference, Trigger, pattern,
 };
+use crate::condition::Condition;
 use crate::names::DatasetName;
 use crate::receive_property;
 use crate::values::PropertyName;
@@ -339,21 +340,37 @@ fn default_ssh_user() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// When the last successful sync finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_sync_time: Option<Time>,
     /// How long it took, e.g. `12s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_duration: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub next_sync_time: Option<Time>,
     /// Creation time of the newest snapshot the target holds; `now` minus this is the lag
     /// (the `Lag` column shows it as an age).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_replicated_snapshot_time: Option<Time>,
     /// The newest snapshot source and target share (by GUID), as its short name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +380,7 @@ pub struct ReplicationPolicyStatus {
     pub resume_token_present: bool,
     /// Bytes sent by the last sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub last_sync_bytes: Option<i64>,
     /// Progress of the sync under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,10 +399,14 @@ pub struct ReplicationPolicyStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncProgress {
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub bytes_done: i64,
     /// From `zfs send -nvP`; absent when the estimate failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub bytes_total: Option<i64>,
+    #[serde(deserialize_with = "crate::bounds::lenient_time")]
+    #[schemars(schema_with = "crate::bounds::time")]
     pub started: Time,
 }
 

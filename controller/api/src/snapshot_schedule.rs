@@ -1,12 +1,13 @@
 //! `SnapshotSchedule`: take atomic snapshots of datasets on a schedule and prune them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
     DatasetSelector, DeletionPolicy, LastError, NodeSelector, Retention, Schedule, Trigger, pattern,
 };
+use crate::condition::Condition;
 
 /// Take snapshots of datasets on one or more nodes on a schedule, and prune them.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -117,18 +118,29 @@ fn default_prefix() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotScheduleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// When the newest snapshot was taken (on any node).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_snapshot_time: Option<Time>,
     /// The newest snapshot's short name (the part after `@`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot_name: Option<String>,
     /// When the next snapshot is due.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub next_snapshot_time: Option<Time>,
     /// The last `spec.trigger.manual` value that has been run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,13 +162,20 @@ pub struct SnapshotScheduleStatus {
 #[serde(rename_all = "camelCase")]
 pub struct NodeSnapshotStatus {
     pub node: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub last_snapshot_time: Option<Time>,
     /// How many snapshots this schedule owns on the node, over all its datasets.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub snapshot_count: i64,
     /// Snapshots destroyed by retention since the object was created.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub pruned_total: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,

@@ -1,11 +1,12 @@
 //! `ZfsNode`: what one node's agent found and offers. Written by agents, read by the
 //! controller and by people.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::pattern;
+use crate::condition::Condition;
 
 /// The ZFS side of one Kubernetes node, published by the Tidepool agent running there.
 /// Cluster-scoped and named after the node.
@@ -77,7 +78,12 @@ pub struct ZfsNodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     /// Updated at a coarse interval (about a minute), not on every loop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
     pub heartbeat_time: Option<Time>,
 }
 
@@ -137,8 +143,11 @@ pub struct PoolStatus {
     pub name: String,
     /// `ONLINE`, `DEGRADED`, `FAULTED`, ...
     pub health: String,
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub size_bytes: i64,
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub allocated_bytes: i64,
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
     pub free_bytes: i64,
     #[serde(default)]
     pub capabilities: PoolCapabilities,

@@ -4,11 +4,12 @@
 //! names (the chart's admission policy), so this is the node's trust root for endpoint and
 //! fingerprint.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidepool_agent::{AgentMetrics, CertificateFingerprint, DatasetRoots, NodeZfs};
+use tidepool_api::Condition;
 use tidepool_api::zfs_node::{Capabilities, PoolStatus, ZfsNode, ZfsNodeStatus};
 use tidepool_zfs::{Executor, InventoryError, Zfs, ZfsVersion};
 
