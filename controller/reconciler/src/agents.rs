@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
-use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch, Operation};
+use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::ZfsNode;
 use tidepool_wire::{OperationError, Request, Response};
 
@@ -162,40 +161,6 @@ pub trait Agents: Send + Sync {
     ) -> BoxFuture<'a, Result<Response, AgentError>>;
 }
 
-/// The agent's routes, one per operation, each answering a [`Response`]: the same paths
-/// and bodies as the agent crate's `Operation` impls for the wire types (`/v1/snapshots/take`,
-/// `/v1/snapshots/destroy`, `/v1/inventory`, on branch w2-agent). Kept as local wrappers
-/// until that lands on main; then these three go and the client calls the wire types
-/// directly.
-macro_rules! route {
-    ($name:ident, $inner:ty, $path:literal) => {
-        #[derive(Debug, Clone, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub $inner);
-
-        impl Operation for $name {
-            const PATH: &'static str = $path;
-            type Output = Response;
-        }
-    };
-}
-
-route!(
-    TakeRoute,
-    tidepool_wire::TakeSnapshots,
-    "/v1/snapshots/take"
-);
-route!(
-    DestroyRoute,
-    tidepool_wire::DestroySnapshots,
-    "/v1/snapshots/destroy"
-);
-route!(
-    InventoryRoute,
-    tidepool_wire::InventoryRequest,
-    "/v1/inventory"
-);
-
 /// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
 /// projected token (read from its file on every call: the kubelet rotates it).
 pub struct PinnedAgents {
@@ -234,9 +199,9 @@ impl Agents for PinnedAgents {
                 .with_timeout(self.timeout);
             let token = token.trim();
             let answer = match request {
-                Request::TakeSnapshots(t) => client.call(token, epoch, TakeRoute(t)).await,
-                Request::DestroySnapshots(d) => client.call(token, epoch, DestroyRoute(d)).await,
-                Request::Inventory(i) => client.call(token, epoch, InventoryRoute(i)).await,
+                Request::TakeSnapshots(t) => client.call(token, epoch, t).await,
+                Request::DestroySnapshots(d) => client.call(token, epoch, d).await,
+                Request::Inventory(i) => client.call(token, epoch, i).await,
             };
             answer.map_err(|source| AgentError::Call {
                 node: agent.node.clone(),
@@ -249,35 +214,7 @@ impl Agents for PinnedAgents {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use tidepool_agent::Command;
-    use tidepool_wire::{InventoryRequest, TakeSnapshots};
-
     use super::*;
-
-    #[test]
-    fn the_routes_send_the_bare_wire_types() {
-        let take = TakeSnapshots {
-            datasets: vec!["tank/a".parse().unwrap()],
-            short_name: "tidepool_20260101T000000Z_s".parse().unwrap(),
-            owner: "SnapshotSchedule/ns/s".parse().unwrap(),
-        };
-        let sent = serde_json::to_value(Command {
-            epoch: LeaderEpoch(2),
-            operation: TakeRoute(take.clone()),
-        })
-        .unwrap();
-        assert_eq!(sent["operation"], serde_json::to_value(&take).unwrap());
-        assert_eq!(sent["epoch"], 2);
-        assert_eq!(TakeRoute::PATH, "/v1/snapshots/take");
-        let inv = InventoryRequest {
-            pool: "tank".parse().unwrap(),
-            since: None,
-        };
-        assert_eq!(
-            serde_json::to_value(InventoryRoute(inv.clone())).unwrap(),
-            serde_json::to_value(inv).unwrap()
-        );
-    }
 
     #[test]
     fn an_unpublished_endpoint_is_agent_unavailable() {

@@ -219,7 +219,7 @@ async fn evaluate(
                 .first()
                 .map(|d| d.name.pool())
                 .ok_or(NodeProblem::Spec("spec.datasets is empty"))?;
-            let inventory = inventory(ctx, &agent, epoch, pool).await?;
+            let mut inventory = inventory(ctx, &agent, epoch, pool.clone()).await?;
             if !inventory.health.is_writable() {
                 return Err(NodeProblem::Pool(format!(
                     "pool {} is {}",
@@ -269,6 +269,9 @@ async fn evaluate(
                         }
                         other => return Err(unexpected(&agent, "TakeSnapshots", &other)),
                     }
+                    // Retention counts the snapshot just taken: pruning from the listing
+                    // before it would leave keepLast + 1 on the node between runs.
+                    inventory = self::inventory(ctx, &agent, epoch, pool.clone()).await?;
                 }
                 run.newest = Some((short.to_string(), now));
                 answered = r.manual_token.clone();
