@@ -363,6 +363,56 @@ fn from_a_bookmark_when_the_source_lost_the_common_snapshot() {
     );
 }
 
+/// A hold tag spells the policy out up to 200 bytes and is a hash beyond (OpenZFS refuses
+/// tags of 256 bytes and more; the margin keeps clear of that limit).
+#[test]
+fn long_policy_names_get_a_hashed_hold_tag() {
+    let short = hold_tag("ns/offsite");
+    assert_eq!(short.as_str(), "tidepool:ns/offsite");
+    let long = format!("ns/{}", "a".repeat(200));
+    let tag = hold_tag(&long);
+    assert!(tag.as_str().len() <= 200, "{tag}");
+    assert!(tag.as_str().starts_with("tidepool:"), "{tag}");
+    assert_ne!(tag.as_str(), format!("tidepool:{long}"));
+    assert_eq!(tag, hold_tag(&long), "stable");
+}
+
+/// A token's base must be on both sides: on the source as a snapshot or a bookmark of it,
+/// and on the target as a snapshot. Each side decides alone (a `cargo mutants` run found
+/// that no case had the base gone from one side only).
+#[test]
+fn a_token_base_counts_on_the_source_as_a_snapshot_or_a_bookmark() {
+    let token = PartialReceive {
+        token: tok("1-abc-def"),
+        to_guid: Some(snap(4).guid),
+        from_guid: Some(snap(1).guid),
+        raw: Some(false),
+    };
+    let first_step = |source: DatasetInventory| {
+        let mut s = Setup::new(source, target(&[1, 2, 3])).protected(3);
+        s.target.receive_resume_token = Some(token.clone());
+        let plan = s.plan();
+        describe(&plan).first().cloned().unwrap_or_default()
+    };
+    assert_eq!(
+        first_step(source(&[2, 3, 4, 5])),
+        "abort backup/db",
+        "the base is gone from the source (no snapshot, no bookmark) though the target has it"
+    );
+    let mut bookmarked = source(&[2, 3, 4, 5]);
+    bookmarked.bookmarks.push(bookmark_of(1, "kept"));
+    assert_eq!(
+        first_step(bookmarked),
+        "resume 1-abc-def",
+        "a bookmark of the base on the source is enough to resume"
+    );
+    assert_eq!(
+        first_step(source(&[1, 2, 3, 4, 5])),
+        "resume 1-abc-def",
+        "the base as a snapshot on the source is enough to resume"
+    );
+}
+
 #[test]
 fn resume_tokens() {
     let token = |to: Option<u64>, from: Option<u64>, raw: Option<bool>| PartialReceive {
