@@ -46,23 +46,9 @@ struct Snap {
     owner: Option<(String, String)>,
 }
 
-/// Every snapshot under `root`, read fresh from zfs in the guest.
+/// Every snapshot under `root`, read fresh from zfs in the guest in one listing.
 async fn snapshots_under(vm: &ZfsVm, root: &str) -> Vec<Snap> {
-    let list = ok(vm
-        .exec_ok([
-            "zfs",
-            "list",
-            "-H",
-            "-p",
-            "-t",
-            "snapshot",
-            "-o",
-            "name,createtxg,guid",
-            "-r",
-            root,
-        ])
-        .await);
-    let owners = ok(vm
+    let out = ok(vm
         .exec_ok([
             "zfs",
             "get",
@@ -72,33 +58,32 @@ async fn snapshots_under(vm: &ZfsVm, root: &str) -> Vec<Snap> {
             "-t",
             "snapshot",
             "-o",
-            "name,value,source",
-            "tidepool.dev:owner",
+            "name,property,value,source",
+            "createtxg,guid,tidepool.dev:owner",
             root,
         ])
         .await);
-    let owners: BTreeMap<&str, (String, String)> = owners
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            let (name, value, source) = (f.next()?, f.next()?, f.next()?);
-            (value != "-").then(|| (name, (value.to_owned(), source.to_owned())))
-        })
-        .collect();
-    list.lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            assert_eq!(f.len(), 3, "{l}");
-            let (dataset, short) = f[0].split_once('@').unwrap_or_else(|| panic!("{l}"));
-            Snap {
-                dataset: dataset.to_owned(),
-                short: short.to_owned(),
-                createtxg: f[1].parse().unwrap_or_else(|e| panic!("{l}: {e}")),
-                guid: f[2].parse().unwrap_or_else(|e| panic!("{l}: {e}")),
-                owner: owners.get(f[0]).cloned(),
-            }
-        })
-        .collect()
+    let mut by_name: BTreeMap<String, Snap> = BTreeMap::new();
+    for l in out.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(f.len(), 4, "{l}");
+        let (dataset, short) = f[0].split_once('@').unwrap_or_else(|| panic!("{l}"));
+        let snap = by_name.entry(f[0].to_owned()).or_insert_with(|| Snap {
+            dataset: dataset.to_owned(),
+            short: short.to_owned(),
+            createtxg: 0,
+            guid: 0,
+            owner: None,
+        });
+        let number = || f[2].parse::<u64>().unwrap_or_else(|e| panic!("{l}: {e}"));
+        match f[1] {
+            "createtxg" => snap.createtxg = number(),
+            "guid" => snap.guid = number(),
+            _ if f[2] != "-" => snap.owner = Some((f[2].to_owned(), f[3].to_owned())),
+            _ => {}
+        }
+    }
+    by_name.into_values().collect()
 }
 
 /// One node's part of the scenario.
@@ -134,7 +119,7 @@ impl NodeCase {
         })
     }
     /// The schedule's snapshots on this node, by short name, each with its datasets.
-    async fn owned(&self, vm: &ZfsVm) -> BTreeMap<String, Vec<Snap>> {
+    async fn owned_once(&self, vm: &ZfsVm) -> BTreeMap<String, Vec<Snap>> {
         let mut by_name: BTreeMap<String, Vec<Snap>> = BTreeMap::new();
         for s in snapshots_under(vm, &self.root()).await {
             if s.owner.as_ref().map(|o| o.0.as_str()) == Some(self.owner.as_str()) {
@@ -142,6 +127,33 @@ impl NodeCase {
             }
         }
         by_name
+    }
+    /// [`Self::owned_once`] outside a prune: `zfs destroy` takes one dataset per call, so
+    /// a reading in the middle of a prune sees the oldest snapshot on some datasets only.
+    /// Such a partial set must be the oldest and must be gone at the next reading.
+    async fn owned(&self, vm: &ZfsVm) -> BTreeMap<String, Vec<Snap>> {
+        for _ in 0..20 {
+            let owned = self.owned_once(vm).await;
+            let partial: Vec<&String> = owned
+                .iter()
+                .filter(|(_, snaps)| snaps.len() != self.covered().len())
+                .map(|(n, _)| n)
+                .collect();
+            let Some(p) = partial.first() else {
+                return owned;
+            };
+            let oldest = owned
+                .iter()
+                .min_by_key(|(_, snaps)| snaps[0].createtxg)
+                .map(|(n, _)| n);
+            assert!(
+                partial.len() == 1 && oldest == Some(*p),
+                "{}: a partial snapshot set that is not being pruned: {owned:?}",
+                self.node
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{}: a snapshot set stayed partial for 4 s", self.node);
     }
 }
 
