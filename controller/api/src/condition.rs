@@ -74,7 +74,8 @@ pub mod reason {
     pub const PRUNING: &str = "Pruning";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
-    pub const NOT_GRANTED: &str = "NotGranted";
+    /// The namespace has no DatasetGrant for a dataset on a node.
+    pub const NOT_PERMITTED: &str = "NotPermitted";
     pub const AGENT_UNAVAILABLE: &str = "AgentUnavailable";
     pub const NO_MATCHING_NODE: &str = "NoMatchingNode";
     pub const DATASET_NOT_FOUND: &str = "DatasetNotFound";

@@ -2,12 +2,9 @@
 //! (`tidepool_api::condition::reason`). Stable CamelCase words: alerts match on them.
 
 pub use tidepool_api::condition::reason::{
-    AGENT_UNAVAILABLE, DATASET_NOT_FOUND, INVALID_SCHEDULE, NO_MATCHING_NODE, RECONCILED, SUSPENDED,
+    AGENT_UNAVAILABLE, DATASET_NOT_FOUND, INVALID_SCHEDULE, NO_MATCHING_NODE, NOT_PERMITTED,
+    RECONCILED, SUSPENDED,
 };
-
-/// The namespace has no DatasetGrant for a dataset on a node (the name for it;
-/// the api crate's `NotGranted` predates it).
-pub const NOT_PERMITTED: &str = "NotPermitted";
 /// An agent refused the command because a newer leader has spoken to it.
 pub const NOT_LEADER: &str = "NotLeader";
 /// The agent's admin allowlist does not contain the dataset, whatever the grant says.
