@@ -128,9 +128,11 @@ impl NodeCase {
         }
         by_name
     }
-    /// [`Self::owned_once`] outside a prune: `zfs destroy` takes one dataset per call, so
-    /// a reading in the middle of a prune sees the oldest snapshot on some datasets only.
-    /// Such a partial set must be the oldest and must be gone at the next reading.
+    /// [`Self::owned_once`] outside a prune or a take. `zfs destroy` takes one dataset per
+    /// call, so a reading in the middle of a prune sees the oldest snapshot on some datasets
+    /// only; and a recursive `zfs get` reads one dataset after another, so a reading that
+    /// overlaps an atomic `zfs snapshot` can see the newest set on some datasets only. Such
+    /// a partial set must be the oldest or the newest, and must be whole or gone soon.
     async fn owned(&self, vm: &ZfsVm) -> BTreeMap<String, Vec<Snap>> {
         for _ in 0..20 {
             let owned = self.owned_once(vm).await;
@@ -139,16 +141,22 @@ impl NodeCase {
                 .filter(|(_, snaps)| snaps.len() != self.covered().len())
                 .map(|(n, _)| n)
                 .collect();
-            let Some(p) = partial.first() else {
+            if partial.is_empty() {
                 return owned;
-            };
+            }
             let oldest = owned
                 .iter()
                 .min_by_key(|(_, snaps)| snaps[0].createtxg)
                 .map(|(n, _)| n);
+            let newest = owned
+                .iter()
+                .max_by_key(|(_, snaps)| snaps[0].createtxg)
+                .map(|(n, _)| n);
             assert!(
-                partial.len() == 1 && oldest == Some(*p),
-                "{}: a partial snapshot set that is not being pruned: {owned:?}",
+                partial
+                    .iter()
+                    .all(|p| oldest == Some(*p) || newest == Some(*p)),
+                "{}: a partial snapshot set that is neither being pruned nor being taken: {owned:?}",
                 self.node
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
