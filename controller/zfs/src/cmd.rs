@@ -115,26 +115,7 @@ impl ListRequest {
         let mut a = zfs();
         a.args(["list", "-H", "-p", "-o"]);
         a.arg(self.parser().columns_arg());
-        let types = if self.types.is_empty() {
-            ObjectTypes::ALL
-        } else {
-            self.types
-        };
-        a.args(["-t".to_owned(), types.arg()]);
-        match self.depth {
-            Depth::RootsOnly => {
-                // Snapshots and bookmarks of a root are one level below it.
-                if types.snapshot || types.bookmark {
-                    a.args(["-d", "1"]);
-                }
-            }
-            Depth::Limited(n) => {
-                a.args(["-d".to_owned(), n.to_string()]);
-            }
-            Depth::Recursive => {
-                a.arg("-r");
-            }
-        }
+        types_and_depth(&mut a, self.types, self.depth);
         a.args(self.roots.iter().map(|r| r.as_str()));
         a
     }
@@ -466,6 +447,14 @@ pub fn get_local(
         "-s",
         "local",
     ]);
+    types_and_depth(&mut a, types, depth);
+    a.args([prop.as_str(), root.as_str()]);
+    a
+}
+
+/// `-t <types>` (every type when none is named) and how deep below the roots, the same for
+/// `zfs list` and `zfs get`.
+fn types_and_depth(a: &mut Argv, types: ObjectTypes, depth: Depth) {
     let types = if types.is_empty() {
         ObjectTypes::ALL
     } else {
@@ -474,6 +463,7 @@ pub fn get_local(
     a.args(["-t".to_owned(), types.arg()]);
     match depth {
         Depth::RootsOnly => {
+            // Snapshots and bookmarks of a root are one level below it.
             if types.snapshot || types.bookmark {
                 a.args(["-d", "1"]);
             }
@@ -485,8 +475,6 @@ pub fn get_local(
             a.arg("-r");
         }
     }
-    a.args([prop.as_str(), root.as_str()]);
-    a
 }
 
 /// `zpool get -H -p -o name,property,value,source feature@a,feature@b... pool`.
