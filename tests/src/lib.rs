@@ -5,10 +5,12 @@
 //! - [`chart`]: the Helm chart rendered by real `helm` and applied, RBAC and policies in force.
 //! - [`kubelet`]: the Node and Pod objects and Pod-bound tokens a kubelet-less cluster lacks.
 //! - [`agents`]: `tidepool agent` processes inside the VM, one per simulated node.
+//! - [`release`]: a chart release with controllers, agents and grants, as e2e tests use it.
 
 pub mod agents;
 pub mod chart;
 pub mod control_plane;
 pub mod kubelet;
+pub mod release;
 pub mod zfs_exec;
 pub mod zfs_vm;

@@ -3,14 +3,12 @@
 //! dies without giving the Lease up, the standby takes over within 15 s with a larger
 //! epoch (leaseTransitions) and reconciles from then on.
 
-mod controller_support;
-
 use std::time::{Duration, Instant};
 
-use controller_support::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
+use tidepool_tests::release::*;
 
 async fn holder(
     cp: &tidepool_tests::control_plane::ControlPlane,

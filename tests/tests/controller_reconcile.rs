@@ -3,15 +3,13 @@
 //! node without a reachable agent each end in `Ready=False` with their own reason and a
 //! Warning event, side by side, none of them blocking the others.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tidepool_api::{DatasetGrant, ZfsNode};
+use tidepool_tests::release::*;
 
 const WITHIN: Duration = Duration::from_secs(60);
 

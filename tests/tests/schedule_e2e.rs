@@ -16,18 +16,16 @@
 //! with last/next times and per-node counts, `kubectl wait --for=condition=Ready`; a
 //! manual trigger runs once and is echoed; suspend stops snapshots and pruning.
 
-mod controller_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use controller_support::*;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tidepool_api::{DatasetGrant, SnapshotSchedule};
 use tidepool_tests::agents::{AgentSpec, GuestAgent};
 use tidepool_tests::chart::Component;
+use tidepool_tests::release::*;
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 

@@ -1,24 +1,29 @@
-//! What the controller tests share: a release of the chart, the controller's Pod-bound
-//! identities (one per replica), and helpers to wait for status and events. Controllers
-//! run in the test process through the library's `run`, each with a kube client built from
-//! its Pod's kubeconfig: the chart's controller ServiceAccount, never the admin.
-
-#![allow(dead_code)]
+//! A release of the chart as the end-to-end tests, benches and the demo use it: the
+//! controller's Pod-bound identities (one per replica), agents in the VM with the chart's
+//! agent ServiceAccount, a DatasetGrant, and helpers to wait for status and events.
+//! Controllers run in the calling process through the library's `run`, each with a kube
+//! client built from its Pod's kubeconfig: the chart's controller ServiceAccount, never the
+//! admin. The admin only plays the user (schedules, grants) and reads.
+//!
+//! The helpers panic with the whole error chain: they are for tests and the demo, where a
+//! failed step ends the run.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agents::{AgentSpec, GuestAgent};
+use crate::chart::{ChartRelease, Component};
+use crate::control_plane::ControlPlane;
+use crate::kubelet::{Audience, Kubelet, MIN_TOKEN_LIFETIME, PodIdentity};
+use crate::zfs_vm::ZfsVm;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use tidepool_api::SnapshotSchedule;
 use tidepool_api::condition::{find, kind};
+use tidepool_api::{DatasetGrant, SnapshotSchedule};
 use tidepool_reconciler::{ControllerConfig, LeaseConfig, PinnedAgents, ReconcilerConfig};
-use tidepool_tests::chart::{ChartRelease, Component};
-use tidepool_tests::control_plane::ControlPlane;
-use tidepool_tests::kubelet::{Audience, Kubelet, MIN_TOKEN_LIFETIME, PodIdentity};
 
 /// How long the test controllers' deletion waits for an unreachable node.
 pub const DELETE_GIVE_UP: Duration = Duration::from_secs(8);
@@ -82,6 +87,52 @@ impl Release {
         }
     }
 
+    /// The spec of an agent for node `{ns}-{suffix}` serving `pools` under `roots`, on the
+    /// `slot`th pair of the VM's forwarded agent ports (two agents per default VM).
+    pub fn agent_spec(
+        &self,
+        suffix: &str,
+        pools: &[&str],
+        roots: &[&str],
+        slot: usize,
+    ) -> AgentSpec {
+        let ports = ZfsVm::AGENT_PORTS;
+        let (api_port, metrics_port) = (ports[2 * slot], ports[2 * slot + 1]);
+        let controller_sa = ok(self.chart.service_account(Component::Controller));
+        AgentSpec {
+            node: format!("{}-{suffix}", self.ns),
+            namespace: self.ns.clone(),
+            agent_service_account: ok(self.chart.service_account(Component::Agent)).to_owned(),
+            controller_service_account: format!("{}/{controller_sa}", self.ns),
+            pools: pools.iter().map(|p| (*p).to_owned()).collect(),
+            dataset_roots: roots.iter().map(|r| (*r).to_owned()).collect(),
+            api_port,
+            metrics_port,
+            heartbeat: "5s".to_owned(),
+        }
+    }
+
+    /// Starts an agent in the VM and waits until its ZfsNode is published.
+    pub async fn start_agent(&self, vm: &ZfsVm, spec: &AgentSpec) -> GuestAgent {
+        let agent = ok(GuestAgent::start(vm, self.cp, spec).await);
+        ok(agent.wait_registered(vm, self.cp).await);
+        agent
+    }
+
+    /// Grants `namespaces` the `datasets` (a cluster-scoped DatasetGrant, as an admin would).
+    pub async fn grant(&self, name: &str, namespaces: &[&str], datasets: &[&str]) {
+        let grant: DatasetGrant = serde_json::from_value(json!({
+            "apiVersion": "tidepool.dev/v1alpha1", "kind": "DatasetGrant",
+            "metadata": {"name": name},
+            "spec": {"namespaces": namespaces, "datasets": datasets},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        Api::<DatasetGrant>::all(self.cp.admin_client())
+            .create(&PostParams::default(), &grant)
+            .await
+            .unwrap_or_else(|e| panic!("creating grant {name}: {e}"));
+    }
+
     pub fn lease_name(&self) -> String {
         ok(self.chart.controller_lease_name()).to_owned()
     }
@@ -103,18 +154,25 @@ impl Release {
         watch_namespace: Option<String>,
         agents: Arc<dyn tidepool_reconciler::Agents>,
     ) -> tokio::task::JoinHandle<()> {
+        self.start_configured(replica, watch_namespace, agents, test_reconciler_config())
+            .await
+    }
+
+    /// Starts a replica with its own reconciler settings.
+    pub async fn start_configured(
+        &self,
+        replica: &Replica,
+        watch_namespace: Option<String>,
+        agents: Arc<dyn tidepool_reconciler::Agents>,
+        reconciler: ReconcilerConfig,
+    ) -> tokio::task::JoinHandle<()> {
         let client = ok(replica.identity.client().await);
         let mut lease = LeaseConfig::new(self.ns.clone(), self.lease_name(), replica.name.clone());
         lease.retry_period = Duration::from_secs(1);
         let config = ControllerConfig {
             lease,
             watch_namespace,
-            reconciler: ReconcilerConfig {
-                retry: Duration::from_secs(2),
-                // Short, so the test sees a deletion give up on an unreachable node.
-                delete_give_up: DELETE_GIVE_UP,
-                ..ReconcilerConfig::default()
-            },
+            reconciler,
             http: None,
         };
         let name = replica.name.clone();
@@ -123,6 +181,16 @@ impl Release {
                 tidepool_reconciler::run(client, config, agents, futures::future::pending()).await;
             eprintln!("controller {name} stopped: {r:?}");
         })
+    }
+}
+
+/// The reconciler settings tests use: quick retries, a short give-up on deletion.
+pub fn test_reconciler_config() -> ReconcilerConfig {
+    ReconcilerConfig {
+        retry: Duration::from_secs(2),
+        // Short, so the test sees a deletion give up on an unreachable node.
+        delete_give_up: DELETE_GIVE_UP,
+        ..ReconcilerConfig::default()
     }
 }
 
