@@ -339,6 +339,32 @@ impl ControlPlane {
         Client::try_from(self.admin_config.clone()).expect("the admin client config is valid")
     }
 
+    /// A token of ServiceAccount `ns/name` for `audience` (TokenRequest, not bound to a Pod).
+    pub async fn service_account_token(
+        &self,
+        ns: &str,
+        name: &str,
+        audience: &str,
+        lifetime_secs: i64,
+    ) -> Result<String> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin_client(), ns);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_owned()],
+                expiration_seconds: Some(lifetime_secs),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        Ok(accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("TokenRequest for ServiceAccount {ns}/{name}"))?
+            .status
+            .ok_or_else(|| anyhow!("TokenRequest for {ns}/{name} returned no status"))?
+            .token)
+    }
+
     /// A client that authenticates with a bound token of ServiceAccount `ns/name` (created
     /// if missing), obtained with TokenRequest: RBAC sees exactly what a Pod running as
     /// that ServiceAccount would.
@@ -357,21 +383,9 @@ impl ControlPlane {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e).context(format!("creating ServiceAccount {ns}/{name}")),
         }
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![SERVICE_ACCOUNT_ISSUER.to_owned()],
-                expiration_seconds: Some(3600),
-                ..TokenRequestSpec::default()
-            },
-            ..TokenRequest::default()
-        };
-        let token = accounts
-            .create_token_request(name, &PostParams::default(), &request)
-            .await
-            .with_context(|| format!("TokenRequest for ServiceAccount {ns}/{name}"))?
-            .status
-            .ok_or_else(|| anyhow!("TokenRequest for {ns}/{name} returned no status"))?
-            .token;
+        let token = self
+            .service_account_token(ns, name, SERVICE_ACCOUNT_ISSUER, 3600)
+            .await?;
         let mut config = self.admin_config.clone();
         config.default_namespace = ns.to_owned();
         // AuthInfo's token is a `secrecy` string: build it the way a kubeconfig would.

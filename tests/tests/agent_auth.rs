@@ -500,22 +500,10 @@ async fn an_agent_that_cannot_make_token_reviews_refuses_everyone() {
         .unwrap_or_else(|e| fail(format!("starting the agent: {e}")));
     let client = AgentClient::new(&agent.local_addr().to_string(), agent.fingerprint())
         .unwrap_or_else(|e| fail(e));
-    let accounts: Api<ServiceAccount> = Api::namespaced(cp.admin_client(), &ns);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![DEFAULT_AUDIENCE.to_owned()],
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request(CONTROLLER_SA, &PostParams::default(), &request)
+    let token = cp
+        .service_account_token(&ns, CONTROLLER_SA, DEFAULT_AUDIENCE, 600)
         .await
-        .unwrap_or_else(|e| fail(e))
-        .status
-        .unwrap_or_else(|| fail("no token"))
-        .token;
+        .unwrap_or_else(|e| fail(format!("{e:#}")));
     let result = client.call(&token, LeaderEpoch(1), Ping {}).await;
     assert_refused(
         result,
