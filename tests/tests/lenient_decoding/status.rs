@@ -215,16 +215,11 @@ struct Tally {
     stored_and_breaking: Vec<String>,
 }
 
-/// Writes every bad and good value into every field of `object` (created through `raw`),
-/// and reads it back through `typed`, an `Api` over the same objects.
-async fn probe<K>(
-    raw: Api<DynamicObject>,
-    typed: Api<K>,
-    object: Value,
-    fields: Vec<Field>,
-) -> Tally
+/// Creates `object` through `raw` as a `K`, which the API server must admit; returns
+/// `K`'s resource and the object's name.
+pub(super) async fn create_as<K>(raw: &Api<DynamicObject>, object: Value) -> (ApiResource, String)
 where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = ()>,
 {
     let resource = ApiResource::erase::<K>(&());
     let mut object: DynamicObject = serde_json::from_value(object).expect("object");
@@ -236,6 +231,21 @@ where
     raw.create(&PostParams::default(), &object)
         .await
         .unwrap_or_else(|e| panic!("{} {name} admitted: {e}", resource.kind));
+    (resource, name)
+}
+
+/// Writes every bad and good value into every field of `object` (created through `raw`),
+/// and reads it back through `typed`, an `Api` over the same objects.
+async fn probe<K>(
+    raw: Api<DynamicObject>,
+    typed: Api<K>,
+    object: Value,
+    fields: Vec<Field>,
+) -> Tally
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
+    let (resource, name) = create_as::<K>(&raw, object).await;
     // Cluster-scoped kinds hold other tests' objects too; one name is enough to decode.
     let list_params = ListParams::default().fields(&format!("metadata.name={name}"));
     let typed_list = || async {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use kube::Resource;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,7 +20,7 @@ use tidepool_api::{DatasetGrant, ReplicationPolicy, SnapshotSchedule, ZfsNode};
 use tidepool_tests::control_plane::{ControlPlane, repo_root};
 
 use super::status::{
-    Field, Holds, grant_fields, node_fields, objects, policy_fields, schedule_fields,
+    Field, Holds, create_as, grant_fields, node_fields, objects, policy_fields, schedule_fields,
 };
 
 /// Times the API server stored under the CRDs without patterns and `Time` cannot read
@@ -104,16 +104,7 @@ async fn store<K>(
 where
     K: Resource<DynamicType = ()>,
 {
-    let resource = ApiResource::erase::<K>(&());
-    let mut object: DynamicObject = serde_json::from_value(object).expect("object");
-    object.types = Some(kube::api::TypeMeta {
-        api_version: resource.api_version.clone(),
-        kind: resource.kind.clone(),
-    });
-    let name = object.metadata.name.clone().expect("name");
-    raw.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("{} {name} admitted: {e}", resource.kind));
+    let (resource, name) = create_as::<K>(&raw, object).await;
     // Every field's siblings first, then the unreadable times, so no base overwrites one.
     let time_fields: Vec<&Field> = fields
         .iter()
