@@ -20,8 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tidepool_api::OWNER_PROPERTY;
-use tidepool_api::names::{DatasetName, PoolName, SnapshotName};
+use tidepool_api::names::{DatasetName, PoolName};
 use tidepool_wire::inventory::DatasetInventory;
 use tidepool_wire::operation::{InventoryAnswer, InventoryGeneration};
 use tidepool_wire::pool::PoolInventory;
@@ -142,10 +141,19 @@ impl InventoryCache {
         } else {
             RefreshMode::Incremental
         };
+        let started = std::time::Instant::now();
         let (inventory, stamps) = match (full, previous) {
-            (false, Some(state)) => refresh(zfs, pool, state, dirty, now).await?,
+            (false, Some(state)) => {
+                let (inventory, stamps, reread) = refresh(zfs, pool, state, dirty, now).await?;
+                metrics.inventory_datasets_reread.inc_by(reread as u64);
+                (inventory, stamps)
+            }
             _ => relist(zfs, pool, self.incremental, now).await?,
         };
+        metrics
+            .inventory_refresh_seconds
+            .with_label_values(&[mode.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         metrics
             .inventory_refreshes
             .with_label_values(&[mode.as_str()])
@@ -258,34 +266,43 @@ async fn relist<E: Executor>(
     Ok((inventory, stamps))
 }
 
-/// How many datasets one re-read names, and how many snapshots one `zfs get` or `zfs holds`
-/// names: keeps argv far below `ARG_MAX`.
+/// How many datasets one re-read names: keeps argv far below `ARG_MAX`.
 const REREAD_BATCH: usize = 1000;
 
-/// The snapshots and bookmarks of `datasets`, read together: one `zfs list -d 1` of all of
-/// them, one `zfs get` of the owner property over their snapshots (only a `local` source is
-/// a claim, as in the full inventory), and `zfs holds` for held ones. So a schedule that
-/// snapshots fifty datasets at once costs the same few calls as one that snapshots one.
-/// Should a snapshot vanish between the calls, the datasets are read one by one instead.
+/// The snapshots and bookmarks of `datasets`, read together: one `zfs list -d 1` and one
+/// `zfs get -s local -d 1` of the owner property naming all of them (only a `local` source
+/// is a claim, as in the full inventory; the snapshots themselves are never named, so the
+/// owner read prints only owned snapshots and its argv does not grow with them), and
+/// `zfs holds` for held ones. So a schedule that snapshots fifty datasets at once costs
+/// the same few calls as one that snapshots one. Should a dataset vanish between the
+/// listing and this read, the datasets are read one by one instead.
 async fn read_snapshots<E: Executor>(
     zfs: &Zfs<E>,
     datasets: &[DatasetName],
 ) -> Result<HashMap<DatasetName, DatasetInventory>, InventoryError> {
+    const SNAPSHOTS_AND_BOOKMARKS: ObjectTypes = ObjectTypes {
+        filesystem: false,
+        volume: false,
+        snapshot: true,
+        bookmark: true,
+    };
     let mut out = HashMap::new();
-    if datasets.is_empty() {
-        return Ok(out);
-    }
-    let owner: PropertyName = OWNER_PROPERTY.parse().map_err(|e| {
-        InventoryError::Zfs(tidepool_zfs::ZfsError::InvalidRequest(
-            tidepool_zfs::RequestError::Value(e),
-        ))
-    })?;
     for batch in datasets.chunks(REREAD_BATCH) {
-        match read_batch(zfs, batch, &owner).await {
-            Ok(read) => out.extend(read.into_iter().map(|d| (d.dataset.clone(), d))),
+        match zfs
+            .inventories_of(batch, SNAPSHOTS_AND_BOOKMARKS, Depth::RootsOnly)
+            .await
+        {
+            Ok(read) => out.extend(read.datasets.into_iter().map(|d| (d.dataset.clone(), d))),
             Err(InventoryError::Zfs(e)) if e.kind() == ErrorKind::NotFound => {
                 for d in batch {
-                    match zfs.dataset_inventories(d, Depth::RootsOnly).await {
+                    match zfs
+                        .inventories_of(
+                            std::slice::from_ref(d),
+                            SNAPSHOTS_AND_BOOKMARKS,
+                            Depth::RootsOnly,
+                        )
+                        .await
+                    {
                         Ok(read) => out.extend(
                             read.datasets
                                 .into_iter()
@@ -304,63 +321,16 @@ async fn read_snapshots<E: Executor>(
     Ok(out)
 }
 
-async fn read_batch<E: Executor>(
-    zfs: &Zfs<E>,
-    batch: &[DatasetName],
-    owner: &PropertyName,
-) -> Result<Vec<DatasetInventory>, InventoryError> {
-    let mut request = listing_request(&batch[0], Depth::RootsOnly);
-    request.roots = batch.to_vec();
-    request.types = ObjectTypes {
-        filesystem: false,
-        volume: false,
-        snapshot: true,
-        bookmark: true,
-    };
-    let mut builder = InventoryBuilder::new();
-    let mut snapshots: Vec<SnapshotName> = Vec::new();
-    let mut first_error = None;
-    zfs.list_each(&request, |e| {
-        if first_error.is_none()
-            && let Err(err) = builder.add_entry(&e)
-        {
-            first_error = Some(err);
-        }
-        if e.name.is_snapshot()
-            && let Ok(s) = e.name.to_snapshot_name()
-        {
-            snapshots.push(s);
-        }
-    })
-    .await?;
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    for chunk in snapshots.chunks(REREAD_BATCH) {
-        for line in zfs.get(std::slice::from_ref(owner), chunk).await? {
-            builder.add_local_owner(&line);
-        }
-    }
-    for chunk in builder.held_snapshots().chunks(REREAD_BATCH) {
-        match zfs.holds(chunk).await {
-            Ok(holds) => holds.iter().for_each(|h| builder.add_hold(h)),
-            // Released and destroyed since the listing: its holds do not matter now.
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(builder.finish().0)
-}
-
 /// The pool as of now from the last inventory: pool facts and the dataset listing are
-/// fresh, snapshots are re-read only for datasets that changed.
+/// fresh, snapshots are re-read only for datasets that changed (how many: the third
+/// value). Nothing changed: `zpool list` and the dataset listing, no other call.
 async fn refresh<E: Executor>(
     zfs: &Zfs<E>,
     pool: &PoolName,
     state: &PoolState,
     dirty: &HashSet<DatasetName>,
     now: Timestamp,
-) -> Result<(PoolInventory, Stamps), InventoryError> {
+) -> Result<(PoolInventory, Stamps, usize), InventoryError> {
     let entry = zfs
         .pools(std::slice::from_ref(pool))
         .await?
@@ -388,6 +358,7 @@ async fn refresh<E: Executor>(
         .filter(|d| reusable(d).is_none())
         .cloned()
         .collect();
+    let reread_count = stale.len();
     let mut reread = read_snapshots(zfs, &stale).await?;
     let mut stamps = Stamps::new();
     let mut datasets = Vec::with_capacity(listed.len());
@@ -430,6 +401,7 @@ async fn refresh<E: Executor>(
             unnamed_datasets,
         },
         stamps,
+        reread_count,
     ))
 }
 
