@@ -16,6 +16,9 @@
 //! at once. Acting on a stale hold or owner is still safe: `DestroySnapshots` re-reads the
 //! dataset before it destroys anything.
 
+mod reread;
+mod stamps;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -24,67 +27,14 @@ use tidepool_api::names::{DatasetName, PoolName};
 use tidepool_wire::inventory::DatasetInventory;
 use tidepool_wire::operation::{InventoryAnswer, InventoryGeneration};
 use tidepool_wire::pool::PoolInventory;
-use tidepool_zfs::inventory::listing_request;
-use tidepool_zfs::{
-    Depth, ErrorKind, Executor, InventoryBuilder, InventoryError, ObjectTypes, PropertyName, Zfs,
-};
+use tidepool_zfs::{Executor, InventoryError, Zfs};
 
 use crate::metrics::{AgentMetrics, RefreshMode};
+use reread::{list_datasets, read_snapshots};
+pub use stamps::{SnapshotsChanged, Stamp, can_reuse, next_generation, to_reread};
 
 /// How often a pool is relisted whole even when nothing seems to have changed.
 pub const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(600);
-
-/// A dataset's `snapshots_changed` as listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotsChanged {
-    /// `-`: no snapshot was ever created or destroyed on it.
-    Never,
-    /// Seconds since the Unix epoch.
-    At(i64),
-    /// Not a number: never trusted.
-    Unreadable,
-}
-
-impl SnapshotsChanged {
-    fn from_column(value: Option<&str>) -> Self {
-        match value {
-            None => Self::Never,
-            Some(v) => v.parse().map_or(Self::Unreadable, Self::At),
-        }
-    }
-}
-
-/// What was known of a dataset when its snapshots were last read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub snapshots_changed: SnapshotsChanged,
-    /// Whole seconds since the epoch at which that read started.
-    pub read_at: i64,
-}
-
-/// Whether the snapshots read under `stamp` are still all of them, given the value listed
-/// now. The second of the read itself is not trusted (see the module docs).
-pub fn can_reuse(stamp: Stamp, now_listed: SnapshotsChanged) -> bool {
-    if stamp.snapshots_changed != now_listed {
-        return false;
-    }
-    match now_listed {
-        SnapshotsChanged::Never => true,
-        SnapshotsChanged::At(t) => t < stamp.read_at,
-        SnapshotsChanged::Unreadable => false,
-    }
-}
-
-/// The next generation: larger than the previous one and than the clock's microseconds,
-/// so a restarted agent never repeats a generation a controller still holds.
-pub fn next_generation(
-    previous: Option<InventoryGeneration>,
-    now: Timestamp,
-) -> InventoryGeneration {
-    let clock = u64::try_from(now.as_microsecond()).unwrap_or(0);
-    let after = previous.map_or(0, |g| g.0.saturating_add(1));
-    InventoryGeneration(after.max(clock))
-}
 
 #[derive(Debug)]
 struct PoolState {
@@ -102,15 +52,6 @@ pub struct InventoryCache {
     incremental: bool,
     full_every: Duration,
 }
-
-fn snapshots_changed_property() -> Result<PropertyName, InventoryError> {
-    "snapshots_changed".parse().map_err(|e| {
-        InventoryError::Zfs(tidepool_zfs::ZfsError::InvalidRequest(
-            tidepool_zfs::RequestError::Value(e),
-        ))
-    })
-}
-
 impl InventoryCache {
     pub fn new(incremental: bool, full_every: Duration) -> Self {
         Self {
@@ -191,49 +132,7 @@ impl InventoryCache {
         Ok((answer, mode))
     }
 }
-
 type Stamps = HashMap<DatasetName, Stamp>;
-
-/// `zfs list` of the pool's filesystems and volumes only, with `snapshots_changed`.
-async fn list_datasets<E: Executor>(
-    zfs: &Zfs<E>,
-    pool: &PoolName,
-) -> Result<
-    (
-        Vec<DatasetInventory>,
-        HashMap<DatasetName, SnapshotsChanged>,
-    ),
-    InventoryError,
-> {
-    let root = DatasetName::from(pool.clone());
-    let mut request = listing_request(&root, Depth::Recursive);
-    request.types = ObjectTypes::DATASETS;
-    let column = request.user_props.len();
-    request.user_props.push(snapshots_changed_property()?);
-    let mut builder = InventoryBuilder::new();
-    let mut listed = Vec::new();
-    let mut first_error = None;
-    zfs.list_each(&request, |e| {
-        if first_error.is_none()
-            && let Err(err) = builder.add_entry(&e)
-        {
-            first_error = Some(err);
-        }
-        listed.push((
-            e.name.as_str().to_owned(),
-            SnapshotsChanged::from_column(e.user_prop(column)),
-        ));
-    })
-    .await?;
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    let observed = listed
-        .into_iter()
-        .filter_map(|(name, changed)| Some((name.parse::<DatasetName>().ok()?, changed)))
-        .collect();
-    Ok((builder.finish().0, observed))
-}
 
 /// The whole pool, read from scratch (and, when incremental refreshes are possible, the
 /// stamps for the next one, listed first so that anything changing in between is read
@@ -266,61 +165,6 @@ async fn relist<E: Executor>(
     Ok((inventory, stamps))
 }
 
-/// How many datasets one re-read names: keeps argv far below `ARG_MAX`.
-const REREAD_BATCH: usize = 1000;
-
-/// The snapshots and bookmarks of `datasets`, read together: one `zfs list -d 1` and one
-/// `zfs get -s local -d 1` of the owner property naming all of them (only a `local` source
-/// is a claim, as in the full inventory; the snapshots themselves are never named, so the
-/// owner read prints only owned snapshots and its argv does not grow with them), and
-/// `zfs holds` for held ones. So a schedule that snapshots fifty datasets at once costs
-/// the same few calls as one that snapshots one. Should a dataset vanish between the
-/// listing and this read, the datasets are read one by one instead.
-async fn read_snapshots<E: Executor>(
-    zfs: &Zfs<E>,
-    datasets: &[DatasetName],
-) -> Result<HashMap<DatasetName, DatasetInventory>, InventoryError> {
-    const SNAPSHOTS_AND_BOOKMARKS: ObjectTypes = ObjectTypes {
-        filesystem: false,
-        volume: false,
-        snapshot: true,
-        bookmark: true,
-    };
-    let mut out = HashMap::new();
-    for batch in datasets.chunks(REREAD_BATCH) {
-        match zfs
-            .inventories_of(batch, SNAPSHOTS_AND_BOOKMARKS, Depth::RootsOnly)
-            .await
-        {
-            Ok(read) => out.extend(read.datasets.into_iter().map(|d| (d.dataset.clone(), d))),
-            Err(InventoryError::Zfs(e)) if e.kind() == ErrorKind::NotFound => {
-                for d in batch {
-                    match zfs
-                        .inventories_of(
-                            std::slice::from_ref(d),
-                            SNAPSHOTS_AND_BOOKMARKS,
-                            Depth::RootsOnly,
-                        )
-                        .await
-                    {
-                        Ok(read) => out.extend(
-                            read.datasets
-                                .into_iter()
-                                .filter(|r| &r.dataset == d)
-                                .map(|r| (r.dataset.clone(), r)),
-                        ),
-                        // Destroyed since the listing: it is not part of the pool any more.
-                        Err(InventoryError::Zfs(e)) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
-
 /// The pool as of now from the last inventory: pool facts and the dataset listing are
 /// fresh, snapshots are re-read only for datasets that changed (how many: the third
 /// value). Nothing changed: `zpool list` and the dataset listing, no other call.
@@ -339,40 +183,37 @@ async fn refresh<E: Executor>(
         .ok_or_else(|| InventoryError::NoSuchPool { pool: pool.clone() })?;
     let (listed, observed) = list_datasets(zfs, pool).await?;
     let read_at = now.as_second();
-    let listed_changed = |d: &DatasetName| {
-        observed
-            .get(d)
-            .copied()
-            .unwrap_or(SnapshotsChanged::Unreadable)
-    };
-    let reusable = |d: &DatasetName| -> Option<(Stamp, &DatasetInventory)> {
-        let stamp = *state.stamps.get(d)?;
-        if dirty.contains(d) || !can_reuse(stamp, listed_changed(d)) {
-            return None;
-        }
-        Some((stamp, state.inventory.dataset(d)?))
-    };
-    let stale: Vec<DatasetName> = listed
-        .iter()
-        .map(|d| &d.dataset)
-        .filter(|d| reusable(d).is_none())
-        .cloned()
-        .collect();
+    let stale = to_reread(
+        listed.iter().map(|d| &d.dataset),
+        &observed,
+        &state.stamps,
+        dirty,
+        |d| state.inventory.dataset(d).is_some(),
+    );
     let reread_count = stale.len();
     let mut reread = read_snapshots(zfs, &stale).await?;
+    let stale: HashSet<&DatasetName> = stale.iter().collect();
     let mut stamps = Stamps::new();
     let mut datasets = Vec::with_capacity(listed.len());
     for mut fresh in listed {
-        let source = match reusable(&fresh.dataset) {
-            Some((stamp, old)) => {
+        let cached = state
+            .inventory
+            .dataset(&fresh.dataset)
+            .filter(|_| !stale.contains(&fresh.dataset));
+        let source = match (cached, state.stamps.get(&fresh.dataset)) {
+            (Some(old), Some(&stamp)) => {
                 stamps.insert(fresh.dataset.clone(), stamp);
                 old.clone()
             }
-            None => {
+            _ => {
+                let snapshots_changed = observed
+                    .get(&fresh.dataset)
+                    .copied()
+                    .unwrap_or(SnapshotsChanged::Unreadable);
                 stamps.insert(
                     fresh.dataset.clone(),
                     Stamp {
-                        snapshots_changed: listed_changed(&fresh.dataset),
+                        snapshots_changed,
                         read_at,
                     },
                 );
@@ -403,54 +244,4 @@ async fn refresh<E: Executor>(
         stamps,
         reread_count,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stamp(changed: SnapshotsChanged, read_at: i64) -> Stamp {
-        Stamp {
-            snapshots_changed: changed,
-            read_at,
-        }
-    }
-
-    #[test]
-    fn reuse_only_what_cannot_have_moved() {
-        use SnapshotsChanged::*;
-        // Changed before the second of the read, and not since: reuse.
-        assert!(can_reuse(stamp(At(99), 100), At(99)));
-        // Changed in the very second of the read: it may have changed after the read.
-        assert!(!can_reuse(stamp(At(100), 100), At(100)));
-        // Moved.
-        assert!(!can_reuse(stamp(At(99), 100), At(101)));
-        assert!(!can_reuse(stamp(Never, 100), At(50)));
-        assert!(can_reuse(stamp(Never, 100), Never));
-        // A value that is not a number is never trusted.
-        assert!(!can_reuse(stamp(Unreadable, 100), Unreadable));
-    }
-
-    #[test]
-    fn columns_read_as_stamps() {
-        assert_eq!(SnapshotsChanged::from_column(None), SnapshotsChanged::Never);
-        assert_eq!(
-            SnapshotsChanged::from_column(Some("1764600000")),
-            SnapshotsChanged::At(1_764_600_000)
-        );
-        assert_eq!(
-            SnapshotsChanged::from_column(Some("Tue Dec 1")),
-            SnapshotsChanged::Unreadable
-        );
-    }
-
-    #[test]
-    fn generations_grow_across_restarts() {
-        let t0 = Timestamp::from_second(1_764_600_000).unwrap_or_else(|e| panic!("{e}"));
-        let first = next_generation(None, t0);
-        assert!(next_generation(Some(first), t0) > first);
-        // A restarted agent (no previous generation) at a later time starts above.
-        let later = t0 + jiff::SignedDuration::from_secs(1);
-        assert!(next_generation(None, later) > next_generation(Some(first), t0));
-    }
 }
