@@ -4,7 +4,8 @@
 //! Nothing carries a dataset or snapshot name.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The zfs/zpool subcommands the agent runs, as metric labels. Anything else counts as
