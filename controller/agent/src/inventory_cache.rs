@@ -16,76 +16,25 @@
 //! at once. Acting on a stale hold or owner is still safe: `DestroySnapshots` re-reads the
 //! dataset before it destroys anything.
 
+mod reread;
+mod stamps;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tidepool_api::OWNER_PROPERTY;
-use tidepool_api::names::{DatasetName, PoolName, SnapshotName};
+use tidepool_api::names::{DatasetName, PoolName};
 use tidepool_wire::inventory::DatasetInventory;
 use tidepool_wire::operation::{InventoryAnswer, InventoryGeneration};
 use tidepool_wire::pool::PoolInventory;
-use tidepool_zfs::inventory::listing_request;
-use tidepool_zfs::{
-    Depth, ErrorKind, Executor, InventoryBuilder, InventoryError, ObjectTypes, PropertyName, Zfs,
-};
+use tidepool_zfs::{Executor, InventoryError, Zfs};
 
 use crate::metrics::{AgentMetrics, RefreshMode};
+use reread::{list_datasets, read_snapshots};
+pub use stamps::{SnapshotsChanged, Stamp, can_reuse, next_generation, to_reread};
 
 /// How often a pool is relisted whole even when nothing seems to have changed.
 pub const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(600);
-
-/// A dataset's `snapshots_changed` as listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotsChanged {
-    /// `-`: no snapshot was ever created or destroyed on it.
-    Never,
-    /// Seconds since the Unix epoch.
-    At(i64),
-    /// Not a number: never trusted.
-    Unreadable,
-}
-
-impl SnapshotsChanged {
-    fn from_column(value: Option<&str>) -> Self {
-        match value {
-            None => Self::Never,
-            Some(v) => v.parse().map_or(Self::Unreadable, Self::At),
-        }
-    }
-}
-
-/// What was known of a dataset when its snapshots were last read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub snapshots_changed: SnapshotsChanged,
-    /// Whole seconds since the epoch at which that read started.
-    pub read_at: i64,
-}
-
-/// Whether the snapshots read under `stamp` are still all of them, given the value listed
-/// now. The second of the read itself is not trusted (see the module docs).
-pub fn can_reuse(stamp: Stamp, now_listed: SnapshotsChanged) -> bool {
-    if stamp.snapshots_changed != now_listed {
-        return false;
-    }
-    match now_listed {
-        SnapshotsChanged::Never => true,
-        SnapshotsChanged::At(t) => t < stamp.read_at,
-        SnapshotsChanged::Unreadable => false,
-    }
-}
-
-/// The next generation: larger than the previous one and than the clock's microseconds,
-/// so a restarted agent never repeats a generation a controller still holds.
-pub fn next_generation(
-    previous: Option<InventoryGeneration>,
-    now: Timestamp,
-) -> InventoryGeneration {
-    let clock = u64::try_from(now.as_microsecond()).unwrap_or(0);
-    let after = previous.map_or(0, |g| g.0.saturating_add(1));
-    InventoryGeneration(after.max(clock))
-}
 
 #[derive(Debug)]
 struct PoolState {
@@ -103,15 +52,6 @@ pub struct InventoryCache {
     incremental: bool,
     full_every: Duration,
 }
-
-fn snapshots_changed_property() -> Result<PropertyName, InventoryError> {
-    "snapshots_changed".parse().map_err(|e| {
-        InventoryError::Zfs(tidepool_zfs::ZfsError::InvalidRequest(
-            tidepool_zfs::RequestError::Value(e),
-        ))
-    })
-}
-
 impl InventoryCache {
     pub fn new(incremental: bool, full_every: Duration) -> Self {
         Self {
@@ -142,10 +82,19 @@ impl InventoryCache {
         } else {
             RefreshMode::Incremental
         };
+        let started = std::time::Instant::now();
         let (inventory, stamps) = match (full, previous) {
-            (false, Some(state)) => refresh(zfs, pool, state, dirty, now).await?,
+            (false, Some(state)) => {
+                let (inventory, stamps, reread) = refresh(zfs, pool, state, dirty, now).await?;
+                metrics.inventory_datasets_reread.inc_by(reread as u64);
+                (inventory, stamps)
+            }
             _ => relist(zfs, pool, self.incremental, now).await?,
         };
+        metrics
+            .inventory_refresh_seconds
+            .with_label_values(&[mode.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         metrics
             .inventory_refreshes
             .with_label_values(&[mode.as_str()])
@@ -183,49 +132,7 @@ impl InventoryCache {
         Ok((answer, mode))
     }
 }
-
 type Stamps = HashMap<DatasetName, Stamp>;
-
-/// `zfs list` of the pool's filesystems and volumes only, with `snapshots_changed`.
-async fn list_datasets<E: Executor>(
-    zfs: &Zfs<E>,
-    pool: &PoolName,
-) -> Result<
-    (
-        Vec<DatasetInventory>,
-        HashMap<DatasetName, SnapshotsChanged>,
-    ),
-    InventoryError,
-> {
-    let root = DatasetName::from(pool.clone());
-    let mut request = listing_request(&root, Depth::Recursive);
-    request.types = ObjectTypes::DATASETS;
-    let column = request.user_props.len();
-    request.user_props.push(snapshots_changed_property()?);
-    let mut builder = InventoryBuilder::new();
-    let mut listed = Vec::new();
-    let mut first_error = None;
-    zfs.list_each(&request, |e| {
-        if first_error.is_none()
-            && let Err(err) = builder.add_entry(&e)
-        {
-            first_error = Some(err);
-        }
-        listed.push((
-            e.name.as_str().to_owned(),
-            SnapshotsChanged::from_column(e.user_prop(column)),
-        ));
-    })
-    .await?;
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    let observed = listed
-        .into_iter()
-        .filter_map(|(name, changed)| Some((name.parse::<DatasetName>().ok()?, changed)))
-        .collect();
-    Ok((builder.finish().0, observed))
-}
 
 /// The whole pool, read from scratch (and, when incremental refreshes are possible, the
 /// stamps for the next one, listed first so that anything changing in between is read
@@ -258,109 +165,16 @@ async fn relist<E: Executor>(
     Ok((inventory, stamps))
 }
 
-/// How many datasets one re-read names, and how many snapshots one `zfs get` or `zfs holds`
-/// names: keeps argv far below `ARG_MAX`.
-const REREAD_BATCH: usize = 1000;
-
-/// The snapshots and bookmarks of `datasets`, read together: one `zfs list -d 1` of all of
-/// them, one `zfs get` of the owner property over their snapshots (only a `local` source is
-/// a claim, as in the full inventory), and `zfs holds` for held ones. So a schedule that
-/// snapshots fifty datasets at once costs the same few calls as one that snapshots one.
-/// Should a snapshot vanish between the calls, the datasets are read one by one instead.
-async fn read_snapshots<E: Executor>(
-    zfs: &Zfs<E>,
-    datasets: &[DatasetName],
-) -> Result<HashMap<DatasetName, DatasetInventory>, InventoryError> {
-    let mut out = HashMap::new();
-    if datasets.is_empty() {
-        return Ok(out);
-    }
-    let owner: PropertyName = OWNER_PROPERTY.parse().map_err(|e| {
-        InventoryError::Zfs(tidepool_zfs::ZfsError::InvalidRequest(
-            tidepool_zfs::RequestError::Value(e),
-        ))
-    })?;
-    for batch in datasets.chunks(REREAD_BATCH) {
-        match read_batch(zfs, batch, &owner).await {
-            Ok(read) => out.extend(read.into_iter().map(|d| (d.dataset.clone(), d))),
-            Err(InventoryError::Zfs(e)) if e.kind() == ErrorKind::NotFound => {
-                for d in batch {
-                    match zfs.dataset_inventories(d, Depth::RootsOnly).await {
-                        Ok(read) => out.extend(
-                            read.datasets
-                                .into_iter()
-                                .filter(|r| &r.dataset == d)
-                                .map(|r| (r.dataset.clone(), r)),
-                        ),
-                        // Destroyed since the listing: it is not part of the pool any more.
-                        Err(InventoryError::Zfs(e)) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
-
-async fn read_batch<E: Executor>(
-    zfs: &Zfs<E>,
-    batch: &[DatasetName],
-    owner: &PropertyName,
-) -> Result<Vec<DatasetInventory>, InventoryError> {
-    let mut request = listing_request(&batch[0], Depth::RootsOnly);
-    request.roots = batch.to_vec();
-    request.types = ObjectTypes {
-        filesystem: false,
-        volume: false,
-        snapshot: true,
-        bookmark: true,
-    };
-    let mut builder = InventoryBuilder::new();
-    let mut snapshots: Vec<SnapshotName> = Vec::new();
-    let mut first_error = None;
-    zfs.list_each(&request, |e| {
-        if first_error.is_none()
-            && let Err(err) = builder.add_entry(&e)
-        {
-            first_error = Some(err);
-        }
-        if e.name.is_snapshot()
-            && let Ok(s) = e.name.to_snapshot_name()
-        {
-            snapshots.push(s);
-        }
-    })
-    .await?;
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    for chunk in snapshots.chunks(REREAD_BATCH) {
-        for line in zfs.get(std::slice::from_ref(owner), chunk).await? {
-            builder.add_local_owner(&line);
-        }
-    }
-    for chunk in builder.held_snapshots().chunks(REREAD_BATCH) {
-        match zfs.holds(chunk).await {
-            Ok(holds) => holds.iter().for_each(|h| builder.add_hold(h)),
-            // Released and destroyed since the listing: its holds do not matter now.
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(builder.finish().0)
-}
-
 /// The pool as of now from the last inventory: pool facts and the dataset listing are
-/// fresh, snapshots are re-read only for datasets that changed.
+/// fresh, snapshots are re-read only for datasets that changed (how many: the third
+/// value). Nothing changed: `zpool list` and the dataset listing, no other call.
 async fn refresh<E: Executor>(
     zfs: &Zfs<E>,
     pool: &PoolName,
     state: &PoolState,
     dirty: &HashSet<DatasetName>,
     now: Timestamp,
-) -> Result<(PoolInventory, Stamps), InventoryError> {
+) -> Result<(PoolInventory, Stamps, usize), InventoryError> {
     let entry = zfs
         .pools(std::slice::from_ref(pool))
         .await?
@@ -369,39 +183,37 @@ async fn refresh<E: Executor>(
         .ok_or_else(|| InventoryError::NoSuchPool { pool: pool.clone() })?;
     let (listed, observed) = list_datasets(zfs, pool).await?;
     let read_at = now.as_second();
-    let listed_changed = |d: &DatasetName| {
-        observed
-            .get(d)
-            .copied()
-            .unwrap_or(SnapshotsChanged::Unreadable)
-    };
-    let reusable = |d: &DatasetName| -> Option<(Stamp, &DatasetInventory)> {
-        let stamp = *state.stamps.get(d)?;
-        if dirty.contains(d) || !can_reuse(stamp, listed_changed(d)) {
-            return None;
-        }
-        Some((stamp, state.inventory.dataset(d)?))
-    };
-    let stale: Vec<DatasetName> = listed
-        .iter()
-        .map(|d| &d.dataset)
-        .filter(|d| reusable(d).is_none())
-        .cloned()
-        .collect();
+    let stale = to_reread(
+        listed.iter().map(|d| &d.dataset),
+        &observed,
+        &state.stamps,
+        dirty,
+        |d| state.inventory.dataset(d).is_some(),
+    );
+    let reread_count = stale.len();
     let mut reread = read_snapshots(zfs, &stale).await?;
+    let stale: HashSet<&DatasetName> = stale.iter().collect();
     let mut stamps = Stamps::new();
     let mut datasets = Vec::with_capacity(listed.len());
     for mut fresh in listed {
-        let source = match reusable(&fresh.dataset) {
-            Some((stamp, old)) => {
+        let cached = state
+            .inventory
+            .dataset(&fresh.dataset)
+            .filter(|_| !stale.contains(&fresh.dataset));
+        let source = match (cached, state.stamps.get(&fresh.dataset)) {
+            (Some(old), Some(&stamp)) => {
                 stamps.insert(fresh.dataset.clone(), stamp);
                 old.clone()
             }
-            None => {
+            _ => {
+                let snapshots_changed = observed
+                    .get(&fresh.dataset)
+                    .copied()
+                    .unwrap_or(SnapshotsChanged::Unreadable);
                 stamps.insert(
                     fresh.dataset.clone(),
                     Stamp {
-                        snapshots_changed: listed_changed(&fresh.dataset),
+                        snapshots_changed,
                         read_at,
                     },
                 );
@@ -430,55 +242,6 @@ async fn refresh<E: Executor>(
             unnamed_datasets,
         },
         stamps,
+        reread_count,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stamp(changed: SnapshotsChanged, read_at: i64) -> Stamp {
-        Stamp {
-            snapshots_changed: changed,
-            read_at,
-        }
-    }
-
-    #[test]
-    fn reuse_only_what_cannot_have_moved() {
-        use SnapshotsChanged::*;
-        // Changed before the second of the read, and not since: reuse.
-        assert!(can_reuse(stamp(At(99), 100), At(99)));
-        // Changed in the very second of the read: it may have changed after the read.
-        assert!(!can_reuse(stamp(At(100), 100), At(100)));
-        // Moved.
-        assert!(!can_reuse(stamp(At(99), 100), At(101)));
-        assert!(!can_reuse(stamp(Never, 100), At(50)));
-        assert!(can_reuse(stamp(Never, 100), Never));
-        // A value that is not a number is never trusted.
-        assert!(!can_reuse(stamp(Unreadable, 100), Unreadable));
-    }
-
-    #[test]
-    fn columns_read_as_stamps() {
-        assert_eq!(SnapshotsChanged::from_column(None), SnapshotsChanged::Never);
-        assert_eq!(
-            SnapshotsChanged::from_column(Some("1764600000")),
-            SnapshotsChanged::At(1_764_600_000)
-        );
-        assert_eq!(
-            SnapshotsChanged::from_column(Some("Tue Dec 1")),
-            SnapshotsChanged::Unreadable
-        );
-    }
-
-    #[test]
-    fn generations_grow_across_restarts() {
-        let t0 = Timestamp::from_second(1_764_600_000).unwrap_or_else(|e| panic!("{e}"));
-        let first = next_generation(None, t0);
-        assert!(next_generation(Some(first), t0) > first);
-        // A restarted agent (no previous generation) at a later time starts above.
-        let later = t0 + jiff::SignedDuration::from_secs(1);
-        assert!(next_generation(None, later) > next_generation(Some(first), t0));
-    }
 }

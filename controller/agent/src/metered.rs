@@ -39,6 +39,7 @@ impl Executor for MeteredExecutor {
         let label = command_label(argv.as_slice());
         let duration = self.metrics.zfs_command_seconds.with_label_values(&[label]);
         let lines = self.metrics.zfs_output_lines.with_label_values(&[label]);
+        let bytes = self.metrics.zfs_output_bytes.with_label_values(&[label]);
         let started = Instant::now();
         let spawning = self.inner.spawn(argv);
         Box::pin(async move {
@@ -55,6 +56,7 @@ impl Executor for MeteredExecutor {
                 stdout: Box::pin(LineCounter {
                     inner: spawned.stdout,
                     lines,
+                    bytes,
                 }),
                 stderr: spawned.stderr,
                 process: Box::new(TimedProcess {
@@ -68,10 +70,11 @@ impl Executor for MeteredExecutor {
     }
 }
 
-/// Counts the newlines read through it.
+/// Counts the newlines and bytes read through it.
 struct LineCounter {
     inner: BoxRead,
     lines: IntCounter,
+    bytes: IntCounter,
 }
 
 impl AsyncRead for LineCounter {
@@ -83,11 +86,10 @@ impl AsyncRead for LineCounter {
         let before = buf.filled().len();
         let polled = self.inner.as_mut().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let n = buf.filled()[before..]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
+            let read = &buf.filled()[before..];
+            let n = read.iter().filter(|&&b| b == b'\n').count();
             self.lines.inc_by(n as u64);
+            self.bytes.inc_by(read.len() as u64);
         }
         polled
     }
@@ -158,6 +160,7 @@ mod tests {
         assert!(status.success());
         assert_eq!(out, "a\nb\nc\n");
         assert_eq!(metrics.output_lines(), 3);
+        assert_eq!(metrics.output_bytes(), 6);
         drop(spawned);
         assert_eq!(metrics.commands_run(), 1);
     }

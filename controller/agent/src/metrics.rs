@@ -4,7 +4,8 @@
 //! Nothing carries a dataset or snapshot name.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The zfs/zpool subcommands the agent runs, as metric labels. Anything else counts as
@@ -59,9 +60,12 @@ pub struct AgentMetrics {
     registry: Registry,
     pub zfs_command_seconds: HistogramVec,
     pub zfs_output_lines: IntCounterVec,
+    pub zfs_output_bytes: IntCounterVec,
     pub zfs_errors: IntCounterVec,
     pub pool_free_bytes: IntGaugeVec,
     pub inventory_refreshes: IntCounterVec,
+    pub inventory_refresh_seconds: HistogramVec,
+    pub inventory_datasets_reread: IntCounter,
 }
 
 /// A metric could not be registered (a name clash: a programming error, reported rather
@@ -90,6 +94,13 @@ impl AgentMetrics {
             ),
             &["command"],
         )?;
+        let zfs_output_bytes = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_zfs_output_bytes_total",
+                "Bytes zfs/zpool printed on stdout, by subcommand.",
+            ),
+            &["command"],
+        )?;
         let zfs_errors = IntCounterVec::new(
             Opts::new(
                 "tidepool_agent_zfs_errors_total",
@@ -111,7 +122,25 @@ impl AgentMetrics {
             ),
             &["mode"],
         )?;
+        let inventory_refresh_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tidepool_agent_inventory_refresh_duration_seconds",
+                "Wall time of inventory refreshes (all their zfs calls), by mode.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0,
+            ]),
+            &["mode"],
+        )?;
+        let inventory_datasets_reread = IntCounter::new(
+            "tidepool_agent_inventory_datasets_reread_total",
+            "Datasets whose snapshots incremental refreshes read again (their \
+             snapshots_changed moved, or the agent changed them itself).",
+        )?;
         registry.register(Box::new(zfs_command_seconds.clone()))?;
+        registry.register(Box::new(zfs_output_bytes.clone()))?;
+        registry.register(Box::new(inventory_refresh_seconds.clone()))?;
+        registry.register(Box::new(inventory_datasets_reread.clone()))?;
         registry.register(Box::new(zfs_output_lines.clone()))?;
         registry.register(Box::new(zfs_errors.clone()))?;
         registry.register(Box::new(pool_free_bytes.clone()))?;
@@ -120,9 +149,12 @@ impl AgentMetrics {
             registry,
             zfs_command_seconds,
             zfs_output_lines,
+            zfs_output_bytes,
             zfs_errors,
             pool_free_bytes,
             inventory_refreshes,
+            inventory_refresh_seconds,
+            inventory_datasets_reread,
         })
     }
 
@@ -143,6 +175,15 @@ impl AgentMetrics {
                     .with_label_values(&[c])
                     .get_sample_count()
             })
+            .sum()
+    }
+
+    /// How many stdout bytes zfs/zpool have printed so far (all subcommands).
+    pub fn output_bytes(&self) -> u64 {
+        COMMANDS
+            .iter()
+            .chain(std::iter::once(&"other"))
+            .map(|c| self.zfs_output_bytes.with_label_values(&[c]).get())
             .sum()
     }
 

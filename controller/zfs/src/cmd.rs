@@ -428,12 +428,14 @@ pub fn pool_list(pools: &[PoolName]) -> Argv {
     a
 }
 
-/// `zfs get -H -p -o name,property,value,source -s local -t <types> [-r|-d N] <prop> <root>`:
+/// `zfs get -H -p -o name,property,value,source -s local -t <types> [-r|-d N] <prop> <roots>`:
 /// only the objects on which `prop` is set locally. An inherited value, or one received
-/// in a stream, is not printed at all, which is what an ownership claim needs.
+/// in a stream, is not printed at all, which is what an ownership claim needs. Several
+/// roots in one call let a refresh read the owners of many datasets' snapshots at once
+/// without naming each snapshot.
 pub fn get_local(
     prop: &PropertyName,
-    root: &DatasetName,
+    roots: &[DatasetName],
     types: ObjectTypes,
     depth: Depth,
 ) -> Argv {
@@ -448,7 +450,8 @@ pub fn get_local(
         "local",
     ]);
     types_and_depth(&mut a, types, depth);
-    a.args([prop.as_str(), root.as_str()]);
+    a.arg(prop.as_str());
+    a.args(roots.iter().map(DatasetName::as_str));
     a
 }
 
@@ -680,7 +683,7 @@ mod tests {
         assert_eq!(
             v(get_local(
                 &owner,
-                &ds("tank"),
+                &[ds("tank")],
                 ObjectTypes::SNAPSHOTS,
                 Depth::Recursive
             )),
@@ -703,11 +706,19 @@ mod tests {
         assert_eq!(
             &v(get_local(
                 &owner,
-                &ds("tank/a"),
+                &[ds("tank/a"), ds("tank/b")],
                 ObjectTypes::SNAPSHOTS,
                 Depth::RootsOnly
             ))[8..],
-            ["-t", "snapshot", "-d", "1", "tidepool.dev:owner", "tank/a"]
+            [
+                "-t",
+                "snapshot",
+                "-d",
+                "1",
+                "tidepool.dev:owner",
+                "tank/a",
+                "tank/b"
+            ]
         );
         assert_eq!(
             v(pool_features(

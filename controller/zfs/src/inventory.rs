@@ -346,9 +346,34 @@ impl<E: Executor> Zfs<E> {
         root: &DatasetName,
         depth: Depth,
     ) -> Result<Inventories, InventoryError> {
+        self.inventories_of(std::slice::from_ref(root), ObjectTypes::ALL, depth)
+            .await
+    }
+
+    /// The inventories of several roots read together, with the same two calls (plus
+    /// holds) however many roots there are: `zfs list` and `zfs get -s local` each take
+    /// all of them. With `types` of snapshots and bookmarks only, a root's own facts
+    /// (written, resume token, encryption) are left at their defaults and a root without
+    /// any snapshot or bookmark is absent from the answer: what an incremental refresh
+    /// wants when it already has the dataset listing.
+    pub async fn inventories_of(
+        &self,
+        roots: &[DatasetName],
+        types: ObjectTypes,
+        depth: Depth,
+    ) -> Result<Inventories, InventoryError> {
         let mut builder = InventoryBuilder::new();
+        if roots.is_empty() {
+            return Ok(Inventories {
+                datasets: Vec::new(),
+                unnamed_datasets: 0,
+            });
+        }
+        let mut request = listing_request(&roots[0], depth);
+        request.roots = roots.to_vec();
+        request.types = types;
         let mut first_error = None;
-        self.list_each(&listing_request(root, depth), |e| {
+        self.list_each(&request, |e| {
             if first_error.is_none()
                 && let Err(err) = builder.add_entry(&e)
             {
@@ -362,7 +387,7 @@ impl<E: Executor> Zfs<E> {
         let owner = owner_property();
         self.run_lines(
             CommandKind::Listing,
-            cmd::get_local(&owner, root, ObjectTypes::SNAPSHOTS, depth),
+            cmd::get_local(&owner, roots, ObjectTypes::SNAPSHOTS, depth),
             parse::parse_get_line,
             |line| builder.add_local_owner(&line),
         )
