@@ -11,6 +11,7 @@ pub mod agents;
 pub mod checks;
 pub mod deletion;
 pub mod http;
+pub mod inventories;
 pub mod leader;
 pub mod metrics;
 pub mod owner;
@@ -156,6 +157,7 @@ async fn lead(
         zfs_nodes: zfs_nodes.clone(),
         grants: grants.clone(),
         config: config.reconciler.clone(),
+        inventories: inventories::Inventories::new(),
     });
     let ready_stores = {
         let (z, g) = (zfs_nodes.clone(), grants.clone());
