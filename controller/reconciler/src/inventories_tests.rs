@@ -103,7 +103,10 @@ fn a_request_never_takes_a_call_that_started_before_it() {
     }));
     assert!(matches!(s.step(second, &ep), Step::Use(Err(_))));
     // The failure does not forget the listing held, and a new agent is asked in full.
-    assert!(matches!(s.step(s.ask(), &endpoint("b:1")), Step::Start(None)));
+    assert!(matches!(
+        s.step(s.ask(), &endpoint("b:1")),
+        Step::Start(None)
+    ));
 }
 
 /// An agent whose pool changes when told; calls wait for a permit so a test can hold

@@ -14,9 +14,7 @@ use tidepool_agent::LeaderEpoch;
 use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
 use tidepool_plan::naming;
 use tidepool_plan::schedule::{self, ScheduleInput};
-use tidepool_wire::{
-    DestroySnapshots, PoolInventory, Request, Response, TakeSnapshots,
-};
+use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, TakeSnapshots};
 use tokio::sync::watch;
 
 use crate::agents::{AgentEndpoint, AgentError, Agents};
