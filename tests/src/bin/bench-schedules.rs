@@ -170,8 +170,8 @@ async fn main() -> Result<()> {
     let users = cp.create_namespace("bench-users").await?;
     let chart = ChartRelease::install(cp, &ns, &ns).await?;
     let node = format!("{ns}-node");
+    // The agent's start registers the Node (as a kubelet would).
     let kubelet = Kubelet::new(cp);
-    kubelet.register_node(&node).await?;
 
     let pool = vm.unique_pool_name("bench");
     vm.create_pool(&pool, 512 << 20).await?;
