@@ -89,6 +89,9 @@ pub enum AgentError {
         asked: &'static str,
         got: &'static str,
     },
+    /// One call's failure, shared by every reconcile that waited for that call.
+    #[error(transparent)]
+    Shared(Arc<AgentError>),
 }
 
 impl AgentError {
@@ -121,6 +124,27 @@ impl AgentError {
                 }
             },
             AgentError::Unexpected { .. } => reasons::AGENT_REFUSED,
+            AgentError::Shared(e) => e.reason(),
+        }
+    }
+
+    /// An answer that is not the one `asked` for (a `Failed` is the agent's own error).
+    pub fn unexpected(node: &str, asked: &'static str, got: &Response) -> Self {
+        let got = match got {
+            Response::Failed(source) => {
+                return AgentError::Failed {
+                    node: node.to_owned(),
+                    source: source.clone(),
+                };
+            }
+            Response::SnapshotsTaken(_) => "SnapshotsTaken",
+            Response::SnapshotsDestroyed(_) => "SnapshotsDestroyed",
+            Response::Inventory(_) => "Inventory",
+        };
+        AgentError::Unexpected {
+            node: node.to_owned(),
+            asked,
+            got,
         }
     }
 
@@ -132,6 +156,7 @@ impl AgentError {
             | AgentError::Failed { node, .. }
             | AgentError::Unexpected { node, .. } => node,
             AgentError::Token { .. } => "",
+            AgentError::Shared(e) => e.node(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod agents;
 pub mod checks;
 pub mod deletion;
 pub mod http;
+pub mod inventories;
 pub mod leader;
 pub mod metrics;
 pub mod owner;
@@ -18,6 +19,8 @@ pub mod reasons;
 pub mod reconcile;
 pub mod resolve;
 pub mod status;
+pub mod triggers;
+pub mod watches;
 pub mod work;
 pub mod writes;
 
@@ -126,8 +129,7 @@ async fn lead(
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
-    .applied_objects();
+    .default_backoff();
     let grant_stream = reflector::reflector(
         grant_writer,
         watcher(
@@ -135,8 +137,7 @@ async fn lead(
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
-    .applied_objects();
+    .default_backoff();
     let controller = Controller::new(schedules, watcher::Config::default())
         // Do not start two reconciles of one object at once, and keep the API calm.
         .with_config(ControllerSettings::default().concurrency(16));
@@ -156,6 +157,7 @@ async fn lead(
         zfs_nodes: zfs_nodes.clone(),
         grants: grants.clone(),
         config: config.reconciler.clone(),
+        inventories: inventories::Inventories::new(),
     });
     let ready_stores = {
         let (z, g) = (zfs_nodes.clone(), grants.clone());
@@ -167,18 +169,14 @@ async fn lead(
         }
         .shared()
     };
-    // Any ZfsNode or grant change may change what every schedule may do; polling these
-    // streams also keeps the two stores current.
-    let triggers = futures::stream::select(
-        zfs_stream
-            .filter_map(|r| async move { r.ok().map(|_| ()) })
-            .boxed(),
-        grant_stream
-            .filter_map(|r| async move { r.ok().map(|_| ()) })
-            .boxed(),
-    );
+    // A ZfsNode or grant change re-queues only the schedules it can affect, and only when
+    // it changed what they read (not a heartbeat); polling these streams also keeps the
+    // two stores current.
+    let node_triggers = watches::node_triggers(zfs_stream, all3.clone(), client.clone());
+    let grant_triggers = watches::grant_triggers(grant_stream, all3.clone());
     let run = controller
-        .reconcile_all_on(triggers)
+        .reconcile_on(node_triggers)
+        .reconcile_on(grant_triggers)
         .run(
             move |obj, ctx: Arc<reconcile::Context>| {
                 let ready = ready_stores.clone();

@@ -14,10 +14,7 @@ use tidepool_agent::LeaderEpoch;
 use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
 use tidepool_plan::naming;
 use tidepool_plan::schedule::{self, ScheduleInput};
-use tidepool_wire::{
-    DestroySnapshots, InventoryAnswer, InventoryRequest, PoolInventory, Request, Response,
-    TakeSnapshots,
-};
+use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, TakeSnapshots};
 use tokio::sync::watch;
 
 use crate::agents::{AgentEndpoint, AgentError, Agents};
@@ -65,6 +62,7 @@ pub struct Context {
     pub zfs_nodes: Store<ZfsNode>,
     pub grants: Store<DatasetGrant>,
     pub config: ReconcilerConfig,
+    pub inventories: Arc<crate::inventories::Inventories>,
 }
 
 /// A reconcile that could not complete (the API server refused a write or a read).
@@ -413,19 +411,18 @@ async fn call(
     Ok(ctx.agents.call(agent, epoch, request).await?)
 }
 
-/// The pool's inventory. Asked in full each time for now: the `since` generation cache
-/// (answered `Unchanged`) is the agent's optimisation to use next.
+/// The pool's inventory, from an agent call that started after this was asked (shared
+/// with other reconciles on the pool; `Unchanged` answers reuse the cached listing).
 pub async fn inventory(
     ctx: &Context,
     agent: &AgentEndpoint,
     epoch: LeaderEpoch,
     pool: tidepool_api::PoolName,
-) -> Result<PoolInventory, NodeProblem> {
-    let request = Request::Inventory(InventoryRequest { pool, since: None });
-    match call(ctx, agent, epoch, request).await? {
-        Response::Inventory(InventoryAnswer::Full { inventory, .. }) => Ok(inventory),
-        other => Err(unexpected(agent, "Inventory", &other)),
-    }
+) -> Result<Arc<PoolInventory>, NodeProblem> {
+    ctx.inventories
+        .get(&ctx.agents, agent, epoch, pool)
+        .await
+        .map_err(|e| NodeProblem::Agent(AgentError::Shared(e)))
 }
 
 pub fn error_policy(
