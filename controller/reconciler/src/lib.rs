@@ -156,6 +156,7 @@ async fn lead(
         zfs_nodes: zfs_nodes.clone(),
         grants: grants.clone(),
         config: config.reconciler.clone(),
+        status_memory: Default::default(),
     });
     let ready_stores = {
         let (z, g) = (zfs_nodes.clone(), grants.clone());
