@@ -247,7 +247,10 @@ async fn count_modifications(api: &Api<SnapshotSchedule>, name: &str, span: Dura
     let mut first = None;
     let end = Instant::now() + span;
     while let Ok(Some(event)) = tokio::time::timeout_at(end, events.next()).await {
-        if let Ok(kube::runtime::watcher::Event::Apply(o) | kube::runtime::watcher::Event::InitApply(o)) = event {
+        if let Ok(
+            kube::runtime::watcher::Event::Apply(o) | kube::runtime::watcher::Event::InitApply(o),
+        ) = event
+        {
             let rv = o.metadata.resource_version.unwrap_or_default();
             // The initial listing's version is where counting starts, not a write.
             if first.is_none() {
@@ -494,7 +497,10 @@ async fn schedules_snapshot_prune_report_trigger_and_suspend_on_real_agents() {
             cond("Progressing"),
             Some(("False".into(), "WaitingForSchedule".into()))
         );
-        assert_eq!(cond("Degraded"), Some(("False".into(), "AsExpected".into())));
+        assert_eq!(
+            cond("Degraded"),
+            Some(("False".into(), "AsExpected".into()))
+        );
     }
 
     // A sub-second schedule does not write its status at every run: routine changes wait

@@ -266,7 +266,15 @@ async fn main() -> Result<()> {
         eprintln!("controller stopped: {r:?}");
     });
     for (name, _, _) in &schedules {
-        wait_ready(cp, &users, name, "True", "Reconciled", Duration::from_secs(120)).await;
+        wait_ready(
+            cp,
+            &users,
+            name,
+            "True",
+            "Reconciled",
+            Duration::from_secs(120),
+        )
+        .await;
     }
     // Status writes as the API server sees them: every change of an object is a watch event.
     let writes: std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
@@ -293,7 +301,10 @@ async fn main() -> Result<()> {
     let ctl_text = http_get(http, "/metrics").await?;
     let ctl_before = Histogram::parse(&ctl_text, ctl_metric);
     let sum = tidepool_tests::agents::sum_samples;
-    let deferred_before = sum(&ctl_text, "tidepool_controller_status_writes_deferred_total");
+    let deferred_before = sum(
+        &ctl_text,
+        "tidepool_controller_status_writes_deferred_total",
+    );
     let writes_before = writes.lock().map(|w| w.clone()).unwrap_or_default();
     let (offset_start, unc_start) = clock_offset(vm).await?;
     let window_start = Timestamp::now();
@@ -305,7 +316,10 @@ async fn main() -> Result<()> {
     let agent_after = Histogram::parse(&agent.probe("/metrics").await?.1, agent_metric);
     let ctl_text = http_get(http, "/metrics").await?;
     let ctl_after = Histogram::parse(&ctl_text, ctl_metric);
-    let deferred = sum(&ctl_text, "tidepool_controller_status_writes_deferred_total") - deferred_before;
+    let deferred = sum(
+        &ctl_text,
+        "tidepool_controller_status_writes_deferred_total",
+    ) - deferred_before;
     let writes_after = writes.lock().map(|w| w.clone()).unwrap_or_default();
     let (offset_end, unc_end) = clock_offset(vm).await?;
     controller.abort();
@@ -325,7 +339,10 @@ async fn main() -> Result<()> {
         "{:<34} {:>8} {:>10} {:>10} {:>12} {:>8}",
         "measured at", "samples", "p50", "p99", "max ≤", "goal p99"
     );
-    for (what, h) in [("agent (slot → zfs snapshot done)", &agent_h), ("controller (slot → answer)", &ctl_h)] {
+    for (what, h) in [
+        ("agent (slot → zfs snapshot done)", &agent_h),
+        ("controller (slot → answer)", &ctl_h),
+    ] {
         println!(
             "{:<34} {:>8} {:>10} {:>10} {:>12} {:>8}",
             what,
@@ -348,11 +365,13 @@ async fn main() -> Result<()> {
             .copied()
             .filter(|t| *t > window_start && *t <= window_end)
             .collect();
-        let expected = (window_end.as_millisecond() / period_ms)
-            - (window_start.as_millisecond() / period_ms);
+        let expected =
+            (window_end.as_millisecond() / period_ms) - (window_start.as_millisecond() / period_ms);
         let mut per_slot: BTreeMap<i64, u32> = BTreeMap::new();
         for t in &inside {
-            *per_slot.entry(t.as_millisecond().div_euclid(*period_ms)).or_default() += 1;
+            *per_slot
+                .entry(t.as_millisecond().div_euclid(*period_ms))
+                .or_default() += 1;
         }
         let duplicated: u32 = per_slot.values().map(|n| n.saturating_sub(1)).sum();
         let missed = expected - i64::try_from(per_slot.len()).unwrap_or(0);
