@@ -264,6 +264,7 @@ async fn agents_in_the_vm_register_serve_and_refuse() {
         datasets: vec![name(&app1), name(&app2)],
         short_name: name(short),
         owner: owner.clone(),
+        slot: None,
     };
     let taken = match client.call(&token, EPOCH, take.clone()).await {
         Ok(Response::SnapshotsTaken(t)) => t.snapshots,
@@ -369,6 +370,7 @@ async fn agents_in_the_vm_register_serve_and_refuse() {
             datasets: datasets.iter().map(|d| name::<DatasetName>(d)).collect(),
             short_name: name("tidepool_20261201T000100Z_outside"),
             owner: owner.clone(),
+            slot: None,
         };
         let (status, reason) = refused(client.call(&token, EPOCH, op).await);
         assert_eq!(
@@ -412,6 +414,7 @@ async fn agents_in_the_vm_register_serve_and_refuse() {
         datasets: vec![name(&format!("{pool_a}/data/missing"))],
         short_name: name(short),
         owner: owner.clone(),
+        slot: None,
     };
     match client.call(&token, EPOCH, missing).await {
         Ok(Response::Failed(OperationError::Zfs { kind, .. })) => assert_eq!(kind, "NotFound"),
@@ -528,6 +531,7 @@ async fn agents_in_the_vm_register_serve_and_refuse() {
         datasets: five.clone(),
         short_name: name("tidepool_20261201T000200Z_five"),
         owner: owner.clone(),
+        slot: None,
     };
     match client.call(&token, EPOCH, take_five).await {
         Ok(Response::SnapshotsTaken(t)) => assert_eq!(t.snapshots.len(), 5),

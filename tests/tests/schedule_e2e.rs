@@ -236,6 +236,31 @@ async fn patch_spec(api: &Api<SnapshotSchedule>, name: &str, spec: serde_json::V
     .unwrap_or_else(|e| panic!("patching {name}: {e}"));
 }
 
+/// How many times `name` changes (status writes: the spec is left alone) during `span`.
+async fn count_modifications(api: &Api<SnapshotSchedule>, name: &str, span: Duration) -> usize {
+    use futures::StreamExt;
+    let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = kube::runtime::watcher(api.clone(), config).boxed();
+    let mut versions = BTreeSet::new();
+    let mut first = None;
+    let end = Instant::now() + span;
+    while let Ok(Some(event)) = tokio::time::timeout_at(end, events.next()).await {
+        if let Ok(
+            kube::runtime::watcher::Event::Apply(o) | kube::runtime::watcher::Event::InitApply(o),
+        ) = event
+        {
+            let rv = o.metadata.resource_version.unwrap_or_default();
+            // The initial listing's version is where counting starts, not a write.
+            if first.is_none() {
+                first = Some(rv);
+            } else if first.as_ref() != Some(&rv) {
+                versions.insert(rv);
+            }
+        }
+    }
+    versions.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_snapshot_prune_report_trigger_and_suspend_on_real_agents() {
     let started = Instant::now();
@@ -459,7 +484,51 @@ async fn schedules_snapshot_prune_report_trigger_and_suspend_on_real_agents() {
             "{n:?}"
         );
         assert!(status.last_error.is_none(), "{status:?}");
+        let cond = |t: &str| {
+            status
+                .conditions
+                .iter()
+                .find(|x| x.type_ == t)
+                .map(|x| (x.status.clone(), x.reason.clone()))
+        };
+        assert_eq!(
+            cond("Progressing"),
+            Some(("False".into(), "WaitingForSchedule".into()))
+        );
+        assert_eq!(
+            cond("Degraded"),
+            Some(("False".into(), "AsExpected".into()))
+        );
     }
+
+    // A sub-second schedule does not write its status at every run: routine changes wait
+    // for the controller's status_min_interval (5 s by default). Counted from a watch, so
+    // no write goes unseen; runs are counted from the new snapshot names in zfs.
+    let fast = &cases[0];
+    patch_spec(
+        &schedules,
+        &fast.schedule,
+        json!({"schedule": {"interval": "500ms"}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen_before: BTreeSet<String> = fast.owned(vm).await.into_keys().collect();
+    let writes = count_modifications(&schedules, &fast.schedule, Duration::from_secs(15)).await;
+    let mut runs = fast.owned(vm).await;
+    runs.retain(|k, _| !seen_before.contains(k));
+    eprintln!(
+        "500ms schedule: {writes} status writes in 15 s, {}+ runs",
+        runs.len()
+    );
+    // 15 s / 5 s = 3 windows, plus one for where the count starts in a window.
+    assert!(writes <= 4, "{writes} status writes in 15 s at 500 ms");
+    assert!(!runs.is_empty(), "the 500 ms schedule did not run");
+    patch_spec(
+        &schedules,
+        &fast.schedule,
+        json!({"schedule": {"interval": interval}}),
+    )
+    .await;
 
     // Manual trigger: with a long interval nothing is due, so exactly one run follows the
     // token, echoed to status, and no second one.

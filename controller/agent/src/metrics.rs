@@ -4,9 +4,16 @@
 //! Nothing carries a dataset or snapshot name.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Lateness buckets in seconds: fine below 100 ms (the goal for a 1 s schedule), so a p99
+/// read from them is honest to a few ms, then coarse up to minutes (a catch-up run).
+pub const LATENESS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.09, 0.1, 0.125, 0.15, 0.2,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 /// The zfs/zpool subcommands the agent runs, as metric labels. Anything else counts as
 /// `other`, so a new code path cannot grow the label set.
@@ -66,6 +73,8 @@ pub struct AgentMetrics {
     pub inventory_refreshes: IntCounterVec,
     pub inventory_refresh_seconds: HistogramVec,
     pub inventory_datasets_reread: IntCounter,
+    /// From the slot a `TakeSnapshots` stands for to the return of its `zfs snapshot`.
+    pub snapshot_lateness: Histogram,
 }
 
 /// A metric could not be registered (a name clash: a programming error, reported rather
@@ -137,6 +146,15 @@ impl AgentMetrics {
             "Datasets whose snapshots incremental refreshes read again (their \
              snapshots_changed moved, or the agent changed them itself).",
         )?;
+        let snapshot_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "tidepool_agent_snapshot_lateness_seconds",
+                "From the schedule slot a snapshot stands for (sent by the controller) to the \
+                 return of its zfs snapshot, by this node's clock; early is counted as 0.",
+            )
+            .buckets(LATENESS_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(snapshot_lateness.clone()))?;
         registry.register(Box::new(zfs_command_seconds.clone()))?;
         registry.register(Box::new(zfs_output_bytes.clone()))?;
         registry.register(Box::new(inventory_refresh_seconds.clone()))?;
@@ -155,6 +173,7 @@ impl AgentMetrics {
             inventory_refreshes,
             inventory_refresh_seconds,
             inventory_datasets_reread,
+            snapshot_lateness,
         })
     }
 
@@ -163,6 +182,13 @@ impl AgentMetrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Records a snapshot of `slot` that `zfs snapshot` finished at `done`. A slot after
+    /// `done` (the clocks of controller and node disagree) counts as on time.
+    pub fn snapshot_done(&self, slot: jiff::Timestamp, done: jiff::Timestamp) {
+        let late = done.duration_since(slot).as_secs_f64().max(0.0);
+        self.snapshot_lateness.observe(late);
     }
 
     /// How many zfs/zpool commands have run so far (all subcommands).
@@ -225,5 +251,19 @@ mod tests {
         assert!(text.contains("tidepool_agent_zfs_errors_total{kind=\"NotFound\"} 1"));
         assert!(text.contains("tidepool_agent_zfs_command_duration_seconds_count"));
         assert_eq!(m.commands_run(), 1);
+    }
+
+    #[test]
+    fn lateness_is_measured_from_the_slot_and_early_counts_as_zero() {
+        let m = AgentMetrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let slot = jiff::Timestamp::from_millisecond(1_000_000).unwrap_or_default();
+        let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap_or_default();
+        m.snapshot_done(slot, at(1_000_042));
+        m.snapshot_done(slot, at(999_990));
+        assert_eq!(m.snapshot_lateness.get_sample_count(), 2);
+        assert!((m.snapshot_lateness.get_sample_sum() - 0.042).abs() < 1e-9);
+        let text = m.render().unwrap_or_default();
+        assert!(text.contains("tidepool_agent_snapshot_lateness_seconds_bucket{le=\"0.05\"} 2"));
+        assert!(text.contains("tidepool_agent_snapshot_lateness_seconds_bucket{le=\"0.04\"} 1"));
     }
 }

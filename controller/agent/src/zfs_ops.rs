@@ -154,9 +154,15 @@ impl NodeZfs {
             .zfs
             .snapshot(&snapshots, &[(owner_property, owner)])
             .await;
+        // Lateness ends when the snapshot exists, before the GUID read-back: the clock is
+        // read at this edge, the moment `zfs snapshot` returned.
+        let done = Timestamp::now();
         self.mark_dirty(op.datasets.iter().cloned());
         if let Err(e) = taken {
             return self.zfs_failed(&e);
+        }
+        if let Some(slot) = op.slot {
+            self.metrics.snapshot_done(slot, done);
         }
         match self.guids(&snapshots).await {
             Ok(refs) => Response::SnapshotsTaken(SnapshotsTaken { snapshots: refs }),

@@ -158,6 +158,7 @@ async fn lead(
         grants: grants.clone(),
         config: config.reconciler.clone(),
         inventories: inventories::Inventories::new(),
+        status_memory: Default::default(),
     });
     let ready_stores = {
         let (z, g) = (zfs_nodes.clone(), grants.clone());

@@ -3,8 +3,16 @@
 //! only while the object does and are removed with it ([`Metrics::forget`]).
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Lateness buckets in seconds: fine below 100 ms so a p99 against that goal is honest,
+/// coarse beyond (a catch-up after downtime lands in the minutes).
+pub const LATENESS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.09, 0.1, 0.125, 0.15, 0.2,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -14,6 +22,12 @@ pub struct Metrics {
     pub snapshots_created: IntCounter,
     pub snapshots_destroyed: IntCounter,
     pub is_leader: IntGauge,
+    /// Status writes sent to the API server.
+    pub status_writes: IntCounter,
+    /// Routine status changes held back by the per-object rate limit (written later).
+    pub status_writes_deferred: IntCounter,
+    /// From a slot's due time to the agent's answer that its snapshot was taken.
+    pub snapshot_lateness: Histogram,
     last_success: IntGaugeVec,
     consecutive_failures: IntGaugeVec,
     expected_interval: IntGaugeVec,
@@ -50,6 +64,22 @@ impl Metrics {
             "tidepool_controller_is_leader",
             "1 while this replica leads",
         )?;
+        let status_writes = IntCounter::new(
+            "tidepool_controller_status_writes_total",
+            "SnapshotSchedule status writes sent to the API server",
+        )?;
+        let status_writes_deferred = IntCounter::new(
+            "tidepool_controller_status_writes_deferred_total",
+            "Routine status changes held back by the per-object minimum interval",
+        )?;
+        let snapshot_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "tidepool_controller_snapshot_lateness_seconds",
+                "From a schedule slot's due time to the agent's answer that the snapshot \
+                 was taken, as the controller sees it",
+            )
+            .buckets(LATENESS_BUCKETS.to_vec()),
+        )?;
         let per_object = ["namespace", "name"];
         let last_success = IntGaugeVec::new(
             Opts::new(
@@ -68,7 +98,7 @@ impl Metrics {
         let expected_interval = IntGaugeVec::new(
             Opts::new(
                 "tidepool_schedule_expected_interval_milliseconds",
-                "A schedule's interval (interval schedules only)",
+                "The gap between a schedule's current slot and its next (cron: varies)",
             ),
             &per_object,
         )?;
@@ -78,6 +108,9 @@ impl Metrics {
             Box::new(snapshots_created.clone()),
             Box::new(snapshots_destroyed.clone()),
             Box::new(is_leader.clone()),
+            Box::new(status_writes.clone()),
+            Box::new(status_writes_deferred.clone()),
+            Box::new(snapshot_lateness.clone()),
             Box::new(last_success.clone()),
             Box::new(consecutive_failures.clone()),
             Box::new(expected_interval.clone()),
@@ -91,10 +124,19 @@ impl Metrics {
             snapshots_created,
             snapshots_destroyed,
             is_leader,
+            status_writes,
+            status_writes_deferred,
+            snapshot_lateness,
             last_success,
             consecutive_failures,
             expected_interval,
         })
+    }
+
+    /// A snapshot of `slot` the agent reported taken at `done`.
+    pub fn snapshot_done(&self, slot: jiff::Timestamp, done: jiff::Timestamp) {
+        self.snapshot_lateness
+            .observe(done.duration_since(slot).as_secs_f64().max(0.0));
     }
 
     pub fn error(&self, reason: &'static str) {
@@ -168,6 +210,18 @@ impl Metrics {
     }
 }
 
+/// The gap between the slot at or before `now` and the one after it.
+pub fn expected_interval(
+    schedule: &tidepool_api::ValidSchedule,
+    jitter_seed: &str,
+    now: jiff::Timestamp,
+) -> Option<std::time::Duration> {
+    let slots = tidepool_plan::schedule::Slots::new(schedule, jitter_seed).ok()?;
+    let latest = slots.latest_at_or_before(now).ok()?;
+    let next = slots.next_after(latest).ok()?;
+    std::time::Duration::try_from(next.duration_since(latest)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -188,5 +242,34 @@ mod tests {
         m.forget("ns", "a");
         assert_eq!(m.objects(), vec![("ns".into(), "b".into())]);
         assert!(!m.render().contains("name=\"a\""));
+    }
+
+    #[test]
+    fn the_expected_interval_of_cron_is_the_gap_to_the_next_slot() {
+        let spec: tidepool_api::SnapshotScheduleSpec = serde_json::from_value(serde_json::json!({
+            "nodeName": "n",
+            "datasets": [{"name": "tank/a"}],
+            "schedule": {"cron": "0 9,17 * * *", "timeZone": "Europe/Paris"},
+        }))
+        .unwrap();
+        let valid = spec.validate().unwrap();
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        // 09:00 and 17:00 Paris (UTC+1 in December): 8 h after the morning slot, 16 h after
+        // the evening one.
+        let hours =
+            |t| expected_interval(&valid.schedule, "uid", at(t)).map(|d| d.as_secs() / 3600);
+        assert_eq!(hours("2026-12-01T10:00:00Z"), Some(8));
+        assert_eq!(hours("2026-12-01T20:00:00Z"), Some(16));
+        let spec: tidepool_api::SnapshotScheduleSpec = serde_json::from_value(serde_json::json!({
+            "nodeName": "n",
+            "datasets": [{"name": "tank/a"}],
+            "schedule": {"interval": "500ms"},
+        }))
+        .unwrap();
+        let valid = spec.validate().unwrap();
+        assert_eq!(
+            expected_interval(&valid.schedule, "uid", at("2026-12-01T10:00:00.2Z")),
+            Some(std::time::Duration::from_millis(500))
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::agents::{AgentEndpoint, AgentError, Agents};
 pub use crate::checks::{admissible, nodes_of};
 use crate::metrics::Metrics;
 use crate::owner::schedule_owner;
+use crate::status::pace::{self, StatusMemory, Write};
 use crate::status::{self, Blocker, NodeFailure, NodeRun, Outcome};
 use crate::writes::{ensure_finalizer, publish_transition};
 pub use crate::writes::{patch_finalizers, publish, write_status};
@@ -39,6 +40,10 @@ pub struct ReconcilerConfig {
     pub max_requeue: Duration,
     /// How soon a failed run is retried (or sooner, at the next slot).
     pub retry: Duration,
+    /// The least time between two routine status writes of one object (last/next times,
+    /// counts); a change of a condition, an error, the generation or the manual echo is
+    /// written at once. See [`crate::status::pace`].
+    pub status_min_interval: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -48,6 +53,7 @@ impl Default for ReconcilerConfig {
             delete_give_up: Duration::from_secs(3600),
             max_requeue: Duration::from_secs(3600),
             retry: Duration::from_secs(10),
+            status_min_interval: Duration::from_secs(5),
         }
     }
 }
@@ -63,6 +69,8 @@ pub struct Context {
     pub grants: Store<DatasetGrant>,
     pub config: ReconcilerConfig,
     pub inventories: Arc<crate::inventories::Inventories>,
+    /// What status was last written per object, and when (the rate limit's memory).
+    pub status_memory: StatusMemory,
 }
 
 /// A reconcile that could not complete (the API server refused a write or a read).
@@ -110,19 +118,34 @@ pub async fn reconcile(
     }
     ensure_finalizer(&obj, &ctx).await?;
 
-    let outcome = evaluate(&obj, &ctx, epoch, &ns, now).await?;
-    let old = obj.status.clone().unwrap_or_default();
-    let new = status::next(&old, &outcome, obj.metadata.generation, now);
-    if new != old {
-        write_status(&ctx, &ns, &name, &new).await?;
+    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let known = ctx
+        .status_memory
+        .known(&uid, &obj.status.clone().unwrap_or_default());
+    let (outcome, interval) = evaluate(&obj, &ctx, epoch, &ns, &known.previous, now).await?;
+    let new = status::next(&known.previous, &outcome, obj.metadata.generation, now);
+    let write = pace::decide(
+        &known.written,
+        &new,
+        known.written_at,
+        ctx.config.status_min_interval,
+        now,
+    );
+    match write {
+        Write::Now => {
+            let written = write_status(&ctx, &ns, &name, &new).await;
+            ctx.status_memory
+                .record(&uid, &known, &new, written.is_ok(), now);
+            written?;
+            ctx.metrics.status_writes.inc();
+        }
+        Write::Defer { .. } => {
+            ctx.status_memory.record(&uid, &known, &new, false, now);
+            ctx.metrics.status_writes_deferred.inc();
+        }
+        Write::Unchanged => ctx.status_memory.record(&uid, &known, &new, false, now),
     }
-    publish_transition(&ctx, &obj, &old, &new).await;
-    let interval_ms = obj
-        .spec
-        .schedule
-        .interval
-        .as_ref()
-        .map(|i| u64::try_from(i.as_std().as_millis()).unwrap_or(u64::MAX));
+    publish_transition(&ctx, &obj, &known.previous, &new).await;
     let last_success = (new.consecutive_failures == 0)
         .then(|| new.last_snapshot_time.as_ref().map(|t| t.0.as_second()))
         .flatten();
@@ -131,17 +154,41 @@ pub async fn reconcile(
         &name,
         last_success,
         new.consecutive_failures,
-        interval_ms,
+        interval.and_then(|i| u64::try_from(i.as_millis()).ok()),
     );
-    Ok(requeue(&outcome, &ctx.config, now))
+    let action = match write {
+        Write::Defer { until } => requeue_deferred(&outcome, &ctx.config, until, now),
+        _ => requeue(&outcome, &ctx.config, now),
+    };
+    Ok(action)
 }
 
 /// When to look again: at the planner's next due time, sooner after a failure.
 pub fn requeue(outcome: &Outcome, config: &ReconcilerConfig, now: Timestamp) -> Action {
+    Action::requeue(requeue_after(outcome, config, None, now))
+}
+
+/// [`requeue`], but no later than `until`, when a held-back status write is due.
+pub fn requeue_deferred(
+    outcome: &Outcome,
+    config: &ReconcilerConfig,
+    until: Timestamp,
+    now: Timestamp,
+) -> Action {
+    Action::requeue(requeue_after(outcome, config, Some(until), now))
+}
+
+/// The wait [`requeue`] and [`requeue_deferred`] ask for.
+pub fn requeue_after(
+    outcome: &Outcome,
+    config: &ReconcilerConfig,
+    write_due: Option<Timestamp>,
+    now: Timestamp,
+) -> Duration {
     let until = |t: Timestamp| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
-    match outcome {
+    let mut wait = match outcome {
         // Fixed by a spec, grant or ZfsNode change, each of which triggers a reconcile.
-        Outcome::Blocked(_) => Action::requeue(config.max_requeue),
+        Outcome::Blocked(_) => config.max_requeue,
         Outcome::Ran {
             nodes, next_due, ..
         } => {
@@ -151,33 +198,44 @@ pub fn requeue(outcome: &Outcome, config: &ReconcilerConfig, now: Timestamp) -> 
             if nodes.iter().any(|(_, r)| r.failure.is_some()) {
                 wait = wait.min(config.retry);
             }
-            // The next slot is after `now`; a few ms more so the planner sees it due.
-            Action::requeue(wait + Duration::from_millis(5))
+            wait
         }
+    };
+    if let Some(t) = write_due {
+        wait = wait.min(until(t));
     }
+    // The next slot is after `now`; a few ms more so the planner sees it due.
+    wait + Duration::from_millis(5)
 }
 
+/// What a reconcile found and did, and the gap between the schedule's current slot and
+/// its next (the expected interval; for cron it varies from slot to slot).
 async fn evaluate(
     obj: &SnapshotSchedule,
     ctx: &Context,
     epoch: LeaderEpoch,
     ns: &str,
+    old: &tidepool_api::snapshot_schedule::SnapshotScheduleStatus,
     now: Timestamp,
-) -> Result<Outcome, ReconcileError> {
+) -> Result<(Outcome, Option<Duration>), ReconcileError> {
     let valid = match obj.spec.validate() {
         Ok(v) => v,
         Err(e) => {
-            return Ok(Outcome::Blocked(Blocker {
-                reason: e.reason(),
-                message: e.message(),
-            }));
+            return Ok((
+                Outcome::Blocked(Blocker {
+                    reason: e.reason(),
+                    message: e.message(),
+                }),
+                None,
+            ));
         }
     };
+    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let interval = crate::metrics::expected_interval(&valid.schedule, &uid, now);
     let nodes = match admissible(obj, ctx, ns).await? {
         Ok(n) => n,
-        Err(b) => return Ok(Outcome::Blocked(b)),
+        Err(b) => return Ok((Outcome::Blocked(b), interval)),
     };
-    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
     let created = obj
         .metadata
         .creation_timestamp
@@ -189,13 +247,15 @@ async fn evaluate(
     let owner = match schedule_owner(ns, &obj.name_any()) {
         Ok(o) => o,
         Err(e) => {
-            return Ok(Outcome::Blocked(Blocker {
-                reason: tidepool_api::condition::reason::INVALID_SPEC,
-                message: e.to_string(),
-            }));
+            return Ok((
+                Outcome::Blocked(Blocker {
+                    reason: tidepool_api::condition::reason::INVALID_SPEC,
+                    message: e.to_string(),
+                }),
+                interval,
+            ));
         }
     };
-    let old = obj.status.clone().unwrap_or_default();
     let label = naming::label_for(obj.spec.naming.label.as_deref(), &obj.name_any());
     let precision = schedule::name_precision(&valid.schedule);
     let mut runs = Vec::new();
@@ -257,9 +317,15 @@ async fn evaluate(
                         datasets: todo,
                         short_name: short.clone(),
                         owner: owner.clone(),
+                        slot: r.slot,
                     });
-                    match call(ctx, &agent, epoch, request).await? {
+                    let answer = call(ctx, &agent, epoch, request).await?;
+                    match answer {
                         Response::SnapshotsTaken(t) => {
+                            if let Some(slot) = r.slot {
+                                // Measured at this edge: when the agent's answer arrived.
+                                ctx.metrics.snapshot_done(slot, Timestamp::now());
+                            }
                             ctx.metrics
                                 .snapshots_created
                                 .inc_by(u64::try_from(t.snapshots.len()).unwrap_or(0));
@@ -343,12 +409,15 @@ async fn evaluate(
             }
         }
     }
-    Ok(Outcome::Ran {
-        suspended,
-        nodes: runs,
-        next_due,
-        manual_done: manual_token.filter(|_| manual_everywhere),
-    })
+    Ok((
+        Outcome::Ran {
+            suspended,
+            nodes: runs,
+            next_due,
+            manual_done: manual_token.filter(|_| manual_everywhere),
+        },
+        interval,
+    ))
 }
 
 /// Why one node's part of a run failed.

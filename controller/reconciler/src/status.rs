@@ -1,5 +1,18 @@
 //! The status a reconcile leads to, computed from the old status and what happened. Pure,
-//! so "written only when something changed" is a comparison of two values.
+//! so "written only when something changed" is a comparison of two values ([`pace`] says
+//! when a change is written).
+//!
+//! Conditions, after each reconcile:
+//! - `Ready`: True (`Reconciled`, or `Suspended`) when every node ran; False with the
+//!   blocker's or the first failing node's reason otherwise.
+//! - `Degraded`: True with the same reason while anything fails (blocked, or some or all
+//!   nodes failing; the message says how many of how many), False `AsExpected` otherwise.
+//! - `Progressing`: True `Snapshotting` while a run is unfinished on some node and will be
+//!   retried; False `WaitingForSchedule` (message: the next slot) when every node is done
+//!   until the next slot; False `Suspended`; False with the blocker's reason when nothing
+//!   can run until the spec, a grant or a node changes. It is computed after the run, so a
+//!   run that succeeds is never seen in flight: True means "still owes work", not "busy
+//!   right now", and it does not flap on every slot of a fast schedule.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -155,12 +168,34 @@ pub fn next(
             if let Some(token) = manual_done {
                 s.last_manual_trigger = Some(token.clone());
             }
+            let failing: Vec<&str> = nodes
+                .iter()
+                .filter(|(_, r)| r.failure.is_some())
+                .map(|(n, _)| n.as_str())
+                .collect();
             match first_failure {
                 Some((node, f)) => {
                     let message = format!("node {node}: {}", f.message);
                     set(&mut s, kind::READY, false, f.reason, &message);
-                    set(&mut s, kind::DEGRADED, true, f.reason, &message);
-                    set(&mut s, kind::PROGRESSING, false, f.reason, "retrying");
+                    set(
+                        &mut s,
+                        kind::DEGRADED,
+                        true,
+                        f.reason,
+                        &format!(
+                            "{} of {} node(s) failing; {message}",
+                            failing.len(),
+                            nodes.len()
+                        ),
+                    );
+                    // The run is not finished on the failing nodes: it is retried.
+                    set(
+                        &mut s,
+                        kind::PROGRESSING,
+                        true,
+                        reason::SNAPSHOTTING,
+                        &format!("retrying on node(s) {}", failing.join(", ")),
+                    );
                     s.last_error = Some(last_error(
                         old.last_error.as_ref(),
                         Some(&node),
@@ -187,12 +222,16 @@ pub fn next(
                     let message = format!("snapshots on {} node(s)", nodes.len());
                     set(&mut s, kind::READY, true, reasons::RECONCILED, &message);
                     set(&mut s, kind::DEGRADED, false, reason::AS_EXPECTED, "");
+                    let waiting = match next_due {
+                        Some(t) => format!("the next slot is at {t}"),
+                        None => "no slot is due".to_owned(),
+                    };
                     set(
                         &mut s,
                         kind::PROGRESSING,
                         false,
                         reason::WAITING_FOR_SCHEDULE,
-                        "waiting for the next slot",
+                        &waiting,
                     );
                     s.last_error = None;
                     s.consecutive_failures = 0;
@@ -208,6 +247,8 @@ pub fn ready(status: &SnapshotScheduleStatus) -> Option<(bool, String, String)> 
     condition::find(&status.conditions, kind::READY)
         .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
 }
+
+pub mod pace;
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,11 @@ pub struct TakeSnapshots {
     /// The part after `@`, the same for every dataset.
     pub short_name: SnapshotShortName,
     pub owner: Owner,
+    /// The schedule slot this run stands for (absent for a manual run), so the agent can
+    /// measure lateness from the slot to the moment `zfs snapshot` returned. Defaulted and
+    /// omitted when absent: requests of controllers before it still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<jiff::Timestamp>,
 }
 
 impl TakeSnapshots {

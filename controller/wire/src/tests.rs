@@ -68,6 +68,7 @@ fn every_request_and_response_round_trips() {
             datasets: vec!["tank/a".parse().unwrap(), "tank/b".parse().unwrap()],
             short_name: "tidepool_20261122T093000Z_hourly".parse().unwrap(),
             owner: owner("SnapshotSchedule/default/db-hourly"),
+            slot: Some(Timestamp::from_millisecond(1_763_800_000_250).unwrap()),
         }),
         Request::DestroySnapshots(DestroySnapshots {
             snapshots: vec![snapshot_ref("tank/a@x", 1)],
@@ -180,6 +181,29 @@ fn unknown_fields_and_states_from_a_newer_peer_decode() {
 }
 
 #[test]
+fn a_take_without_a_slot_decodes_and_the_slot_is_omitted_when_absent() {
+    // What a controller before the slot field sends.
+    let r: Request = serde_json::from_value(json!({
+        "op": "takeSnapshots",
+        "datasets": ["tank/a"],
+        "shortName": "x",
+        "owner": "SnapshotSchedule/default/a",
+    }))
+    .unwrap();
+    let Request::TakeSnapshots(take) = &r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(take.slot, None);
+    assert!(serde_json::to_value(&r).unwrap().get("slot").is_none());
+    let with = serde_json::to_value(Request::TakeSnapshots(TakeSnapshots {
+        slot: Some(Timestamp::from_millisecond(1_763_800_000_500).unwrap()),
+        ..take.clone()
+    }))
+    .unwrap();
+    assert_eq!(with["slot"], json!("2025-11-22T08:26:40.5Z"));
+}
+
+#[test]
 fn a_name_the_strict_types_refuse_fails_decoding() {
     let r = serde_json::from_value::<Request>(json!({
         "op": "takeSnapshots",
@@ -198,6 +222,7 @@ fn requests_are_one_pool_and_name_nothing_twice() {
         datasets: datasets.iter().map(|d| d.parse().unwrap()).collect(),
         short_name: "s".parse().unwrap(),
         owner: owner("SnapshotSchedule/default/a"),
+        slot: None,
     };
     assert_eq!(
         take(&["tank/a", "tank/b/c"]).check(),
