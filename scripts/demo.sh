@@ -12,6 +12,5 @@ echo "== Preparing: kube-apiserver, etcd, kubectl, helm (cached: seconds; cold b
 tests/control-plane/build.sh >/dev/null
 echo "== Preparing: the OpenZFS VM image (cached: seconds; cold: about 10 min)"
 tests/zfs-vm/build-image.sh >/dev/null
-echo "== Building the demo and the tidepool binary (current: seconds; cold: several minutes)"
-cargo build -q --locked -p tidepool --bin tidepool
+echo "== Building the demo (current: seconds; cold: several minutes; the demo builds the tidepool binary for the VM itself)"
 exec cargo run -q --locked -p tidepool-tests --bin demo -- "$@"

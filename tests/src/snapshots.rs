@@ -149,7 +149,11 @@ pub fn assert_atomic_named_owned(
         let datasets: BTreeSet<String> = snaps.iter().map(|s| s.dataset.clone()).collect();
         assert_eq!(&datasets, covered, "{node} {short}: recursive and exclude");
         let txgs: BTreeSet<u64> = snaps.iter().map(|s| s.createtxg).collect();
-        assert_eq!(txgs.len(), 1, "{node} {short}: not one transaction: {snaps:?}");
+        assert_eq!(
+            txgs.len(),
+            1,
+            "{node} {short}: not one transaction: {snaps:?}"
+        );
         slot_time(short, label);
         for s in snaps {
             assert_eq!(

@@ -15,21 +15,18 @@
 //! token with the epoch it led under is refused by both agents (409 `StaleEpoch`), and
 //! nothing is taken, while the same token with the current epoch is served.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
+use support::{Seen, Site, covered, lease_holder, prepare, stale_take};
 use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch, Ping};
 use tidepool_api::{SnapshotSchedule, ZfsNode};
-use tidepool_tests::agents::GuestAgent;
+use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::release::*;
-use tidepool_tests::snapshots::{assert_atomic_named_owned, owned_whole, slot_time};
 use tidepool_tests::zfs_vm::ZfsVm;
-use tidepool_wire::operation::{Owner, TakeSnapshots};
 use tokio::time::Instant;
 
 const INTERVAL_SECS: i64 = 3;
@@ -39,114 +36,11 @@ const POOL: &str = "tank";
 const ROOT: &str = "tank/data";
 const NODE_LABEL: &str = "tidepool.dev/zfs";
 const TAKEOVER_GOAL: Duration = Duration::from_secs(15);
+/// As `tidepool controller` calls its agents.
+const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The datasets the schedule covers: `app1` recursively without `app1/scratch`, `app2`.
-fn covered() -> BTreeSet<String> {
-    ["app1", "app1/db", "app2"]
-        .iter()
-        .map(|d| format!("{ROOT}/{d}"))
-        .collect()
-}
-
-/// One node: its VM, its agent.
-struct Site {
-    node: String,
-    vm: ZfsVm,
-    agent: Option<GuestAgent>,
-}
-
-/// Every slot seen on each node (short name → createtxg and when it was first seen),
-/// gathered over the run from listings in which retention may already have pruned some.
-#[derive(Default)]
-struct Seen {
-    by_node: BTreeMap<String, BTreeMap<String, (u64, Instant)>>,
-}
-
-impl Seen {
-    /// Reads both nodes once; every whole set must be atomic, named and owned, and a name
-    /// seen again must have the createtxg it had (not taken a second time).
-    async fn read(&mut self, sites: &[Site], owner: &str) {
-        for s in sites {
-            let owned = owned_whole(&s.vm, &s.node, ROOT, owner, covered().len()).await;
-            assert_atomic_named_owned(&s.node, &covered(), SCHEDULE, owner, &owned);
-            let seen = self.by_node.entry(s.node.clone()).or_default();
-            for (short, snaps) in &owned {
-                let txg = snaps[0].createtxg;
-                let (first_txg, _) = *seen
-                    .entry(short.clone())
-                    .or_insert_with(|| (txg, Instant::now()));
-                assert_eq!(first_txg, txg, "{} {short} was taken twice", s.node);
-            }
-        }
-    }
-
-    /// The createtxg of each slot on `node`, in slot order.
-    fn txgs_in_slot_order(&self, node: &str) -> Vec<u64> {
-        let mut v: Vec<_> = self
-            .by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .map(|(short, (txg, _))| (slot_time(short, SCHEDULE), *txg))
-            .collect();
-        v.sort();
-        v.into_iter().map(|(_, txg)| txg).collect()
-    }
-
-    fn count(&self, node: &str) -> usize {
-        self.by_node.get(node).map_or(0, BTreeMap::len)
-    }
-
-    /// Slot times on `node`, oldest first.
-    fn slots(&self, node: &str) -> Vec<(jiff::Timestamp, Instant)> {
-        let mut v: Vec<_> = self
-            .by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .map(|(short, (_, at))| (slot_time(short, SCHEDULE), *at))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-async fn lease_holder(
-    cp: &tidepool_tests::control_plane::ControlPlane,
-    ns: &str,
-    name: &str,
-) -> (Option<String>, i32) {
-    let lease = Api::<Lease>::namespaced(cp.admin_client(), ns)
-        .get_opt(name)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let spec = lease.and_then(|l| l.spec).unwrap_or_default();
-    (spec.holder_identity, spec.lease_transitions.unwrap_or(-1))
-}
-
-/// A pool like a node's: `tank/data/{app1,app1/db,app1/scratch,app2}`.
-async fn prepare(vm: &ZfsVm) {
-    ok(vm.create_pool(POOL, 512 << 20).await);
-    for d in ["app1/db", "app1/scratch", "app2"] {
-        ok(vm
-            .exec_ok(["zfs", "create", "-p", &format!("{ROOT}/{d}")])
-            .await);
-    }
-}
-
-fn stale_take(owner: &str) -> TakeSnapshots {
-    TakeSnapshots {
-        datasets: vec![
-            format!("{ROOT}/app2")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-        ],
-        short_name: "tidepool_20261201T000000Z_stale"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-        owner: owner.parse::<Owner>().unwrap_or_else(|e| panic!("{e}")),
-    }
-}
+#[path = "schedule_two_nodes/support.rs"]
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
@@ -200,7 +94,9 @@ async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
             .await
             .unwrap_or_else(|e| panic!("labelling {}: {e}", s.node));
     }
-    release.grant(&format!("{ns}-tank"), &[&users], &[ROOT]).await;
+    release
+        .grant(&format!("{ns}-tank"), &[&users], &[ROOT])
+        .await;
     create_schedule(
         cp,
         &users,
@@ -222,7 +118,13 @@ async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
     let lease = release.lease_name();
     let replica_a = release.replica("controller-a").await;
     let replica_b = release.replica("controller-b").await;
-    let leader = release.start(&replica_a, Some(users.clone())).await;
+    // The product's call timeout (`tidepool controller` uses 60 s), not the harness's quick
+    // 5 s: a prune on an emulated node can take longer, and a call cut off mid-prune is
+    // retried with more to destroy each time.
+    let patient = |r: &Replica| PinnedAgents::new(r.agent_token.clone(), AGENT_CALL_TIMEOUT);
+    let leader = release
+        .start_with(&replica_a, Some(users.clone()), patient(&replica_a))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let epoch_a = loop {
         let (holder, transitions) = lease_holder(cp, &ns, &lease).await;
@@ -232,7 +134,9 @@ async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
         assert!(Instant::now() < deadline, "controller-a did not lead");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let standby = release.start(&replica_b, Some(users.clone())).await;
+    let standby = release
+        .start_with(&replica_b, Some(users.clone()), patient(&replica_b))
+        .await;
     let applied = Instant::now();
     wait_ready(
         cp,
@@ -282,7 +186,10 @@ async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
         assert!(
             Instant::now() < deadline,
             "the schedule did not settle on both nodes: seen {:?}, status {status:?}",
-            sites.iter().map(|s| seen.count(&s.node)).collect::<Vec<_>>()
+            sites
+                .iter()
+                .map(|s| seen.count(&s.node))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -427,7 +334,10 @@ async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
                     s.node
                 );
             }
-            other => panic!("{}: a stale leader's take was not refused: {other:?}", s.node),
+            other => panic!(
+                "{}: a stale leader's take was not refused: {other:?}",
+                s.node
+            ),
         }
         let pong = client
             .call(&token_a, current, Ping {})
@@ -436,7 +346,9 @@ async fn one_schedule_over_two_vms_survives_the_leaders_crash() {
         assert_eq!(pong.node_name, s.node);
         let stale = ok(s
             .vm
-            .exec(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", ROOT])
+            .exec([
+                "zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", ROOT,
+            ])
             .await
             .map(|o| o.stdout_lossy()));
         assert!(

@@ -25,6 +25,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use show::{done, kubectl_show, node_show, step};
 use tidepool_api::SnapshotSchedule;
+use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::agents::AgentSpec;
 use tidepool_tests::chart::Component;
 use tidepool_tests::control_plane::repo_root;
@@ -38,6 +39,8 @@ const NODE: &str = "node-a";
 const USERS: &str = "default";
 const WATCH: Duration = Duration::from_secs(45);
 const TICK: Duration = Duration::from_secs(5);
+/// As `tidepool controller` calls its agents.
+const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -96,7 +99,10 @@ async fn main() -> Result<()> {
     };
     let agent = release.start_agent(&vm, &agent_spec).await;
     done(
-        &format!("agent of {NODE} serving at {} and registered", agent.endpoint),
+        &format!(
+            "agent of {NODE} serving at {} and registered",
+            agent.endpoint
+        ),
         t,
     );
     kubectl_show(cp, &["get", "zfsnodes"]).await?;
@@ -108,7 +114,10 @@ async fn main() -> Result<()> {
         "",
     );
     let replica = release.replica("tidepool-controller-0").await;
-    let controller = release.start(&replica, None).await;
+    // The product's call timeout (`tidepool controller` uses 60 s): a prune of several
+    // snapshots on this emulated node takes longer than the harness's quick 5 s.
+    let agents = PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT);
+    let controller = release.start_with(&replica, None, agents).await;
     let leases: Api<Lease> = Api::namespaced(cp.admin_client(), &release.ns);
     let lease = release.lease_name();
     loop {
@@ -245,10 +254,7 @@ async fn main() -> Result<()> {
     .await?;
 
     summary(&release, &vm, &tracked).await?;
-    println!(
-        "\ndemo done in {:.0}s",
-        began.elapsed().as_secs_f64()
-    );
+    println!("\ndemo done in {:.0}s", began.elapsed().as_secs_f64());
 
     if keep {
         println!(
@@ -288,7 +294,9 @@ fn short_interval_copy(example: &str) -> Result<String> {
         out.push('\n');
     }
     if replaced != 3 {
-        bail!("examples/snapshot-schedule-interval.yaml changed: the demo's edit found {replaced} of 3 lines");
+        bail!(
+            "examples/snapshot-schedule-interval.yaml changed: the demo's edit found {replaced} of 3 lines"
+        );
     }
     Ok(out)
 }
@@ -341,14 +349,30 @@ async fn summary(release: &Release, vm: &ZfsVm, tracked: &[Tracked]) -> Result<(
         println!("     events: {}", reasons.join(", "));
     }
     let manual = vm
-        .exec_ok(["zfs", "list", "-H", "-o", "name", "tank/apps/web@before-upgrade"])
+        .exec_ok([
+            "zfs",
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "tank/apps/web@before-upgrade",
+        ])
         .await;
     println!(
         "   tank/apps/web@before-upgrade (taken by hand): {}",
         if manual.is_ok() { "untouched" } else { "GONE" }
     );
     let scratch = vm
-        .exec_ok(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "tank/apps/scratch"])
+        .exec_ok([
+            "zfs",
+            "list",
+            "-H",
+            "-t",
+            "snapshot",
+            "-o",
+            "name",
+            "tank/apps/scratch",
+        ])
         .await?;
     println!(
         "   tank/apps/scratch (excluded): {} snapshots",
@@ -358,16 +382,28 @@ async fn summary(release: &Release, vm: &ZfsVm, tracked: &[Tracked]) -> Result<(
     let frequent = &tracked[0];
     let hourly = &tracked[1];
     if frequent.seen.len() < 4 || frequent.pruned() == 0 {
-        bail!("apps-frequent took {} sets and pruned {} in {WATCH:?}", frequent.seen.len(), frequent.pruned());
+        bail!(
+            "apps-frequent took {} sets and pruned {} in {WATCH:?}",
+            frequent.seen.len(),
+            frequent.pruned()
+        );
     }
     if frequent.present.len() > 4 {
-        bail!("apps-frequent keeps {} sets, keepLast is 3", frequent.present.len());
+        bail!(
+            "apps-frequent keeps {} sets, keepLast is 3",
+            frequent.present.len()
+        );
     }
     if hourly.seen.len() != 1 {
-        bail!("the manual trigger of db-hourly took {} sets, not one", hourly.seen.len());
+        bail!(
+            "the manual trigger of db-hourly took {} sets, not one",
+            hourly.seen.len()
+        );
     }
     if manual.is_err() || scratch.lines().count() != 0 {
-        bail!("a snapshot Tidepool must not touch was touched, or the excluded dataset was snapshotted");
+        bail!(
+            "a snapshot Tidepool must not touch was touched, or the excluded dataset was snapshotted"
+        );
     }
     Ok(())
 }
