@@ -6,11 +6,13 @@
 //! - [`kubelet`]: the Node and Pod objects and Pod-bound tokens a kubelet-less cluster lacks.
 //! - [`agents`]: `tidepool agent` processes inside the VM, one per simulated node.
 //! - [`release`]: a chart release with controllers, agents and grants, as e2e tests use it.
+//! - [`snapshots`]: a schedule's snapshots read back from zfs in the guest, checked.
 
 pub mod agents;
 pub mod chart;
 pub mod control_plane;
 pub mod kubelet;
 pub mod release;
+pub mod snapshots;
 pub mod zfs_exec;
 pub mod zfs_vm;

@@ -8,11 +8,8 @@
 //! re-queues them (a blocked schedule waits for a change) and the counter moves only with
 //! the triggers under test.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -20,6 +17,7 @@ use tidepool_api::{DatasetGrant, ZfsNode};
 use tidepool_reconciler::{ControllerConfig, LeaseConfig, PinnedAgents, ReconcilerConfig};
 use tidepool_tests::agents::sum_samples;
 use tidepool_tests::kubelet::Kubelet;
+use tidepool_tests::release::*;
 
 const WITHIN: Duration = Duration::from_secs(60);
 

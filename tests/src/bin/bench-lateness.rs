@@ -13,15 +13,11 @@
 //!
 //! `cargo run -p tidepool-tests --bin bench-lateness [-- --seconds 90]`
 
-#[path = "../../tests/controller_support/mod.rs"]
-mod controller_support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
-use controller_support::{Release, create_schedule, wait_ready};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::Api;
@@ -32,6 +28,7 @@ use tidepool_api::{DatasetGrant, SnapshotSchedule};
 use tidepool_reconciler::{ControllerConfig, LeaseConfig, PinnedAgents, ReconcilerConfig};
 use tidepool_tests::agents::{AgentSpec, GuestAgent};
 use tidepool_tests::chart::Component;
+use tidepool_tests::release::{Release, create_schedule, wait_ready};
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 

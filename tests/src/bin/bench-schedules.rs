@@ -45,7 +45,7 @@ fn args() -> Result<Args> {
             .next()
             .ok_or_else(|| anyhow!("{flag} needs a value"))?
             .parse()
-            .with_context(|| format!("{flag}"))?;
+            .with_context(|| format!("{flag} takes a whole number"))?;
         match flag.as_str() {
             "--schedules" => a.schedules = usize::try_from(value)?,
             "--window" => a.window = Duration::from_secs(value),
