@@ -116,5 +116,6 @@ pub fn stale_take(owner: &str) -> TakeSnapshots {
             .parse()
             .unwrap_or_else(|e| panic!("{e}")),
         owner: owner.parse::<Owner>().unwrap_or_else(|e| panic!("{e}")),
+        slot: None,
     }
 }
