@@ -139,8 +139,8 @@ impl AgentState {
     }
 
     /// The node's zfs side, when the agent was started with one.
-    pub fn zfs(&self) -> Option<&NodeZfs> {
-        self.zfs.as_deref()
+    pub fn zfs(&self) -> Option<&Arc<NodeZfs>> {
+        self.zfs.as_ref()
     }
 }
 

@@ -252,8 +252,22 @@ impl NodeZfs {
     }
 }
 
-fn node(state: &AgentState) -> Result<&NodeZfs, CommandRefused> {
+fn node(state: &AgentState) -> Result<&Arc<NodeZfs>, CommandRefused> {
     state.zfs().ok_or(CommandRefused::NoZfs)
+}
+
+/// Runs a change to ZFS in a task of its own, so it finishes even when the caller hangs up
+/// (a timeout, a crash): cancelled half way, a prune would leave part of its snapshots and
+/// every retry would have more to do.
+async fn to_completion<Fut>(work: Fut) -> Response
+where
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Response::Failed(OperationError::Unknown {
+            message: format!("the operation's task ended: {e}"),
+        })
+    })
 }
 
 pub(crate) async fn take_snapshots(
@@ -263,7 +277,8 @@ pub(crate) async fn take_snapshots(
     for d in &op.datasets {
         state.check_dataset(d)?;
     }
-    Ok(Json(node(&state)?.take(&op).await))
+    let zfs = node(&state)?.clone();
+    Ok(Json(to_completion(async move { zfs.take(&op).await }).await))
 }
 
 pub(crate) async fn destroy_snapshots(
@@ -273,7 +288,8 @@ pub(crate) async fn destroy_snapshots(
     for s in &op.snapshots {
         state.check_dataset(&s.snapshot.dataset())?;
     }
-    Ok(Json(node(&state)?.destroy(&op).await))
+    let zfs = node(&state)?.clone();
+    Ok(Json(to_completion(async move { zfs.destroy(&op).await }).await))
 }
 
 pub(crate) async fn inventory(
