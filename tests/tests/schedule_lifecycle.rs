@@ -132,7 +132,13 @@ async fn cron_with_zone_and_jitter_runs_once_per_slot_and_deletion_policy_is_hon
     let every = json!({"interval": "2s"});
     create_schedule(cp, &users, "del", spec(&shared, every.clone(), "Delete")).await;
     create_schedule(cp, &users, "other", spec(&shared, every.clone(), "Retain")).await;
-    create_schedule(cp, &users, "kept", spec(&format!("{root}/keep"), every, "Retain")).await;
+    create_schedule(
+        cp,
+        &users,
+        "kept",
+        spec(&format!("{root}/keep"), every, "Retain"),
+    )
+    .await;
     let schedules: Api<SnapshotSchedule> = Api::namespaced(cp.admin_client(), &users);
     let created = schedules
         .get("cron")
@@ -247,9 +253,15 @@ async fn cron_with_zone_and_jitter_runs_once_per_slot_and_deletion_policy_is_hon
         .iter()
         .map(|s| name_time(&s.short, "cron"))
         .collect();
-    assert!(again.is_subset(&slots(created, Timestamp::now(), offset)), "{again:?}");
+    assert!(
+        again.is_subset(&slots(created, Timestamp::now(), offset)),
+        "{again:?}"
+    );
     let status = wait_ready(cp, &users, "cron", "True", reasons::RECONCILED, WITHIN).await;
-    let next = status.status.and_then(|s| s.next_snapshot_time).map(|t| t.0);
+    let next = status
+        .status
+        .and_then(|s| s.next_snapshot_time)
+        .map(|t| t.0);
     assert_eq!(
         next.map(|n| n.as_second().rem_euclid(60)),
         Some(offset),
