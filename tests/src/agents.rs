@@ -196,41 +196,7 @@ impl GuestAgent {
         let metrics = vm
             .forwarded_addr(spec.metrics_port)
             .ok_or_else(|| anyhow!("guest port {} is not forwarded", spec.metrics_port))?;
-        let mut argv: Vec<String> = vec![
-            binary.display().to_string(),
-            "agent".into(),
-            "--node-name".into(),
-            spec.node.clone(),
-            "--kubeconfig".into(),
-            kubeconfig_file,
-            "--listen".into(),
-            format!("0.0.0.0:{}", spec.api_port),
-            "--advertise".into(),
-            endpoint.to_string(),
-            "--metrics-listen".into(),
-            format!("0.0.0.0:{}", spec.metrics_port),
-            "--controller-service-account".into(),
-            spec.controller_service_account.clone(),
-            "--heartbeat".into(),
-            spec.heartbeat.clone(),
-        ];
-        for p in &spec.pools {
-            argv.extend(["--pool".into(), p.clone()]);
-        }
-        for r in &spec.dataset_roots {
-            argv.extend(["--dataset-root".into(), r.clone()]);
-        }
-        let log = format!("{guest_dir}/agent.log");
-        // The log goes to a file in the guest (read by `log_tail`), so a chatty agent can
-        // never block on a pipe nobody reads.
-        let child = vm
-            .command(["sh", "-c", "exec \"$@\" >>\"$LOG\" 2>&1", "agent"])
-            .args(argv)
-            .env("LOG", &log)
-            .env("RUST_LOG", "info,tidepool_agent=debug")
-            .spawn()
-            .await
-            .context("starting the agent in the guest")?;
+        let child = launch(vm, &binary, spec, &guest_dir, endpoint).await?;
         Ok(Self {
             node: spec.node.clone(),
             endpoint,
@@ -240,6 +206,49 @@ impl GuestAgent {
             child,
             guest_dir,
         })
+    }
+
+    /// Kills the agent's process (SIGKILL, as a node crash would), leaving its Node, Pod,
+    /// token and `ZfsNode` as they are. [`Self::restart`] starts it again.
+    pub async fn stop(&mut self) -> Result<()> {
+        self.child.kill().await.map(drop)
+    }
+
+    /// Kills the agent if it runs and starts it again with `spec` (same node, Pod and
+    /// token; the flags, e.g. `dataset_roots`, may differ), then waits until its
+    /// `ZfsNode` is published again. An admin changing an agent's flags restarts it so.
+    pub async fn restart(&mut self, vm: &ZfsVm, cp: &ControlPlane, spec: &AgentSpec) -> Result<()> {
+        if spec.node != self.node {
+            bail!("restarting {}'s agent as {}", self.node, spec.node);
+        }
+        let fingerprint = |n: &ZfsNode| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.tls_certificate_sha256.clone())
+        };
+        let before = Api::<ZfsNode>::all(cp.admin_client())
+            .get_opt(&self.node)
+            .await?
+            .and_then(|n| fingerprint(&n));
+        self.stop().await?;
+        let binary = tidepool_binary_in_guest(vm)?;
+        self.child = launch(vm, &binary, spec, &self.guest_dir, self.endpoint).await?;
+        // Each start makes a new certificate: published once the fingerprint moved.
+        let deadline = Instant::now() + REGISTER_TIMEOUT;
+        loop {
+            let node = self.wait_registered(vm, cp).await?;
+            if fingerprint(&node) != before {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the restarted agent of {} did not publish its new certificate within {REGISTER_TIMEOUT:?}:\n{}",
+                    self.node,
+                    self.log_tail(vm).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Waits until the agent's ZfsNode carries its endpoint and a fingerprint; returns it.
@@ -318,6 +327,51 @@ impl GuestAgent {
         }
         Ok(sum_samples_where(&body, name, label_text))
     }
+}
+
+/// Starts `tidepool agent` for `spec` in the guest with the identity already written to
+/// `guest_dir`, advertising `endpoint`.
+async fn launch(
+    vm: &ZfsVm,
+    binary: &std::path::Path,
+    spec: &AgentSpec,
+    guest_dir: &str,
+    endpoint: SocketAddr,
+) -> Result<RemoteChild> {
+    let mut argv: Vec<String> = vec![
+        binary.display().to_string(),
+        "agent".into(),
+        "--node-name".into(),
+        spec.node.clone(),
+        "--kubeconfig".into(),
+        format!("{guest_dir}/kubeconfig"),
+        "--listen".into(),
+        format!("0.0.0.0:{}", spec.api_port),
+        "--advertise".into(),
+        endpoint.to_string(),
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{}", spec.metrics_port),
+        "--controller-service-account".into(),
+        spec.controller_service_account.clone(),
+        "--heartbeat".into(),
+        spec.heartbeat.clone(),
+    ];
+    for p in &spec.pools {
+        argv.extend(["--pool".into(), p.clone()]);
+    }
+    for r in &spec.dataset_roots {
+        argv.extend(["--dataset-root".into(), r.clone()]);
+    }
+    let log = format!("{guest_dir}/agent.log");
+    // The log goes to a file in the guest (read by `log_tail`), so a chatty agent can
+    // never block on a pipe nobody reads.
+    vm.command(["sh", "-c", "exec \"$@\" >>\"$LOG\" 2>&1", "agent"])
+        .args(argv)
+        .env("LOG", &log)
+        .env("RUST_LOG", "info,tidepool_agent=debug")
+        .spawn()
+        .await
+        .context("starting the agent in the guest")
 }
 
 /// Sums the samples of `name` in a Prometheus text exposition (any labels).

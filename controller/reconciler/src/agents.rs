@@ -119,6 +119,8 @@ impl AgentError {
                     tidepool_wire::RequestError::OutsideAllowedRoots { .. },
                 ) => reasons::OUTSIDE_AGENT_ROOTS,
                 OperationError::InvalidRequest(_) => reasons::AGENT_REFUSED,
+                // The zfs layer's bounded kind, as the agent sends it.
+                OperationError::Zfs { kind, .. } if kind == "OutOfSpace" => reasons::POOL_FULL,
                 OperationError::Zfs { .. } | OperationError::Unknown { .. } => {
                     tidepool_api::condition::reason::ZFS_ERROR
                 }
@@ -240,6 +242,22 @@ impl Agents for PinnedAgents {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn out_of_space_is_pool_full_and_other_zfs_failures_stay_zfs_errors() {
+        let failed = |kind: &str| AgentError::Failed {
+            node: "n1".into(),
+            source: OperationError::Zfs {
+                kind: kind.into(),
+                message: "cannot create snapshots : out of space".into(),
+            },
+        };
+        assert_eq!(failed("OutOfSpace").reason(), reasons::POOL_FULL);
+        assert_eq!(
+            failed("Busy").reason(),
+            tidepool_api::condition::reason::ZFS_ERROR
+        );
+    }
 
     #[test]
     fn an_unpublished_endpoint_is_agent_unavailable() {

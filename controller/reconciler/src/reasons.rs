@@ -19,3 +19,6 @@ pub const PRUNED: &str = "Pruned";
 pub const DELETE_BLOCKED: &str = "DeleteBlocked";
 /// Deleting gave up on a node after the bounded wait; its snapshots were left.
 pub const DELETE_ABANDONED: &str = "DeleteAbandoned";
+/// The pool has no space left for a snapshot (`zfs snapshot` answers "out of space": on
+/// OpenZFS a snapshot needs a little free space beyond the pool's slop reserve).
+pub const POOL_FULL: &str = "PoolFull";

@@ -265,12 +265,10 @@ async fn evaluate(
     let mut manual_token = None;
     for node in nodes {
         let node_run = async {
-            let agent = AgentEndpoint::of(
-                &node,
-                ctx.zfs_nodes
-                    .get(&kube::runtime::reflector::ObjectRef::new(&node))
-                    .as_deref(),
-            )?;
+            let zfs_node = ctx
+                .zfs_nodes
+                .get(&kube::runtime::reflector::ObjectRef::new(&node));
+            let agent = AgentEndpoint::of(&node, zfs_node.as_deref())?;
             let pool = obj
                 .spec
                 .datasets
@@ -284,8 +282,21 @@ async fn evaluate(
                     inventory.pool, inventory.health
                 )));
             }
-            let datasets =
-                work::expand(&obj.spec.datasets, &inventory).map_err(NodeProblem::Missing)?;
+            let datasets = work::expand(&obj.spec.datasets, &inventory).map_err(|m| {
+                let roots = zfs_node
+                    .as_ref()
+                    .and_then(|n| n.status.as_ref())
+                    .map(|s| s.allowed_roots.clone())
+                    .unwrap_or_default();
+                if work::outside_roots(&m.dataset, &roots) {
+                    NodeProblem::OutsideRoots {
+                        dataset: m.dataset,
+                        roots: roots.join(", "),
+                    }
+                } else {
+                    NodeProblem::Missing(m)
+                }
+            })?;
             let prefix = obj.spec.naming.prefix.as_str();
             let input = ScheduleInput {
                 schedule: &valid.schedule,
@@ -427,6 +438,12 @@ pub enum NodeProblem {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Missing(work::DatasetMissing),
+    /// Outside the roots the agent published: it would refuse the command.
+    #[error("dataset {dataset} is outside the node agent's dataset roots ({roots})")]
+    OutsideRoots {
+        dataset: tidepool_api::DatasetName,
+        roots: String,
+    },
     #[error("{0}")]
     Pool(String),
     #[error("{0}")]
@@ -438,6 +455,7 @@ impl NodeProblem {
         match self {
             NodeProblem::Agent(e) => e.reason(),
             NodeProblem::Missing(_) => reasons::DATASET_NOT_FOUND,
+            NodeProblem::OutsideRoots { .. } => reasons::OUTSIDE_AGENT_ROOTS,
             NodeProblem::Pool(_) => reasons::POOL_UNAVAILABLE,
             NodeProblem::Spec(_) => reasons::INVALID_SCHEDULE,
         }

@@ -17,6 +17,18 @@ pub struct DatasetMissing {
     pub dataset: DatasetName,
 }
 
+/// Whether `dataset` lies outside every root the node's agent published
+/// (`ZfsNode.status.allowedRoots`). The agent's inventory leaves such datasets out, so a
+/// dataset missing from it is either absent or outside the roots; the two need different
+/// fixes (create the dataset, or change the agent's roots). The agent refuses any command
+/// on such a dataset whatever this says.
+pub fn outside_roots(dataset: &DatasetName, allowed_roots: &[String]) -> bool {
+    !allowed_roots
+        .iter()
+        .filter_map(|r| r.parse::<DatasetName>().ok())
+        .any(|root| root.contains(dataset))
+}
+
 /// The datasets one run snapshots, in name order: each selector's dataset, and with
 /// `recursive` every descendant the inventory lists, minus the excluded subtrees.
 pub fn expand(

@@ -137,3 +137,14 @@ fn a_retry_takes_only_the_datasets_still_missing_the_name() {
         vec![ds("tank/b")]
     );
 }
+
+#[test]
+fn a_dataset_is_outside_the_roots_unless_a_root_contains_it() {
+    let roots = vec!["tank/data".to_owned(), "backup".to_owned()];
+    assert!(!outside_roots(&ds("tank/data"), &roots));
+    assert!(!outside_roots(&ds("tank/data/app"), &roots));
+    assert!(!outside_roots(&ds("backup/x"), &roots));
+    assert!(outside_roots(&ds("tank/database"), &roots));
+    assert!(outside_roots(&ds("tank"), &roots));
+    assert!(outside_roots(&ds("tank/data"), &[]));
+}
