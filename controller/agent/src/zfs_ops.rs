@@ -278,7 +278,9 @@ pub(crate) async fn take_snapshots(
         state.check_dataset(d)?;
     }
     let zfs = node(&state)?.clone();
-    Ok(Json(to_completion(async move { zfs.take(&op).await }).await))
+    Ok(Json(
+        to_completion(async move { zfs.take(&op).await }).await,
+    ))
 }
 
 pub(crate) async fn destroy_snapshots(
@@ -289,7 +291,9 @@ pub(crate) async fn destroy_snapshots(
         state.check_dataset(&s.snapshot.dataset())?;
     }
     let zfs = node(&state)?.clone();
-    Ok(Json(to_completion(async move { zfs.destroy(&op).await }).await))
+    Ok(Json(
+        to_completion(async move { zfs.destroy(&op).await }).await,
+    ))
 }
 
 pub(crate) async fn inventory(

@@ -14,6 +14,7 @@ pub mod http;
 pub mod inventories;
 pub mod leader;
 pub mod metrics;
+pub mod node_run;
 pub mod owner;
 pub mod reasons;
 pub mod reconcile;

@@ -7,25 +7,26 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use tidepool_agent::LeaderEpoch;
 use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
 use tidepool_plan::naming;
-use tidepool_plan::schedule::{self, ScheduleInput};
-use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, TakeSnapshots};
+use tidepool_plan::schedule;
 use tokio::sync::watch;
 
-use crate::agents::{AgentEndpoint, AgentError, Agents};
+use crate::agents::Agents;
 pub use crate::checks::{admissible, nodes_of};
+use crate::deletion;
 use crate::metrics::Metrics;
+use crate::node_run::{NodePlan, run_node};
+pub use crate::node_run::{NodeProblem, inventory};
 use crate::owner::schedule_owner;
 use crate::status::pace::{self, StatusMemory, Write};
 use crate::status::{self, Blocker, NodeFailure, NodeRun, Outcome};
 use crate::writes::{ensure_finalizer, publish_transition};
 pub use crate::writes::{patch_finalizers, publish, write_status};
-use crate::{deletion, reasons, work};
 
 /// The finalizer that `deletionPolicy: Delete` puts on an object.
 pub const FINALIZER: &str = "tidepool.dev/snapshots";
@@ -156,9 +157,12 @@ pub async fn reconcile(
         new.consecutive_failures,
         interval.and_then(|i| u64::try_from(i.as_millis()).ok()),
     );
+    // The wait starts when this reconcile ends, not when it began: measured from `now`, every
+    // run would start late by its own length.
+    let ended = Timestamp::now();
     let action = match write {
-        Write::Defer { until } => requeue_deferred(&outcome, &ctx.config, until, now),
-        _ => requeue(&outcome, &ctx.config, now),
+        Write::Defer { until } => requeue_deferred(&outcome, &ctx.config, until, ended),
+        _ => requeue(&outcome, &ctx.config, ended),
     };
     Ok(action)
 }
@@ -263,133 +267,26 @@ async fn evaluate(
     let mut suspended = false;
     let mut manual_everywhere = true;
     let mut manual_token = None;
-    for node in nodes {
-        let node_run = async {
-            let zfs_node = ctx
-                .zfs_nodes
-                .get(&kube::runtime::reflector::ObjectRef::new(&node));
-            let agent = AgentEndpoint::of(&node, zfs_node.as_deref())?;
-            let pool = obj
-                .spec
-                .datasets
-                .first()
-                .map(|d| d.name.pool())
-                .ok_or(NodeProblem::Spec("spec.datasets is empty"))?;
-            let mut inventory = inventory(ctx, &agent, epoch, pool.clone()).await?;
-            if !inventory.health.is_writable() {
-                return Err(NodeProblem::Pool(format!(
-                    "pool {} is {}",
-                    inventory.pool, inventory.health
-                )));
-            }
-            let datasets = work::expand(&obj.spec.datasets, &inventory).map_err(|m| {
-                let roots = zfs_node
-                    .as_ref()
-                    .and_then(|n| n.status.as_ref())
-                    .map(|s| s.allowed_roots.clone())
-                    .unwrap_or_default();
-                if work::outside_roots(&m.dataset, &roots) {
-                    NodeProblem::OutsideRoots {
-                        dataset: m.dataset,
-                        roots: roots.join(", "),
-                    }
-                } else {
-                    NodeProblem::Missing(m)
-                }
-            })?;
-            let prefix = obj.spec.naming.prefix.as_str();
-            let input = ScheduleInput {
-                schedule: &valid.schedule,
-                suspend: obj.spec.suspend,
-                jitter_seed: &uid,
-                manual_trigger: obj.spec.trigger.as_ref().and_then(|t| t.manual.as_deref()),
-                last_manual_trigger: old.last_manual_trigger.as_deref(),
-                last_run: work::last_run(&inventory, &datasets, &owner, prefix),
-                created,
-            };
-            let decision =
-                schedule::evaluate(&input, now).map_err(|e| NodeProblem::Spec(e.reason()))?;
-            let mut run = NodeRun {
-                newest: work::newest_owned(&inventory, &datasets, &owner)
-                    .map(|(n, t)| (n.to_string(), t)),
-                owned: work::owned_count(&inventory, &datasets, &owner),
-                ..NodeRun::default()
-            };
-            if decision.suspended {
-                return Ok((run, decision, None));
-            }
-            let mut answered = None;
-            if let Some(r) = &decision.run {
-                let short = naming::snapshot_name(prefix, &label, r.name_time, precision)
-                    .map_err(|_| NodeProblem::Spec("spec.naming gives an invalid snapshot name"))?;
-                let todo = work::still_to_take(&inventory, &datasets, &short);
-                if !todo.is_empty() {
-                    let request = Request::TakeSnapshots(TakeSnapshots {
-                        datasets: todo,
-                        short_name: short.clone(),
-                        owner: owner.clone(),
-                        slot: r.slot,
-                    });
-                    let answer = call(ctx, &agent, epoch, request).await?;
-                    match answer {
-                        Response::SnapshotsTaken(t) => {
-                            if let Some(slot) = r.slot {
-                                // Measured at this edge: when the agent's answer arrived.
-                                ctx.metrics.snapshot_done(slot, Timestamp::now());
-                            }
-                            ctx.metrics
-                                .snapshots_created
-                                .inc_by(u64::try_from(t.snapshots.len()).unwrap_or(0));
-                            run.owned += t.snapshots.len();
-                        }
-                        other => return Err(unexpected(&agent, "TakeSnapshots", &other)),
-                    }
-                    // Retention counts the snapshot just taken: pruning from the listing
-                    // before it would leave keepLast + 1 on the node between runs.
-                    inventory = self::inventory(ctx, &agent, epoch, pool.clone()).await?;
-                }
-                run.newest = Some((short.to_string(), now));
-                answered = r.manual_token.clone();
-            }
-            if let Some((retention, tz)) = valid.retention() {
-                let destroy = work::prune(retention, tz, &inventory, &datasets, &owner);
-                if !destroy.is_empty() {
-                    let names: Vec<String> =
-                        destroy.iter().map(|d| d.snapshot.to_string()).collect();
-                    let request = Request::DestroySnapshots(DestroySnapshots {
-                        snapshots: destroy,
-                        owner: owner.clone(),
-                    });
-                    match call(ctx, &agent, epoch, request).await? {
-                        Response::SnapshotsDestroyed(d) => {
-                            let n = d.destroyed.len();
-                            ctx.metrics
-                                .snapshots_destroyed
-                                .inc_by(u64::try_from(n).unwrap_or(0));
-                            run.pruned = n;
-                            run.owned = run.owned.saturating_sub(n);
-                            if n > 0 {
-                                publish(
-                                    ctx,
-                                    obj,
-                                    EventType::Normal,
-                                    reasons::PRUNED,
-                                    format!(
-                                        "node {node}: retention destroyed {n} snapshot(s): {}",
-                                        names.join(", ")
-                                    ),
-                                    "Prune",
-                                )
-                                .await;
-                            }
-                        }
-                        other => return Err(unexpected(&agent, "DestroySnapshots", &other)),
-                    }
-                }
-            }
-            Ok((run, decision, answered))
+    let plan = NodePlan {
+        obj,
+        valid: &valid,
+        uid: &uid,
+        created,
+        owner: &owner,
+        label: &label,
+        precision,
+        old,
+    };
+    // Nodes are independent: visited at once, a slow or dead one does not delay the rest.
+    let results = futures::future::join_all(nodes.into_iter().map(|node| {
+        let plan = &plan;
+        async move {
+            let result = run_node(ctx, epoch, plan, &node, now).await;
+            (node, result)
         }
-        .await;
+    }))
+    .await;
+    for (node, node_run) in results {
         match node_run {
             Ok((run, decision, answered)) => {
                 suspended |= decision.suspended;
@@ -429,87 +326,6 @@ async fn evaluate(
         },
         interval,
     ))
-}
-
-/// Why one node's part of a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeProblem {
-    #[error(transparent)]
-    Agent(#[from] AgentError),
-    #[error(transparent)]
-    Missing(work::DatasetMissing),
-    /// Outside the roots the agent published: it would refuse the command.
-    #[error("dataset {dataset} is outside the node agent's dataset roots ({roots})")]
-    OutsideRoots {
-        dataset: tidepool_api::DatasetName,
-        roots: String,
-    },
-    #[error("{0}")]
-    Pool(String),
-    #[error("{0}")]
-    Spec(&'static str),
-}
-
-impl NodeProblem {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            NodeProblem::Agent(e) => e.reason(),
-            NodeProblem::Missing(_) => reasons::DATASET_NOT_FOUND,
-            NodeProblem::OutsideRoots { .. } => reasons::OUTSIDE_AGENT_ROOTS,
-            NodeProblem::Pool(_) => reasons::POOL_UNAVAILABLE,
-            NodeProblem::Spec(_) => reasons::INVALID_SCHEDULE,
-        }
-    }
-
-    pub fn message(&self) -> String {
-        match self {
-            NodeProblem::Agent(e) => e.chain(),
-            other => other.to_string(),
-        }
-    }
-}
-
-fn unexpected(agent: &AgentEndpoint, asked: &'static str, got: &Response) -> NodeProblem {
-    if let Response::Failed(source) = got {
-        return NodeProblem::Agent(AgentError::Failed {
-            node: agent.node.clone(),
-            source: source.clone(),
-        });
-    }
-    let got = match got {
-        Response::SnapshotsTaken(_) => "SnapshotsTaken",
-        Response::SnapshotsDestroyed(_) => "SnapshotsDestroyed",
-        Response::Inventory(_) => "Inventory",
-        Response::Failed(_) => "Failed",
-    };
-    NodeProblem::Agent(AgentError::Unexpected {
-        node: agent.node.clone(),
-        asked,
-        got,
-    })
-}
-
-async fn call(
-    ctx: &Context,
-    agent: &AgentEndpoint,
-    epoch: LeaderEpoch,
-    request: Request,
-) -> Result<Response, NodeProblem> {
-    Ok(ctx.agents.call(agent, epoch, request).await?)
-}
-
-/// The pool's inventory, from an agent call that started after this was asked (shared
-/// with other reconciles on the pool; `Unchanged` answers reuse the cached listing).
-pub async fn inventory(
-    ctx: &Context,
-    agent: &AgentEndpoint,
-    epoch: LeaderEpoch,
-    pool: tidepool_api::PoolName,
-) -> Result<Arc<PoolInventory>, NodeProblem> {
-    ctx.inventories
-        .get(&ctx.agents, agent, epoch, pool)
-        .await
-        .map_err(|e| NodeProblem::Agent(AgentError::Shared(e)))
 }
 
 pub fn error_policy(
