@@ -25,6 +25,10 @@ use tidepool_api::condition::{find, kind};
 use tidepool_api::{DatasetGrant, SnapshotSchedule};
 use tidepool_reconciler::{ControllerConfig, LeaseConfig, PinnedAgents, ReconcilerConfig};
 
+/// The product's agent-call timeout (`tidepool controller`): a prune of many snapshots on
+/// an emulated node takes seconds, and a shorter one would cut it off.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long the test controllers' deletion waits for an unreachable node.
 pub const DELETE_GIVE_UP: Duration = Duration::from_secs(8);
 
@@ -137,13 +141,14 @@ impl Release {
         ok(self.chart.controller_lease_name()).to_owned()
     }
 
-    /// Starts a replica as a task; aborting the handle is a crash (no Lease release).
+    /// Starts a replica as a task; aborting the handle is a crash (no Lease release). Agent
+    /// calls time out after [`AGENT_CALL_TIMEOUT`], as `tidepool controller`'s do.
     pub async fn start(
         &self,
         replica: &Replica,
         watch_namespace: Option<String>,
     ) -> tokio::task::JoinHandle<()> {
-        let agents = PinnedAgents::new(replica.agent_token.clone(), Duration::from_secs(5));
+        let agents = PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT);
         self.start_with(replica, watch_namespace, agents).await
     }
 

@@ -36,8 +36,6 @@ const POOL: &str = "tank";
 const ROOT: &str = "tank/data";
 const NODE_LABEL: &str = "tidepool.dev/zfs";
 const TAKEOVER_GOAL: Duration = Duration::from_secs(15);
-/// As `tidepool controller` calls its agents.
-const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[path = "schedule_two_nodes/support.rs"]
 mod support;

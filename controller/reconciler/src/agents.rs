@@ -5,8 +5,9 @@
 //! unit tests; the product and the integration tests use [`PinnedAgents`], the transport
 //! crate's client over TLS pinned to the published fingerprint.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -193,14 +194,45 @@ pub trait Agents: Send + Sync {
 pub struct PinnedAgents {
     token_file: PathBuf,
     timeout: Duration,
+    /// One client per (endpoint, pin), so calls reuse its kept-alive TLS connections: a
+    /// handshake per call costs more than the call on a small node. A new pin (the agent
+    /// restarted with a new certificate) is a new key, never a connection to the old one.
+    clients: Mutex<HashMap<(String, CertificateFingerprint), AgentClient>>,
 }
+
+/// Beyond this many endpoints the clients are dropped and built again as needed (agents
+/// that moved or restarted leave entries behind).
+const MAX_CLIENTS: usize = 4096;
 
 impl PinnedAgents {
     pub fn new(token_file: PathBuf, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             token_file,
             timeout,
+            clients: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn client(&self, agent: &AgentEndpoint) -> Result<AgentClient, AgentError> {
+        let key = (agent.endpoint.clone(), agent.pin);
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = AgentClient::new(&agent.endpoint, agent.pin)
+            .map_err(|source| AgentError::Setup {
+                node: agent.node.clone(),
+                source,
+            })?
+            .with_timeout(self.timeout);
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 
@@ -218,12 +250,7 @@ impl Agents for PinnedAgents {
                     path: self.token_file.clone(),
                     source,
                 })?;
-            let client = AgentClient::new(&agent.endpoint, agent.pin)
-                .map_err(|source| AgentError::Setup {
-                    node: agent.node.clone(),
-                    source,
-                })?
-                .with_timeout(self.timeout);
+            let client = self.client(agent)?;
             let token = token.trim();
             let answer = match request {
                 Request::TakeSnapshots(t) => client.call(token, epoch, t).await,

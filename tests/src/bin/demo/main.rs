@@ -29,7 +29,7 @@ use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::agents::AgentSpec;
 use tidepool_tests::chart::Component;
 use tidepool_tests::control_plane::repo_root;
-use tidepool_tests::release::{Release, events_about};
+use tidepool_tests::release::{AGENT_CALL_TIMEOUT, Release, events_about};
 use tidepool_tests::zfs_vm::ZfsVm;
 use watch::Tracked;
 
@@ -39,8 +39,6 @@ const NODE: &str = "node-a";
 const USERS: &str = "default";
 const WATCH: Duration = Duration::from_secs(45);
 const TICK: Duration = Duration::from_secs(5);
-/// As `tidepool controller` calls its agents.
-const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> Result<()> {
