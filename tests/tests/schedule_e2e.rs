@@ -163,21 +163,25 @@ impl NodeCase {
     }
 }
 
-/// `tidepool_<YYYYMMDD>T<HHMMSS>Z_<label>`, the time a valid UTC instant.
+/// `tidepool_<YYYYMMDD>T<HHMMSS>[.mmm]Z_<label>`, the time a valid UTC instant (the
+/// milliseconds only for sub-second schedules).
 fn assert_named(short: &str, label: &str) {
     let time = short
         .strip_prefix("tidepool_")
         .and_then(|r| r.strip_suffix(&format!("_{label}")))
         .unwrap_or_else(|| panic!("{short} is not tidepool_<UTC>_{label}"));
+    let whole = time.strip_suffix('Z').unwrap_or("");
+    let (whole, millis) = whole.split_once('.').unwrap_or((whole, "000"));
     assert!(
-        time.len() == 16
-            && time.as_bytes()[8] == b'T'
-            && time.ends_with('Z')
-            && time[..8].bytes().all(|b| b.is_ascii_digit())
-            && time[9..15].bytes().all(|b| b.is_ascii_digit()),
+        whole.len() == 15
+            && whole.as_bytes()[8] == b'T'
+            && whole[..8].bytes().all(|b| b.is_ascii_digit())
+            && whole[9..].bytes().all(|b| b.is_ascii_digit())
+            && millis.len() == 3
+            && millis.bytes().all(|b| b.is_ascii_digit()),
         "{short}: the time is not basic ISO 8601 UTC"
     );
-    let parsed = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", time)
+    let parsed = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", whole)
         .unwrap_or_else(|e| panic!("{short}: {e}"));
     let age = jiff::Timestamp::now().duration_since(
         parsed
