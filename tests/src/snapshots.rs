@@ -22,6 +22,18 @@ pub struct Snap {
     pub owner: Option<(String, String)>,
 }
 
+impl Snap {
+    /// `dataset@short`.
+    pub fn full(&self) -> String {
+        format!("{}@{}", self.dataset, self.short)
+    }
+
+    /// The `tidepool.dev:owner` value, wherever it was set.
+    pub fn owner_value(&self) -> Option<&str> {
+        self.owner.as_ref().map(|(value, _)| value.as_str())
+    }
+}
+
 /// Every snapshot under `root`, read fresh from zfs in the guest in one listing.
 pub async fn snapshots_under(vm: &ZfsVm, root: &str) -> Vec<Snap> {
     let out = ok(vm
@@ -62,11 +74,20 @@ pub async fn snapshots_under(vm: &ZfsVm, root: &str) -> Vec<Snap> {
     by_name.into_values().collect()
 }
 
+/// The snapshots under `root` whose owner value is `owner`.
+pub async fn owned_under(vm: &ZfsVm, root: &str, owner: &str) -> Vec<Snap> {
+    snapshots_under(vm, root)
+        .await
+        .into_iter()
+        .filter(|s| s.owner_value() == Some(owner))
+        .collect()
+}
+
 /// The snapshots of `owner` under `root`, by short name, each with its datasets.
 pub async fn owned_once(vm: &ZfsVm, root: &str, owner: &str) -> BTreeMap<String, Vec<Snap>> {
     let mut by_name: BTreeMap<String, Vec<Snap>> = BTreeMap::new();
     for s in snapshots_under(vm, root).await {
-        if s.owner.as_ref().map(|o| o.0.as_str()) == Some(owner) {
+        if s.owner_value() == Some(owner) {
             by_name.entry(s.short.clone()).or_default().push(s);
         }
     }

@@ -26,63 +26,13 @@ use tidepool_api::{DatasetGrant, SnapshotSchedule};
 use tidepool_tests::agents::{AgentSpec, GuestAgent};
 use tidepool_tests::chart::Component;
 use tidepool_tests::release::*;
+use tidepool_tests::snapshots::{Snap, owned_whole, snapshots_under};
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 
 const INTERVAL_SECS: u64 = 3;
 const KEEP: usize = 2;
 const WITHIN: Duration = Duration::from_secs(120);
-
-/// One snapshot as the guest's zfs reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Snap {
-    dataset: String,
-    short: String,
-    createtxg: u64,
-    guid: u64,
-    /// `(value, source)` of `tidepool.dev:owner`.
-    owner: Option<(String, String)>,
-}
-
-/// Every snapshot under `root`, read fresh from zfs in the guest in one listing.
-async fn snapshots_under(vm: &ZfsVm, root: &str) -> Vec<Snap> {
-    let out = ok(vm
-        .exec_ok([
-            "zfs",
-            "get",
-            "-H",
-            "-p",
-            "-r",
-            "-t",
-            "snapshot",
-            "-o",
-            "name,property,value,source",
-            "createtxg,guid,tidepool.dev:owner",
-            root,
-        ])
-        .await);
-    let mut by_name: BTreeMap<String, Snap> = BTreeMap::new();
-    for l in out.lines() {
-        let f: Vec<&str> = l.split('\t').collect();
-        assert_eq!(f.len(), 4, "{l}");
-        let (dataset, short) = f[0].split_once('@').unwrap_or_else(|| panic!("{l}"));
-        let snap = by_name.entry(f[0].to_owned()).or_insert_with(|| Snap {
-            dataset: dataset.to_owned(),
-            short: short.to_owned(),
-            createtxg: 0,
-            guid: 0,
-            owner: None,
-        });
-        let number = || f[2].parse::<u64>().unwrap_or_else(|e| panic!("{l}: {e}"));
-        match f[1] {
-            "createtxg" => snap.createtxg = number(),
-            "guid" => snap.guid = number(),
-            _ if f[2] != "-" => snap.owner = Some((f[2].to_owned(), f[3].to_owned())),
-            _ => {}
-        }
-    }
-    by_name.into_values().collect()
-}
 
 /// One node's part of the scenario.
 struct NodeCase {
@@ -116,50 +66,16 @@ impl NodeCase {
             "retention": {"keepLast": KEEP},
         })
     }
-    /// The schedule's snapshots on this node, by short name, each with its datasets.
-    async fn owned_once(&self, vm: &ZfsVm) -> BTreeMap<String, Vec<Snap>> {
-        let mut by_name: BTreeMap<String, Vec<Snap>> = BTreeMap::new();
-        for s in snapshots_under(vm, &self.root()).await {
-            if s.owner.as_ref().map(|o| o.0.as_str()) == Some(self.owner.as_str()) {
-                by_name.entry(s.short.clone()).or_default().push(s);
-            }
-        }
-        by_name
-    }
-    /// [`Self::owned_once`] outside a prune or a take. `zfs destroy` takes one dataset per
-    /// call, so a reading in the middle of a prune sees the oldest snapshot on some datasets
-    /// only; and a recursive `zfs get` reads one dataset after another, so a reading that
-    /// overlaps an atomic `zfs snapshot` can see the newest set on some datasets only. Such
-    /// a partial set must be the oldest or the newest, and must be whole or gone soon.
+    /// The schedule's snapshots on this node by short name, read outside a prune or a take.
     async fn owned(&self, vm: &ZfsVm) -> BTreeMap<String, Vec<Snap>> {
-        for _ in 0..20 {
-            let owned = self.owned_once(vm).await;
-            let partial: Vec<&String> = owned
-                .iter()
-                .filter(|(_, snaps)| snaps.len() != self.covered().len())
-                .map(|(n, _)| n)
-                .collect();
-            if partial.is_empty() {
-                return owned;
-            }
-            let oldest = owned
-                .iter()
-                .min_by_key(|(_, snaps)| snaps[0].createtxg)
-                .map(|(n, _)| n);
-            let newest = owned
-                .iter()
-                .max_by_key(|(_, snaps)| snaps[0].createtxg)
-                .map(|(n, _)| n);
-            assert!(
-                partial
-                    .iter()
-                    .all(|p| oldest == Some(*p) || newest == Some(*p)),
-                "{}: a partial snapshot set that is neither being pruned nor being taken: {owned:?}",
-                self.node
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{}: a snapshot set stayed partial for 4 s", self.node);
+        owned_whole(
+            vm,
+            &self.node,
+            &self.root(),
+            &self.owner,
+            self.covered().len(),
+        )
+        .await
     }
 }
 

@@ -25,11 +25,12 @@ use futures::future::join_all;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{owned_under, snapshots_under, wait_event_since};
+use support::wait_event_since;
 use tidepool_api::SnapshotSchedule;
 use tidepool_reconciler::reasons;
 use tidepool_tests::control_plane::ControlPlane;
 use tidepool_tests::release::*;
+use tidepool_tests::snapshots::{Snap, owned_under, snapshots_under};
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 
@@ -53,7 +54,7 @@ impl Case {
     fn pool(&self) -> &str {
         self.dataset.split('/').next().unwrap_or_default()
     }
-    async fn owned(&self, vm: &ZfsVm) -> Vec<support::Snap> {
+    async fn owned(&self, vm: &ZfsVm) -> Vec<Snap> {
         owned_under(vm, self.pool(), &self.owner()).await
     }
 }

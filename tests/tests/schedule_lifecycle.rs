@@ -26,10 +26,11 @@ use jiff::{Timestamp, ToSpan};
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::{Snap, owned_under, snapshots_under, wait_event_since};
+use support::wait_event_since;
 use tidepool_api::SnapshotSchedule;
 use tidepool_reconciler::reasons;
 use tidepool_tests::release::*;
+use tidepool_tests::snapshots::{Snap, owned_under, snapshots_under};
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 
@@ -159,7 +160,7 @@ async fn cron_with_zone_and_jitter_runs_once_per_slot_and_deletion_policy_is_hon
     let before: Vec<Snap> = snapshots_under(vm, &shared)
         .await
         .into_iter()
-        .filter(|s| s.owner.as_deref() != Some(owner("del").as_str()))
+        .filter(|s| s.owner_value() != Some(owner("del").as_str()))
         .collect();
     assert!(before.iter().any(|s| s.short == "manual"), "{before:?}");
     let since = Timestamp::now();
@@ -181,7 +182,7 @@ async fn cron_with_zone_and_jitter_runs_once_per_slot_and_deletion_policy_is_hon
     assert!(
         after
             .iter()
-            .all(|s| s.owner.as_deref() != Some(owner("del").as_str())),
+            .all(|s| s.owner_value() != Some(owner("del").as_str())),
         "Delete left its snapshots: {after:?}"
     );
     for s in &before {
