@@ -12,7 +12,7 @@ use tidepool_api::OWNER_PROPERTY;
 use tidepool_api::names::{DatasetName, PoolName, SnapshotName};
 use tidepool_wire::operation::{
     DestroySnapshots, InventoryAnswer, InventoryRequest, OperationError, RequestError, Response,
-    SnapshotRef, SnapshotsTaken, TakeSnapshots,
+    SetCreated, SnapshotRef, SnapshotsTaken, TakeSnapshots,
 };
 use tidepool_zfs::{
     ErrorKind, Executor, InventoryError, PropertyName, PropertyValue, Zfs, ZfsError,
@@ -164,33 +164,55 @@ impl NodeZfs {
         if let Some(slot) = op.slot {
             self.metrics.snapshot_done(slot, done);
         }
-        match self.guids(&snapshots).await {
-            Ok(refs) => Response::SnapshotsTaken(SnapshotsTaken { snapshots: refs }),
+        match self.read_back(&snapshots).await {
+            Ok((refs, created)) => Response::SnapshotsTaken(SnapshotsTaken {
+                snapshots: refs,
+                created: Some(created),
+            }),
             Err(message) => Response::Failed(OperationError::Unknown { message }),
         }
     }
 
-    async fn guids(&self, snapshots: &[SnapshotName]) -> Result<Vec<SnapshotRef>, String> {
-        let guid: PropertyName = "guid".parse().map_err(|e| format!("{e}"))?;
+    /// The new snapshots' GUIDs, and the set's `createtxg` and `creation`, in one `zfs get`.
+    async fn read_back(
+        &self,
+        snapshots: &[SnapshotName],
+    ) -> Result<(Vec<SnapshotRef>, SetCreated), String> {
+        let props: Vec<PropertyName> = ["guid", "createtxg", "creation"]
+            .iter()
+            .map(|p| p.parse().map_err(|e| format!("{e}")))
+            .collect::<Result<_, _>>()?;
         let entries = self
             .zfs
-            .get(std::slice::from_ref(&guid), snapshots)
+            .get(&props, snapshots)
             .await
-            .map_err(|e| format!("reading the new snapshots' guids: {e}"))?;
-        snapshots
+            .map_err(|e| format!("reading the new snapshots back: {e}"))?;
+        let number = |s: &SnapshotName, property: &str| {
+            entries
+                .iter()
+                .find(|e| e.name == s.as_str() && e.property == property)
+                .and_then(|e| e.value_opt()?.parse::<u64>().ok())
+                .ok_or_else(|| format!("no {property} read back for {s}"))
+        };
+        let refs = snapshots
             .iter()
             .map(|s| {
-                let value = entries
-                    .iter()
-                    .find(|e| e.name == s.as_str())
-                    .and_then(|e| e.value_opt()?.parse::<u64>().ok())
-                    .ok_or_else(|| format!("no guid read back for {s}"))?;
                 Ok(SnapshotRef {
                     snapshot: s.clone(),
-                    guid: value,
+                    guid: number(s, "guid")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        let first = snapshots.first().ok_or("no snapshot was asked for")?;
+        let creation = i64::try_from(number(first, "creation")?)
+            .ok()
+            .and_then(|secs| Timestamp::from_second(secs).ok())
+            .ok_or_else(|| format!("creation of {first} is out of range"))?;
+        let created = SetCreated {
+            createtxg: number(first, "createtxg")?,
+            creation,
+        };
+        Ok((refs, created))
     }
 
     /// Destroys only what is still the owner's (see `Zfs::destroy_owned`).

@@ -93,7 +93,22 @@ pub(crate) async fn run_node(
         last_run: work::last_run(&inventory, &datasets, owner, prefix),
         created,
     };
-    let decision = schedule::evaluate(&input, now).map_err(|e| NodeProblem::Spec(e.reason()))?;
+    let evaluate = |at| schedule::evaluate(&input, at).map_err(|e| NodeProblem::Spec(e.reason()));
+    let mut decision = evaluate(now)?;
+    let mut now = now;
+    // Woken early for a slot (the requeue's `prepare_lead`): the inventory is read and the
+    // run decided, so at the slot only the snapshot is left to take.
+    if let Some(slot) = prepared(&decision, now, ctx.config.prepare_lead) {
+        let at_slot = evaluate(slot)?;
+        if at_slot.run.is_some() {
+            wait_until(slot).await;
+            // Leadership may have passed while waiting: the new leader takes the slot.
+            if *ctx.epoch.borrow() == Some(epoch) {
+                decision = at_slot;
+                now = slot;
+            }
+        }
+    }
     let mut run = NodeRun {
         newest: work::newest_owned(&inventory, &datasets, owner).map(|(n, t)| (n.to_string(), t)),
         owned: work::owned_count(&inventory, &datasets, owner),
@@ -125,12 +140,17 @@ pub(crate) async fn run_node(
                         .snapshots_created
                         .inc_by(u64::try_from(t.snapshots.len()).unwrap_or(0));
                     run.owned += t.snapshots.len();
+                    // Retention counts the snapshot just taken: pruning from the listing
+                    // before it would leave keepLast + 1 on the node between runs.
+                    inventory = match t.created {
+                        Some(created) => {
+                            Arc::new(work::with_taken(&inventory, &t.snapshots, created, owner))
+                        }
+                        None => self::inventory(ctx, &agent, epoch, pool.clone()).await?,
+                    };
                 }
                 other => return Err(unexpected(&agent, "TakeSnapshots", &other)),
             }
-            // Retention counts the snapshot just taken: pruning from the listing
-            // before it would leave keepLast + 1 on the node between runs.
-            inventory = self::inventory(ctx, &agent, epoch, pool.clone()).await?;
         }
         run.newest = Some((short.to_string(), now));
         answered = r.manual_token.clone();
@@ -171,6 +191,25 @@ pub(crate) async fn run_node(
         }
     }
     Ok((run, decision, answered))
+}
+
+/// The slot a run should be prepared for now: nothing is due, and the next slot is at most
+/// `lead` away.
+pub(crate) fn prepared(
+    decision: &ScheduleDecision,
+    now: Timestamp,
+    lead: std::time::Duration,
+) -> Option<Timestamp> {
+    let next = decision.next_due.filter(|_| decision.run.is_none())?;
+    let until = std::time::Duration::try_from(next.duration_since(now)).ok()?;
+    (until <= lead).then_some(next)
+}
+
+/// Sleeps until the wall clock reads `t` (at once if it already has).
+async fn wait_until(t: Timestamp) {
+    if let Ok(d) = std::time::Duration::try_from(t.duration_since(Timestamp::now())) {
+        tokio::time::sleep(d).await;
+    }
 }
 
 /// Why one node's part of a run failed.
@@ -252,4 +291,55 @@ pub async fn inventory(
         .get(&ctx.agents, agent, epoch, pool)
         .await
         .map_err(|e| NodeProblem::Agent(AgentError::Shared(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use jiff::{Timestamp, ToSpan};
+    use tidepool_plan::schedule::{Run, RunReason, ScheduleDecision};
+
+    use super::prepared;
+
+    fn decision(run: bool, next_due: Option<Timestamp>) -> ScheduleDecision {
+        ScheduleDecision {
+            run: run.then_some(Run {
+                reason: RunReason::Scheduled,
+                slot: None,
+                missed: 0,
+                manual_token: None,
+                name_time: Timestamp::UNIX_EPOCH,
+            }),
+            next_due,
+            suspended: false,
+        }
+    }
+
+    #[test]
+    fn a_run_is_prepared_only_when_nothing_is_due_and_the_next_slot_is_within_the_lead() {
+        let now: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let lead = Duration::from_secs(2);
+        let soon = now + 1500.milliseconds();
+        assert_eq!(
+            prepared(&decision(false, Some(soon)), now, lead),
+            Some(soon)
+        );
+        let edge = now + 2.seconds();
+        assert_eq!(
+            prepared(&decision(false, Some(edge)), now, lead),
+            Some(edge)
+        );
+        // Too far: the requeue wakes again nearer the slot.
+        assert_eq!(
+            prepared(&decision(false, Some(now + 3.seconds())), now, lead),
+            None
+        );
+        // A run due now is run now, not a later one prepared.
+        assert_eq!(prepared(&decision(true, Some(soon)), now, lead), None);
+        // Suspended: no next slot.
+        assert_eq!(prepared(&decision(false, None), now, lead), None);
+    }
 }

@@ -45,6 +45,10 @@ pub struct ReconcilerConfig {
     /// counts); a change of a condition, an error, the generation or the manual echo is
     /// written at once. See [`crate::status::pace`].
     pub status_min_interval: Duration,
+    /// How long before a slot a reconcile wakes to prepare its run (read the inventory,
+    /// decide), so that at the slot itself only the `zfs snapshot` is left to do. See
+    /// `node_run::prepared`.
+    pub prepare_lead: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -55,6 +59,7 @@ impl Default for ReconcilerConfig {
             max_requeue: Duration::from_secs(3600),
             retry: Duration::from_secs(10),
             status_min_interval: Duration::from_secs(5),
+            prepare_lead: Duration::from_secs(2),
         }
     }
 }
@@ -196,8 +201,11 @@ pub fn requeue_after(
         Outcome::Ran {
             nodes, next_due, ..
         } => {
+            // Woken `prepare_lead` early, the run is ready when its slot comes.
             let mut wait = next_due
-                .map_or(config.max_requeue, until)
+                .map_or(config.max_requeue, |t| {
+                    until(t).saturating_sub(config.prepare_lead)
+                })
                 .min(config.max_requeue);
             if nodes.iter().any(|(_, r)| r.failure.is_some()) {
                 wait = wait.min(config.retry);
@@ -208,7 +216,7 @@ pub fn requeue_after(
     if let Some(t) = write_due {
         wait = wait.min(until(t));
     }
-    // The next slot is after `now`; a few ms more so the planner sees it due.
+    // A few ms more, so a wake for a write or a slot finds it due.
     wait + Duration::from_millis(5)
 }
 

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use tidepool_api::{DatasetName, DatasetSelector, Retention, SnapshotShortName};
 use tidepool_plan::parse_snapshot_time;
 use tidepool_plan::retention::{self, Protections, RetentionRules};
-use tidepool_wire::{Owner, PoolInventory, SnapshotRef};
+use tidepool_wire::{Owner, PoolInventory, SetCreated, SnapshotInfo, SnapshotRef};
 
 /// A dataset the schedule names is not on the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,6 +149,35 @@ pub fn prune(
                     guid: destroy.snapshot.guid,
                 });
             }
+        }
+    }
+    out
+}
+
+/// `inventory` with a set the agent just took added, as a fresh listing would show it: the
+/// owner set locally, not held, the set's one `createtxg` and `creation`. A snapshot of a
+/// dataset the inventory does not list, or one it already lists, is left as it is.
+pub fn with_taken(
+    inventory: &PoolInventory,
+    taken: &[SnapshotRef],
+    created: SetCreated,
+    owner: &Owner,
+) -> PoolInventory {
+    let mut out = inventory.clone();
+    for t in taken {
+        let dataset = t.snapshot.dataset();
+        let Some(d) = out.datasets.iter_mut().find(|d| d.dataset == dataset) else {
+            continue;
+        };
+        if d.snapshot_by_guid(t.guid).is_none() {
+            d.snapshots.push(SnapshotInfo {
+                name: t.snapshot.short(),
+                guid: t.guid,
+                createtxg: created.createtxg,
+                creation: created.creation,
+                owner: Some(owner.clone()),
+                held: false,
+            });
         }
     }
     out

@@ -20,7 +20,7 @@ pub use inventory::{
 };
 pub use operation::{
     DestroySnapshots, InventoryAnswer, InventoryGeneration, InventoryRequest, OperationError,
-    Owner, RefusalReason, RefusedDestroy, Request, RequestError, Response, SnapshotRef,
+    Owner, RefusalReason, RefusedDestroy, Request, RequestError, Response, SetCreated, SnapshotRef,
     SnapshotsDestroyed, SnapshotsTaken, TakeSnapshots,
 };
 pub use pool::{PoolHealth, PoolInventory};

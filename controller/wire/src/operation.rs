@@ -163,6 +163,19 @@ pub enum Response {
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotsTaken {
     pub snapshots: Vec<SnapshotRef>,
+    /// The set's `createtxg` and `creation`, one for all (one atomic `zfs snapshot` is one
+    /// transaction group), so the caller can add the set to the inventory it holds instead
+    /// of listing the pool again. Absent from agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<SetCreated>,
+}
+
+/// When one atomic snapshot set was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetCreated {
+    pub createtxg: u64,
+    pub creation: jiff::Timestamp,
 }
 
 /// What [`DestroySnapshots`] did with each snapshot it named.

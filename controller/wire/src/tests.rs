@@ -85,6 +85,14 @@ fn every_request_and_response_round_trips() {
     let responses = [
         Response::SnapshotsTaken(SnapshotsTaken {
             snapshots: vec![snapshot_ref("tank/a@x", 9)],
+            created: None,
+        }),
+        Response::SnapshotsTaken(SnapshotsTaken {
+            snapshots: vec![snapshot_ref("tank/a@x", 9), snapshot_ref("tank/b@x", 10)],
+            created: Some(SetCreated {
+                createtxg: 77,
+                creation: "2026-12-03T10:00:00Z".parse().unwrap(),
+            }),
         }),
         Response::SnapshotsDestroyed(SnapshotsDestroyed {
             destroyed: vec![snapshot_ref("tank/a@x", 1)],

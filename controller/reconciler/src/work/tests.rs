@@ -148,3 +148,59 @@ fn a_dataset_is_outside_the_roots_unless_a_root_contains_it() {
     assert!(outside_roots(&ds("tank"), &roots));
     assert!(outside_roots(&ds("tank/data"), &[]));
 }
+
+#[test]
+fn a_taken_set_joins_the_inventory_so_retention_counts_it() {
+    let me = schedule_owner("ns", "s").unwrap();
+    let old = "tidepool_20260101T000000Z_s";
+    let inv = pool(vec![
+        DatasetInventory::with_snapshots(ds("tank/a"), vec![snap(old, 1, Some(&me))]),
+        DatasetInventory::with_snapshots(ds("tank/b"), vec![snap(old, 1, Some(&me))]),
+    ]);
+    let new: SnapshotShortName = "tidepool_20260101T010000Z_s".parse().unwrap();
+    let taken = vec![
+        SnapshotRef {
+            snapshot: ds("tank/a").snapshot(&new).unwrap(),
+            guid: 77,
+        },
+        // Already listed (a retry that raced a listing): not added twice.
+        SnapshotRef {
+            snapshot: format!("tank/b@{old}").parse().unwrap(),
+            guid: 1001,
+        },
+        // A dataset the inventory does not list is left out, not invented.
+        SnapshotRef {
+            snapshot: ds("tank/c").snapshot(&new).unwrap(),
+            guid: 78,
+        },
+    ];
+    let created = SetCreated {
+        createtxg: 9,
+        creation: Timestamp::from_second(1_700_100_000).unwrap(),
+    };
+    let after = with_taken(&inv, &taken, created, &me);
+    let a = after.dataset(&ds("tank/a")).unwrap();
+    assert_eq!(a.snapshots.len(), 2);
+    let added = a.snapshot_by_guid(77).unwrap();
+    assert_eq!(
+        (added.name.as_str(), added.createtxg, added.creation),
+        (new.as_str(), 9, created.creation)
+    );
+    assert_eq!((added.owner.as_ref(), added.held), (Some(&me), false));
+    assert_eq!(after.dataset(&ds("tank/b")).unwrap().snapshots.len(), 1);
+    assert!(after.dataset(&ds("tank/c")).is_none());
+    // keepLast 1 now keeps the new one and destroys the old.
+    let keep_one = Retention {
+        keep_last: Some(1),
+        ..Retention::default()
+    };
+    let destroy = prune(
+        &keep_one,
+        &jiff::tz::TimeZone::UTC,
+        &after,
+        &[ds("tank/a")],
+        &me,
+    );
+    assert_eq!(destroy.len(), 1);
+    assert_eq!(destroy[0].snapshot.to_string(), format!("tank/a@{old}"));
+}
