@@ -27,6 +27,14 @@ use crate::zfs_vm::{RemoteChild, ZfsVm, host_target_dir};
 /// How long an agent may take from start to a published `ZfsNode` (TCG is slow).
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The agent in the guest is built as the harness is: a benchmark run with `--release`
+/// measures the agent users run, not a debug build under emulation.
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 /// Builds the `tidepool` binary into the host target dir (a no-op when current) and
 /// returns its path in the guest.
 pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
@@ -56,8 +64,12 @@ pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
                 build.env_remove(&key);
             }
         }
+        let mut args = vec!["build", "-p", "tidepool", "--bin", "tidepool"];
+        if PROFILE == "release" {
+            args.push("--release");
+        }
         let status = build
-            .args(["build", "-p", "tidepool", "--bin", "tidepool"])
+            .args(args)
             .env("CARGO_TARGET_DIR", host_target_dir())
             .current_dir(repo_root())
             .status()
@@ -69,7 +81,7 @@ pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
         }
     });
     built.clone().map_err(|e| anyhow!(e))?;
-    let host = host_target_dir().join("debug/tidepool");
+    let host = host_target_dir().join(PROFILE).join("tidepool");
     vm.guest_path(&host)
         .ok_or_else(|| anyhow!("{} is not under the VM's host share", host.display()))
 }

@@ -75,6 +75,9 @@ pub struct AgentMetrics {
     pub inventory_datasets_reread: IntCounter,
     /// From the slot a `TakeSnapshots` stands for to the return of its `zfs snapshot`.
     pub snapshot_lateness: Histogram,
+    /// From the slot to the start of its `zfs snapshot`: Tidepool's own part of the
+    /// lateness, without the transaction-group commit the command waits for.
+    pub snapshot_start_lateness: Histogram,
 }
 
 /// A metric could not be registered (a name clash: a programming error, reported rather
@@ -155,6 +158,15 @@ impl AgentMetrics {
             .buckets(LATENESS_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(snapshot_lateness.clone()))?;
+        let snapshot_start_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "tidepool_agent_snapshot_start_lateness_seconds",
+                "From the schedule slot a snapshot stands for to the start of its zfs snapshot, \
+                 by this node's clock; early is counted as 0.",
+            )
+            .buckets(LATENESS_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(snapshot_start_lateness.clone()))?;
         registry.register(Box::new(zfs_command_seconds.clone()))?;
         registry.register(Box::new(zfs_output_bytes.clone()))?;
         registry.register(Box::new(inventory_refresh_seconds.clone()))?;
@@ -174,6 +186,7 @@ impl AgentMetrics {
             inventory_refresh_seconds,
             inventory_datasets_reread,
             snapshot_lateness,
+            snapshot_start_lateness,
         })
     }
 
@@ -184,11 +197,18 @@ impl AgentMetrics {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    /// Records a snapshot of `slot` that `zfs snapshot` finished at `done`. A slot after
-    /// `done` (the clocks of controller and node disagree) counts as on time.
-    pub fn snapshot_done(&self, slot: jiff::Timestamp, done: jiff::Timestamp) {
-        let late = done.duration_since(slot).as_secs_f64().max(0.0);
-        self.snapshot_lateness.observe(late);
+    /// Records a snapshot of `slot` whose `zfs snapshot` started at `started` and finished
+    /// at `done`. A slot after either (the clocks of controller and node disagree) counts
+    /// as on time.
+    pub fn snapshot_done(
+        &self,
+        slot: jiff::Timestamp,
+        started: jiff::Timestamp,
+        done: jiff::Timestamp,
+    ) {
+        let late = |t: jiff::Timestamp| t.duration_since(slot).as_secs_f64().max(0.0);
+        self.snapshot_start_lateness.observe(late(started));
+        self.snapshot_lateness.observe(late(done));
     }
 
     /// How many zfs/zpool commands have run so far (all subcommands).
@@ -258,10 +278,12 @@ mod tests {
         let m = AgentMetrics::new().unwrap_or_else(|e| panic!("{e}"));
         let slot = jiff::Timestamp::from_millisecond(1_000_000).unwrap_or_default();
         let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap_or_default();
-        m.snapshot_done(slot, at(1_000_042));
-        m.snapshot_done(slot, at(999_990));
+        m.snapshot_done(slot, at(1_000_012), at(1_000_042));
+        m.snapshot_done(slot, at(999_980), at(999_990));
         assert_eq!(m.snapshot_lateness.get_sample_count(), 2);
         assert!((m.snapshot_lateness.get_sample_sum() - 0.042).abs() < 1e-9);
+        assert_eq!(m.snapshot_start_lateness.get_sample_count(), 2);
+        assert!((m.snapshot_start_lateness.get_sample_sum() - 0.012).abs() < 1e-9);
         let text = m.render().unwrap_or_default();
         assert!(text.contains("tidepool_agent_snapshot_lateness_seconds_bucket{le=\"0.05\"} 2"));
         assert!(text.contains("tidepool_agent_snapshot_lateness_seconds_bucket{le=\"0.04\"} 1"));

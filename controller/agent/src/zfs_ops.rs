@@ -150,6 +150,7 @@ impl NodeZfs {
             Ok(p) => p,
             Err(e) => return invalid(e.to_string()),
         };
+        let started = Timestamp::now();
         let taken = self
             .zfs
             .snapshot(&snapshots, &[(owner_property, owner)])
@@ -162,7 +163,7 @@ impl NodeZfs {
             return self.zfs_failed(&e);
         }
         if let Some(slot) = op.slot {
-            self.metrics.snapshot_done(slot, done);
+            self.metrics.snapshot_done(slot, started, done);
         }
         match self.read_back(&snapshots).await {
             Ok((refs, created)) => Response::SnapshotsTaken(SnapshotsTaken {

@@ -11,7 +11,7 @@
 //! lateness histogram, slots missed and duplicated (from the snapshot names in zfs), and
 //! status writes per minute per schedule (counted from a watch on the API server).
 //!
-//! `cargo run -p tidepool-tests --bin bench-lateness [-- --seconds 90]`
+//! `cargo run -p tidepool-tests --bin bench-lateness [-- --seconds 90] [--intervals 1s,500ms]`
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -149,6 +149,34 @@ async fn clock_offset(vm: &ZfsVm) -> Result<(f64, f64)> {
     best.ok_or_else(|| anyhow!("no clock reading"))
 }
 
+/// Per zfs/zpool subcommand: (calls, seconds in all), from the agent's duration histogram.
+fn zfs_costs(text: &str) -> BTreeMap<String, (f64, f64)> {
+    let name = "tidepool_agent_zfs_command_duration_seconds";
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for l in text.lines() {
+        let Some((series, value)) = l.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some(command) = series
+            .split("command=\"")
+            .nth(1)
+            .and_then(|c| c.split('"').next())
+        else {
+            continue;
+        };
+        let e = out.entry(command.to_owned()).or_default();
+        if series.starts_with(&format!("{name}_count{{")) {
+            e.0 = value;
+        } else if series.starts_with(&format!("{name}_sum{{")) {
+            e.1 = value;
+        }
+    }
+    out
+}
+
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
 }
@@ -195,7 +223,19 @@ async fn main() -> Result<()> {
     let pool = vm.unique_pool_name("pl");
     vm.create_pool(&pool, 512 << 20).await?;
     let root = format!("{pool}/data");
-    let schedules = [("every-1s", "1s", 1000_i64), ("every-500ms", "500ms", 500)];
+    let intervals = match std::env::args().skip_while(|a| a != "--intervals").nth(1) {
+        Some(s) => s,
+        None => "1s,500ms".to_owned(),
+    };
+    let schedules: Vec<(String, String, i64)> = intervals
+        .split(',')
+        .map(|i| {
+            let d: tidepool_api::duration::HumanDuration =
+                i.parse().map_err(|e| anyhow!("{i}: {e}"))?;
+            let period_ms = i64::try_from(d.as_std().as_millis())?;
+            Ok((format!("every-{i}"), i.to_owned(), period_ms))
+        })
+        .collect::<Result<_>>()?;
     for (name, _, _) in &schedules {
         vm.exec_ok(["zfs", "create", "-p", &format!("{root}/{name}")])
             .await?;
@@ -293,8 +333,12 @@ async fn main() -> Result<()> {
     eprintln!("warming up for 10 s");
     tokio::time::sleep(Duration::from_secs(10)).await;
     let agent_metric = "tidepool_agent_snapshot_lateness_seconds";
+    let start_metric = "tidepool_agent_snapshot_start_lateness_seconds";
     let ctl_metric = "tidepool_controller_snapshot_lateness_seconds";
-    let agent_before = Histogram::parse(&agent.probe("/metrics").await?.1, agent_metric);
+    let agent_text = agent.probe("/metrics").await?.1;
+    let agent_before = Histogram::parse(&agent_text, agent_metric);
+    let start_before = Histogram::parse(&agent_text, start_metric);
+    let zfs_before = zfs_costs(&agent_text);
     let ctl_text = http_get(http, "/metrics").await?;
     let ctl_before = Histogram::parse(&ctl_text, ctl_metric);
     let sum = tidepool_tests::agents::sum_samples;
@@ -310,7 +354,10 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let window_end = Timestamp::now();
-    let agent_after = Histogram::parse(&agent.probe("/metrics").await?.1, agent_metric);
+    let agent_text = agent.probe("/metrics").await?.1;
+    let agent_after = Histogram::parse(&agent_text, agent_metric);
+    let start_after = Histogram::parse(&agent_text, start_metric);
+    let zfs_after = zfs_costs(&agent_text);
     let ctl_text = http_get(http, "/metrics").await?;
     let ctl_after = Histogram::parse(&ctl_text, ctl_metric);
     let deferred = sum(
@@ -323,6 +370,7 @@ async fn main() -> Result<()> {
     counting.abort();
 
     let agent_h = agent_after.since(&agent_before);
+    let start_h = start_after.since(&start_before);
     let ctl_h = ctl_after.since(&ctl_before);
     println!("\nlateness of fast schedules, {elapsed:.0} s measured, both schedules together");
     println!(
@@ -337,6 +385,7 @@ async fn main() -> Result<()> {
         "measured at", "samples", "p50", "p99", "max ≤", "goal p99"
     );
     for (what, h) in [
+        ("agent (slot → zfs snapshot starts)", &start_h),
         ("agent (slot → zfs snapshot done)", &agent_h),
         ("controller (slot → answer)", &ctl_h),
     ] {
@@ -372,8 +421,8 @@ async fn main() -> Result<()> {
         }
         let duplicated: u32 = per_slot.values().map(|n| n.saturating_sub(1)).sum();
         let missed = expected - i64::try_from(per_slot.len()).unwrap_or(0);
-        let w = writes_after.get(*name).copied().unwrap_or(0)
-            - writes_before.get(*name).copied().unwrap_or(0);
+        let w = writes_after.get(name).copied().unwrap_or(0)
+            - writes_before.get(name).copied().unwrap_or(0);
         println!(
             "{:<12} {:>9} {:>8} {:>7} {:>11} {:>20.1} {:>22}",
             name,
@@ -386,6 +435,23 @@ async fn main() -> Result<()> {
         );
     }
     println!("status writes held back by the rate limit: {deferred}");
+    println!(
+        "\nwhat the runs cost in the guest, {elapsed:.0} s\n{:<20} {:>7} {:>12} {:>12}",
+        "command", "calls", "mean", "busy"
+    );
+    for (command, (calls, secs)) in &zfs_after {
+        let (calls_before, secs_before) = zfs_before.get(command).copied().unwrap_or_default();
+        let (calls, secs) = (calls - calls_before, secs - secs_before);
+        if calls > 0.0 {
+            println!(
+                "{:<20} {:>7} {:>12} {:>11.0}%",
+                command,
+                calls,
+                ms(Some(secs / calls)),
+                100.0 * secs / elapsed
+            );
+        }
+    }
     drop(agent);
     vm.destroy_pool(&pool).await?;
     Ok(())
