@@ -34,7 +34,7 @@ use kube::runtime::controller::{Config as ControllerSettings, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt as _};
 use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
 use tokio::sync::watch;
 
@@ -139,10 +139,20 @@ async fn lead(
         ),
     )
     .default_backoff();
-    let controller = Controller::new(schedules, watcher::Config::default())
-        // Do not start two reconciles of one object at once, and keep the API calm.
-        .with_config(ControllerSettings::default().concurrency(16));
-    let all3 = controller.store();
+    // The store keeps every schedule for the controller's lifetime: without their
+    // `managedFields` (the bulk of a small object, and never read here) 10,000 schedules
+    // fit the memory goal.
+    let (all3, schedule_writer) = reflector::store::<SnapshotSchedule>();
+    let schedule_stream = reflector::reflector(
+        schedule_writer,
+        watcher(schedules, watcher::Config::default())
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(schedule_stream, all3.clone())
+        // One object is never reconciled twice at once; many objects are.
+        .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency));
     let ctx = Arc::new(reconcile::Context {
         client: client.clone(),
         agents,

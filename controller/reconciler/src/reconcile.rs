@@ -49,6 +49,10 @@ pub struct ReconcilerConfig {
     /// decide), so that at the slot itself only the `zfs snapshot` is left to do. See
     /// `node_run::prepared`.
     pub prepare_lead: Duration,
+    /// How many objects are reconciled at once. Reconciles on one pool share one inventory
+    /// call to its agent, so more at once costs the agents nothing more; too few, and a
+    /// burst of changes (200 spec edits, 1,000 slots at :00) waits in line.
+    pub concurrency: u16,
 }
 
 impl Default for ReconcilerConfig {
@@ -60,6 +64,7 @@ impl Default for ReconcilerConfig {
             retry: Duration::from_secs(10),
             status_min_interval: Duration::from_secs(5),
             prepare_lead: Duration::from_secs(2),
+            concurrency: 256,
         }
     }
 }
