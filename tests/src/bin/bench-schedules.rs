@@ -406,7 +406,7 @@ async fn main() -> Result<()> {
         format!("{:.1}", per_min("leases")),
         "-",
     );
-    let p = |q| format!("{:.0?}", percentile(&latencies, q));
+    let p = |q| format!("{:.2?}", percentile(&latencies, q));
     row(
         &format!(
             "spec change -> status p50 ({} of {})",
