@@ -65,6 +65,12 @@ pub enum RefusalReason {
     OutsideRoots,
     /// The request body is not a command of this operation (400).
     BadRequest,
+    /// The stream route's ticket is missing, malformed, unknown, used or expired (401).
+    InvalidTicket,
+    /// The ticket is bound to another policy, step or source node; it is burnt (403).
+    TicketMismatch,
+    /// The agent holds as many transfer tickets as it will (503).
+    Busy,
     #[serde(other)]
     Other,
 }
