@@ -107,11 +107,13 @@ impl CommandRefused {
             Self::OutsideRoots(_) => (StatusCode::FORBIDDEN, RefusalReason::OutsideRoots),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, RefusalReason::BadRequest),
             Self::NoZfs => (StatusCode::NOT_IMPLEMENTED, RefusalReason::Other),
+            // The reasons stay the transport's fixed set (the controller matches on it); the
+            // route and the message tell a ticket from a token.
             Self::Ticket(TicketRefused::BindingMismatch { .. }) => {
-                (StatusCode::FORBIDDEN, RefusalReason::TicketMismatch)
+                (StatusCode::FORBIDDEN, RefusalReason::Forbidden)
             }
-            Self::Ticket(_) => (StatusCode::UNAUTHORIZED, RefusalReason::InvalidTicket),
-            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, RefusalReason::Busy),
+            Self::Ticket(_) => (StatusCode::UNAUTHORIZED, RefusalReason::Unauthenticated),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, RefusalReason::Other),
             Self::UnsupportedEncoding(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 RefusalReason::BadRequest,
@@ -132,7 +134,7 @@ impl IntoResponse for CommandRefused {
             }),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED && !matches!(reason, RefusalReason::InvalidTicket) {
+        if status == StatusCode::UNAUTHORIZED && !matches!(self, Self::Ticket(_)) {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
@@ -387,3 +389,6 @@ async fn serve_connection(
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests;
