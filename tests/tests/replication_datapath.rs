@@ -150,6 +150,19 @@ impl Controller {
         binding: TransferBinding,
         pin: CertificateFingerprint,
     ) -> SendToPeerAnswer {
+        self.send_op(stream, ticket, binding, pin, WireCompression::None, None)
+            .await
+    }
+
+    async fn send_op(
+        &self,
+        stream: TransferStream,
+        ticket: TransferTicket,
+        binding: TransferBinding,
+        pin: CertificateFingerprint,
+        compression: WireCompression,
+        bandwidth_limit: Option<u64>,
+    ) -> SendToPeerAnswer {
         let op = SendToPeer {
             stream,
             flags: SendFlags::default(),
@@ -159,8 +172,8 @@ impl Controller {
             },
             ticket,
             binding,
-            compression: WireCompression::None,
-            bandwidth_limit: None,
+            compression,
+            bandwidth_limit,
             stall_timeout_seconds: Some(30),
         };
         self.source
@@ -476,6 +489,50 @@ async fn agents_replicate_to_each_other_with_one_time_tickets() {
     let ticket = c.prepare("inc-s5b").await;
     sent(c.send(s5_stream(), ticket, "inc-s5b").await, "s5");
     assert_eq!(guids(vm, &target_dataset).await, guids(vm, &source).await);
+
+    // zstd on the wire and a bandwidth limit: 4 MiB of text (compressible; zeros would be
+    // holes, absent from the stream) and 3 MiB of random bytes (not) at 2 MiB/s.
+    let text: Vec<u8> = (0..4u32 << 20)
+        .map(|i| b"tidepool replicates "[(i % 20) as usize])
+        .collect();
+    let out = ok(vm
+        .command(["dd", &format!("of=/{source}/text"), "bs=1M", "status=none"])
+        .output_with_stdin(&text)
+        .await);
+    assert!(out.status.success(), "{}", out.stderr_lossy());
+    write("six", 3).await;
+    snap("s6").await;
+    let ticket = c.prepare("inc-s6").await;
+    let limit = 2 << 20;
+    let report = sent(
+        c.send_op(
+            TransferStream::Incremental {
+                base: IncrementalBase::Snapshot { name: at("s5") },
+                to: at("s6"),
+                intermediates: false,
+            },
+            ticket,
+            c.binding("inc-s6"),
+            c.target_pin,
+            WireCompression::Zstd,
+            Some(limit),
+        )
+        .await,
+        "s6 with zstd and a bandwidth limit",
+    );
+    assert_eq!(report.bytes_sent, report.bytes_received, "{report:?}");
+    assert!(
+        report.wire_bytes < report.bytes_sent - (3 << 20),
+        "the zeros compress: {report:?}"
+    );
+    // At 2 MiB/s, less the quarter second of burst the bucket starts with.
+    let floor_ms = (report.wire_bytes.saturating_sub(limit / 4)) * 1000 / limit;
+    assert!(
+        report.duration_ms >= floor_ms,
+        "{report:?}: faster than the limit allows ({floor_ms} ms)"
+    );
+    assert_eq!(guids(vm, &target_dataset).await, guids(vm, &source).await);
+    eprintln!("s6 with zstd at 2 MiB/s: {report:?}");
 }
 
 /// 32 bytes no agent minted (from the host's clock and address-space layout: a test

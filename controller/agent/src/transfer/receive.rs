@@ -135,7 +135,15 @@ async fn receive(
         Ok(sink) => sink,
         Err(e) => return failed_zfs(&e),
     };
-    let mut decoder = codec::Decoder::new(compression);
+    let mut decoder = match codec::Decoder::new(compression) {
+        Ok(d) => d,
+        Err(e) => {
+            sink.abort().await;
+            return StreamOutcome::Failed(TransferError::Interrupted {
+                message: format!("starting the decoder: {e}"),
+            });
+        }
+    };
     let mut wire_bytes = 0u64;
     let stall = grant.stall;
     let idle_seconds = stall.as_secs();
