@@ -28,9 +28,9 @@ use tidepool_wire::ReceiveOptions;
 use tidepool_wire::SendFlags;
 use tidepool_wire::operation::Owner;
 use tidepool_wire::transfer::{
-    IncrementalBase, PeerTarget, PrepareReceive, PrepareReceiveAnswer, SendToPeer,
-    SendToPeerAnswer, StepId, TransferBinding, TransferError, TransferReport, TransferStream,
-    TransferTicket, WireCompression,
+    IncrementalBase, ListTransfers, PeerTarget, PrepareReceive, PrepareReceiveAnswer, SendToPeer,
+    SendToPeerAnswer, StepId, TransferBinding, TransferError, TransferProgress, TransferReport,
+    TransferSide, TransferStream, TransferTicket, WireCompression,
 };
 
 const EPOCH: LeaderEpoch = LeaderEpoch(1);
@@ -504,22 +504,49 @@ async fn agents_replicate_to_each_other_with_one_time_tickets() {
     snap("s6").await;
     let ticket = c.prepare("inc-s6").await;
     let limit = 2 << 20;
-    let report = sent(
-        c.send_op(
-            TransferStream::Incremental {
-                base: IncrementalBase::Snapshot { name: at("s5") },
-                to: at("s6"),
-                intermediates: false,
-            },
-            ticket,
-            c.binding("inc-s6"),
-            c.target_pin,
-            WireCompression::Zstd,
-            Some(limit),
-        )
-        .await,
-        "s6 with zstd and a bandwidth limit",
+    let sending = c.send_op(
+        TransferStream::Incremental {
+            base: IncrementalBase::Snapshot { name: at("s5") },
+            to: at("s6"),
+            intermediates: false,
+        },
+        ticket,
+        c.binding("inc-s6"),
+        c.target_pin,
+        WireCompression::Zstd,
+        Some(limit),
     );
+    // Progress while it runs, from both ends.
+    let watching = async {
+        let mut seen: [Option<TransferProgress>; 2] = [None, None];
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            for (i, agent) in [&c.source, &c.target].into_iter().enumerate() {
+                let listed = agent
+                    .call(&c.token, EPOCH, ListTransfers {})
+                    .await
+                    .unwrap_or_else(|e| panic!("ListTransfers: {e:?}"));
+                if let Some(t) = listed.transfers.into_iter().find(|t| t.bytes > 0) {
+                    seen[i] = Some(t);
+                }
+            }
+            if seen.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        seen
+    };
+    let (answer, [on_source, on_target]) = tokio::join!(sending, watching);
+    let report = sent(answer, "s6 with zstd and a bandwidth limit");
+    let on_source = on_source.unwrap_or_else(|| panic!("no progress seen on the source"));
+    let on_target = on_target.unwrap_or_else(|| panic!("no progress seen on the target"));
+    assert_eq!(on_source.step.as_str(), "inc-s6");
+    assert_eq!(on_source.side, TransferSide::Source);
+    assert_eq!(on_source.estimated_bytes, report.estimated_bytes);
+    assert!(on_source.bytes <= report.bytes_sent, "{on_source:?}");
+    assert_eq!(on_target.side, TransferSide::Target);
+    assert!(on_target.bytes <= report.bytes_received, "{on_target:?}");
+    eprintln!("progress mid-transfer: source {on_source:?}, target {on_target:?}");
     assert_eq!(report.bytes_sent, report.bytes_received, "{report:?}");
     assert!(
         report.wire_bytes < report.bytes_sent - (3 << 20),
@@ -533,6 +560,44 @@ async fn agents_replicate_to_each_other_with_one_time_tickets() {
     );
     assert_eq!(guids(vm, &target_dataset).await, guids(vm, &source).await);
     eprintln!("s6 with zstd at 2 MiB/s: {report:?}");
+
+    // Counted by the agents' own metrics, with bounded labels.
+    assert_eq!(
+        counted(&agent_a, &["side=\"source\"", "result=\"ok\""]).await,
+        5.0
+    );
+    assert_eq!(
+        counted(&agent_b, &["side=\"target\"", "result=\"ok\""]).await,
+        5.0
+    );
+    assert!(counted(&agent_a, &["result=\"peerRefused\""]).await >= 4.0);
+    let bytes =
+        |agent: &'static str| format!("tidepool_agent_transfer_bytes_total{{side=\"{agent}\"}}");
+    let (_, a) = ok(agent_a.probe("/metrics").await);
+    let (_, b) = ok(agent_b.probe("/metrics").await);
+    let value = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in the metrics"))
+    };
+    // The source also read the beginnings of the streams the target refused.
+    let (sent_bytes, received_bytes) = (value(&a, &bytes("source")), value(&b, &bytes("target")));
+    assert!(
+        received_bytes > 20 << 20 && sent_bytes >= received_bytes,
+        "{sent_bytes} {received_bytes}"
+    );
+}
+
+/// `tidepool_agent_transfers_total` samples whose labels contain every one of `labels`.
+async fn counted(agent: &GuestAgent, labels: &[&str]) -> f64 {
+    let (code, text) = ok(agent.probe("/metrics").await);
+    assert_eq!(code, 200);
+    text.lines()
+        .filter(|l| l.starts_with("tidepool_agent_transfers_total{"))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// 32 bytes no agent minted (from the host's clock and address-space layout: a test

@@ -75,6 +75,11 @@ pub struct AgentMetrics {
     pub inventory_datasets_reread: IntCounter,
     /// From the slot a `TakeSnapshots` stands for to the return of its `zfs snapshot`.
     pub snapshot_lateness: Histogram,
+    /// Replication stream bytes by side (`source`: read from `zfs send`; `target`:
+    /// written into `zfs receive`).
+    pub transfer_bytes: IntCounterVec,
+    /// Finished transfers by side and result (`ok` or the bounded error tag).
+    pub transfers: IntCounterVec,
 }
 
 /// A metric could not be registered (a name clash: a programming error, reported rather
@@ -154,6 +159,23 @@ impl AgentMetrics {
             )
             .buckets(LATENESS_BUCKETS.to_vec()),
         )?;
+        let transfer_bytes = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_transfer_bytes_total",
+                "Replication stream bytes moved by this agent, by side (source: read from \
+                 zfs send; target: written into zfs receive).",
+            ),
+            &["side"],
+        )?;
+        let transfers = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_transfers_total",
+                "Finished replication transfers by side and result (ok, or the error tag).",
+            ),
+            &["side", "result"],
+        )?;
+        registry.register(Box::new(transfer_bytes.clone()))?;
+        registry.register(Box::new(transfers.clone()))?;
         registry.register(Box::new(snapshot_lateness.clone()))?;
         registry.register(Box::new(zfs_command_seconds.clone()))?;
         registry.register(Box::new(zfs_output_bytes.clone()))?;
@@ -174,6 +196,8 @@ impl AgentMetrics {
             inventory_refresh_seconds,
             inventory_datasets_reread,
             snapshot_lateness,
+            transfer_bytes,
+            transfers,
         })
     }
 

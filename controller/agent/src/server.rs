@@ -37,7 +37,7 @@ use crate::{
     zfs_ops::{self, NodeZfs},
 };
 use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
-use tidepool_wire::transfer::{PrepareReceive, SendToPeer};
+use tidepool_wire::transfer::{ListTransfers, PrepareReceive, SendToPeer};
 
 /// A client that opens a connection and never finishes the handshake (or never sends its
 /// headers) must not hold a task forever.
@@ -257,7 +257,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
             .route(DestroySnapshots::PATH, post(zfs_ops::destroy_snapshots))
             .route(InventoryRequest::PATH, post(zfs_ops::inventory))
             .route(PrepareReceive::PATH, post(transfer::prepare_receive))
-            .route(SendToPeer::PATH, post(transfer::send_to_peer));
+            .route(SendToPeer::PATH, post(transfer::send_to_peer))
+            .route(ListTransfers::PATH, post(transfer::list_transfers));
     }
     let mut routes = routes.route_layer(middleware::from_fn_with_state(
         state.clone(),

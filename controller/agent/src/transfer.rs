@@ -16,11 +16,22 @@ mod receive;
 mod send;
 pub mod ticket;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidepool_wire::transfer::{PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer};
+use axum::{Json, extract::State};
+use jiff::Timestamp;
+use tidepool_wire::operation::Owner;
+use tidepool_wire::transfer::{
+    ListTransfers, PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer, StepId,
+    TransferProgress, TransferSide, TransfersInFlight,
+};
 
 use crate::operation::Operation;
+use crate::server::{AgentState, Fenced};
+use pipe::Meter;
 
 pub(crate) use receive::{prepare_receive, stream};
 pub(crate) use send::send_to_peer;
@@ -48,10 +59,108 @@ impl Operation for SendToPeer {
     type Output = SendToPeerAnswer;
 }
 
-/// What an agent keeps for transfers: the tickets it minted as a target.
+impl Operation for ListTransfers {
+    const PATH: &'static str = "/v1/transfers";
+    type Output = TransfersInFlight;
+}
+
+/// What an agent keeps for transfers: the tickets it minted as a target, and the
+/// transfers running now (for progress while a `SendToPeer` call is still open).
 #[derive(Debug, Default)]
 pub struct Transfers {
     pub tickets: ticket::TicketRegistry,
+    in_flight: Mutex<HashMap<u64, InFlight>>,
+    next_id: AtomicU64,
+}
+
+/// One running end of a transfer.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub owner: Owner,
+    pub step: StepId,
+    pub side: TransferSide,
+    /// The zfs process's own count (send: read; receive: written).
+    pub bytes: tidepool_zfs::Progress,
+    pub wire: Meter,
+    pub estimated: Option<u64>,
+    pub started_at: Timestamp,
+}
+
+impl Transfers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
+        // One insert or one remove per change: nothing a panic could leave half done.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The transfers running now, oldest first.
+    pub fn in_flight(&self) -> Vec<TransferProgress> {
+        let mut all: Vec<TransferProgress> = self
+            .lock()
+            .values()
+            .map(|t| TransferProgress {
+                owner: t.owner.clone(),
+                step: t.step.clone(),
+                side: t.side,
+                bytes: t.bytes.bytes(),
+                wire_bytes: t.wire.bytes(),
+                estimated_bytes: t.estimated,
+                started_at: t.started_at,
+            })
+            .collect();
+        all.sort_by_key(|t| t.started_at);
+        all
+    }
+}
+
+/// Lists `transfer` among those in flight until the guard is dropped; then counts its
+/// bytes in the agent's metrics.
+pub(crate) fn track(state: &Arc<AgentState>, transfer: InFlight) -> InFlightGuard {
+    let id = state.transfers().next_id.fetch_add(1, Ordering::Relaxed);
+    state.transfers().lock().insert(id, transfer);
+    InFlightGuard {
+        state: state.clone(),
+        id,
+    }
+}
+
+pub(crate) struct InFlightGuard {
+    state: Arc<AgentState>,
+    id: u64,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let Some(done) = self.state.transfers().lock().remove(&self.id) else {
+            return;
+        };
+        if let Some(zfs) = self.state.zfs() {
+            zfs.metrics()
+                .transfer_bytes
+                .with_label_values(&[done.side.as_str()])
+                .inc_by(done.bytes.bytes());
+        }
+    }
+}
+
+/// Counts a finished transfer by side and result.
+pub(crate) fn count(state: &AgentState, side: TransferSide, result: &'static str) {
+    if let Some(zfs) = state.zfs() {
+        zfs.metrics()
+            .transfers
+            .with_label_values(&[side.as_str(), result])
+            .inc();
+    }
+}
+
+pub(crate) async fn list_transfers(
+    State(state): State<Arc<AgentState>>,
+    Fenced(ListTransfers {}): Fenced<ListTransfers>,
+) -> Json<TransfersInFlight> {
+    Json(TransfersInFlight {
+        transfers: state.transfers().in_flight(),
+    })
 }
 
 /// Runs a transfer end in a task of its own, so that it ends with an explicit finish or

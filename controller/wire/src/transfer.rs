@@ -336,6 +336,56 @@ pub enum TransferError {
     Interrupted { message: String },
 }
 
+impl TransferError {
+    /// A bounded label (metrics, logs): the variant's wire tag.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "invalidRequest",
+            Self::PeerUnreachable { .. } => "peerUnreachable",
+            Self::PeerRefused { .. } => "peerRefused",
+            Self::Zfs { .. } => "zfs",
+            Self::Stalled { .. } => "stalled",
+            Self::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+impl TransferSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Target => "target",
+        }
+    }
+}
+
+/// Asks an agent which transfers it is running now, and how far each has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTransfers {}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransfersInFlight {
+    pub transfers: Vec<TransferProgress>,
+}
+
+/// One running transfer, as one of its ends sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferProgress {
+    pub owner: Owner,
+    pub step: StepId,
+    pub side: TransferSide,
+    /// Stream bytes so far (source: read from `zfs send`; target: written into receive).
+    pub bytes: u64,
+    /// Bytes on the wire so far.
+    pub wire_bytes: u64,
+    /// The source's `zfs send -nP` estimate of the whole stream (absent on the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_bytes: Option<u64>,
+    pub started_at: jiff::Timestamp,
+}
+
 /// The target's answer on the stream route, to the source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(

@@ -76,6 +76,7 @@ async fn without_a_token_only_the_stream_route_answers_and_it_wants_a_ticket() {
         InventoryRequest::PATH,
         PrepareReceive::PATH,
         SendToPeer::PATH,
+        ListTransfers::PATH,
     ] {
         let (status, refusal) = post(&router, path, &[]).await;
         assert_eq!(

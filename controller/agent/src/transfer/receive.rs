@@ -21,8 +21,9 @@ use tidepool_wire::transfer::{
 use tokio::io::AsyncWriteExt as _;
 
 use super::peer::{OWNER_HEADER, SOURCE_NODE_HEADER, STEP_HEADER, TICKET_HEADER, ZSTD_ENCODING};
+use super::pipe::Meter;
 use super::ticket::{IssueError, PresentedBinding, ReceiveGrant};
-use super::{codec, error_chain, spawn_to_completion, stall_timeout};
+use super::{InFlight, codec, error_chain, spawn_to_completion, stall_timeout, track};
 use crate::server::{AgentState, CommandRefused, FencedCommand};
 use crate::zfs_ops::NodeZfs;
 
@@ -75,9 +76,14 @@ pub(crate) async fn stream(State(state): State<Arc<AgentState>>, request: Reques
     };
     // In a task of its own: whatever happens to this connection, the receive ends with an
     // explicit finish or abort, never by being dropped half way.
-    let outcome = spawn_to_completion(receive(zfs, grant, body, compression))
+    let outcome = spawn_to_completion(receive(state.clone(), zfs, grant, body, compression))
         .await
         .unwrap_or_else(|message| StreamOutcome::Failed(TransferError::Interrupted { message }));
+    let result = match &outcome {
+        StreamOutcome::Received { .. } => "ok",
+        StreamOutcome::Failed(e) => e.as_str(),
+    };
+    super::count(&state, TransferSide::Target, result);
     Json(outcome).into_response()
 }
 
@@ -114,6 +120,7 @@ fn admit(
 /// Pipes the body into the granted receive, aborting both when no byte arrives (or none is
 /// taken) for the grant's stall timeout.
 async fn receive(
+    state: Arc<AgentState>,
     zfs: Arc<NodeZfs>,
     grant: ReceiveGrant,
     mut body: Body,
@@ -144,7 +151,19 @@ async fn receive(
             });
         }
     };
-    let mut wire_bytes = 0u64;
+    let wire = Meter::new();
+    let _tracked = track(
+        &state,
+        InFlight {
+            owner: grant.binding.owner.clone(),
+            step: grant.binding.step.clone(),
+            side: TransferSide::Target,
+            bytes: sink.progress(),
+            wire: wire.clone(),
+            estimated: None,
+            started_at: Timestamp::now(),
+        },
+    );
     let stall = grant.stall;
     let idle_seconds = stall.as_secs();
     let outcome = loop {
@@ -163,7 +182,7 @@ async fn receive(
                         message: format!("the stream ended inside a compressed frame: {e}"),
                     });
                 }
-                break finish(sink, wire_bytes, &failed_zfs).await;
+                break finish(sink, wire.bytes(), &failed_zfs).await;
             }
             Ok(Some(Err(e))) => {
                 sink.abort().await;
@@ -176,7 +195,7 @@ async fn receive(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        wire_bytes += data.len() as u64;
+        wire.add(data.len());
         let decoded = match decoder.decode(&data) {
             Ok(decoded) => decoded,
             Err(e) => {

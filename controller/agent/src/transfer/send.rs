@@ -21,7 +21,7 @@ use super::bucket::TokenBucket;
 use super::codec::Encoder;
 use super::peer::{self, PeerConnection};
 use super::pipe::{ChannelBody, Meter, stalled};
-use super::{error_chain, spawn_to_completion, stall_timeout};
+use super::{InFlight, error_chain, spawn_to_completion, stall_timeout, track};
 use crate::operation::Refusal;
 use crate::server::{AgentState, CommandRefused, Fenced};
 use crate::zfs_ops::NodeZfs;
@@ -62,10 +62,14 @@ pub(crate) async fn send_to_peer(
         state.check_dataset(&snapshot.dataset())?;
         estimated = Some(estimate.total_bytes);
     }
-    let node_name = state.node_name().to_owned();
-    let answer = spawn_to_completion(run(zfs, node_name, op, estimated))
+    let answer = spawn_to_completion(run(state.clone(), zfs, op, estimated))
         .await
         .unwrap_or_else(|message| SendToPeerAnswer::Failed(TransferError::Interrupted { message }));
+    let result = match &answer {
+        SendToPeerAnswer::Sent(_) => "ok",
+        SendToPeerAnswer::Failed(e) => e.as_str(),
+    };
+    super::count(&state, TransferSide::Source, result);
     Ok(Json(answer))
 }
 
@@ -113,12 +117,13 @@ fn send_request(op: &SendToPeer) -> Result<Option<SendRequest>, String> {
 }
 
 async fn run(
+    state: Arc<AgentState>,
     zfs: Arc<NodeZfs>,
-    node_name: String,
     op: SendToPeer,
     mut estimated: Option<u64>,
 ) -> SendToPeerAnswer {
     let started = Instant::now();
+    let node_name = state.node_name();
     let invalid =
         |message: String| SendToPeerAnswer::Failed(TransferError::InvalidRequest { message });
     if op.binding.source_node != node_name {
@@ -162,6 +167,18 @@ async fn run(
     };
     let (tx, body) = ChannelBody::channel(IN_FLIGHT);
     let wire = Meter::new();
+    let _tracked = track(
+        &state,
+        InFlight {
+            owner: op.binding.owner.clone(),
+            step: op.binding.step.clone(),
+            side: TransferSide::Source,
+            bytes: send.progress(),
+            wire: wire.clone(),
+            estimated,
+            started_at: jiff::Timestamp::now(),
+        },
+    );
     let waiting_on_peer = Arc::new(AtomicBool::new(false));
     let all_sent = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = oneshot::channel();

@@ -100,6 +100,38 @@ fn send_to_peer_round_trips_with_its_defaults() {
 }
 
 #[test]
+fn error_labels_are_the_wire_tags() {
+    for e in [
+        TransferError::InvalidRequest {
+            message: String::new(),
+        },
+        TransferError::PeerUnreachable {
+            message: String::new(),
+        },
+        TransferError::PeerRefused {
+            status: 401,
+            reason: String::new(),
+            message: String::new(),
+        },
+        TransferError::Zfs {
+            side: TransferSide::Source,
+            kind: String::new(),
+            message: String::new(),
+        },
+        TransferError::Stalled {
+            side: TransferSide::Target,
+            idle_seconds: 1,
+        },
+        TransferError::Interrupted {
+            message: String::new(),
+        },
+    ] {
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["error"], e.as_str());
+    }
+}
+
+#[test]
 fn outcomes_and_errors_have_stable_tags() {
     let failed = SendToPeerAnswer::Failed(TransferError::Stalled {
         side: TransferSide::Target,
