@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
 use tidepool_wire::transfer::WireCompression;
 use zstd::stream::raw::{Decoder as ZDecoder, Encoder as ZEncoder, InBuffer, Operation, OutBuffer};
 
@@ -54,7 +56,7 @@ impl Encoder {
     }
 
     /// The wire bytes of `chunk` (possibly none yet: the encoder buffers).
-    pub fn encode(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    pub fn encode(&mut self, chunk: Bytes) -> Result<Bytes, CodecError> {
         let encoder = match self {
             Self::Identity => return Ok(chunk),
             Self::Zstd(e) => e,
@@ -69,13 +71,13 @@ impl Encoder {
                 .map_err(CodecError::Zstd)?;
             wire.extend_from_slice(output.as_slice());
         }
-        Ok(wire)
+        Ok(wire.into())
     }
 
     /// What the encoder still holds, and the end of the frame, at the end of the stream.
-    pub fn finish(&mut self) -> Result<Vec<u8>, CodecError> {
+    pub fn finish(&mut self) -> Result<Bytes, CodecError> {
         let encoder = match self {
-            Self::Identity => return Ok(Vec::new()),
+            Self::Identity => return Ok(Bytes::new()),
             Self::Zstd(e) => e,
         };
         let mut wire = Vec::new();
@@ -87,7 +89,7 @@ impl Encoder {
                 .map_err(CodecError::Zstd)?;
             wire.extend_from_slice(output.as_slice());
             if left == 0 {
-                return Ok(wire);
+                return Ok(wire.into());
             }
         }
     }
@@ -181,7 +183,7 @@ mod tests {
         let mut enc = Encoder::new(compression).expect("encoder");
         let mut wire = Vec::new();
         for &n in chunks {
-            wire.extend(enc.encode(sample(n)).expect("encode"));
+            wire.extend(enc.encode(sample(n).into()).expect("encode"));
         }
         wire.extend(enc.finish().expect("finish"));
         let mut dec = Decoder::new(compression).expect("decoder");
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn zstd_compresses_and_a_truncated_stream_is_caught() {
         let mut enc = Encoder::new(WireCompression::Zstd).expect("encoder");
-        let mut wire = enc.encode(sample(1 << 20)).expect("encode");
+        let mut wire = enc.encode(sample(1 << 20).into()).expect("encode").to_vec();
         wire.extend(enc.finish().expect("finish"));
         assert!(wire.len() < (1 << 20) / 4, "{}", wire.len());
         let mut dec = Decoder::new(WireCompression::Zstd).expect("decoder");

@@ -338,9 +338,10 @@ async fn pump(
     let mut bucket = p.limit.map(|rate| TokenBucket::new(rate, Instant::now()));
     let mut ended = false;
     while !ended {
-        let mut buf = vec![0u8; chunk];
+        // Not zero-filled: `read_buf` writes only into what it returns.
+        let mut buf = bytes::BytesMut::with_capacity(chunk);
         let read = tokio::select! {
-            read = send.read(&mut buf) => read,
+            read = send.read_buf(&mut buf) => read,
             _ = &mut p.stop => return (send, Pumped::Stopped),
         };
         let n = match read {
@@ -354,8 +355,7 @@ async fn pump(
             ended = true;
             p.encoder.finish()
         } else {
-            buf.truncate(n);
-            p.encoder.encode(buf)
+            p.encoder.encode(buf.freeze())
         };
         let wire_chunk = match encoded {
             Ok(c) => c,
@@ -379,7 +379,7 @@ async fn pump(
         let len = wire_chunk.len();
         p.waiting_on_peer.store(true, Ordering::Relaxed);
         let sent = tokio::select! {
-            sent = tx.send(Ok(Bytes::from(wire_chunk))) => sent,
+            sent = tx.send(Ok(wire_chunk)) => sent,
             _ = &mut p.stop => return (send, Pumped::Stopped),
         };
         p.waiting_on_peer.store(false, Ordering::Relaxed);
