@@ -63,6 +63,20 @@ impl EpochFence {
         }
     }
 
+    /// Whether `epoch` is still the newest seen, without raising the mark: for work a
+    /// leader brokered earlier and another party (a peer agent) now carries out.
+    pub fn check_current(&self, epoch: LeaderEpoch) -> Result<(), StaleEpoch> {
+        let highest = self.highest();
+        if epoch < highest {
+            Err(StaleEpoch {
+                command: epoch,
+                highest,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn highest(&self) -> LeaderEpoch {
         LeaderEpoch(self.highest.load(Ordering::Acquire))
     }

@@ -11,6 +11,8 @@
 //! - [`roots`]: the admin's dataset roots, checked for every dataset an operation names;
 //! - [`server`] and [`client`]: both ends over HTTPS, with [`operation::Ping`] to exercise
 //!   the transport alone;
+//! - [`transfer`]: replication streams agent to agent, brokered by the controller with
+//!   one-time tickets the target mints;
 //! - [`zfs_ops`]: the real operations (`tidepool-wire`'s `TakeSnapshots`,
 //!   `DestroySnapshots`, `InventoryRequest`) on the node's pools, with inventories refreshed
 //!   by change ([`inventory_cache`]) and every zfs command measured ([`metered`],
@@ -29,6 +31,7 @@ pub mod roots;
 pub mod server;
 pub mod tls;
 mod token_cache;
+pub mod transfer;
 pub mod zfs_ops;
 
 pub use auth::{AuthConfig, AuthError, Authenticator, DEFAULT_AUDIENCE, ServiceAccountRef};

@@ -78,6 +78,11 @@ pub struct AgentMetrics {
     /// From the slot to the start of its `zfs snapshot`: Tidepool's own part of the
     /// lateness, without the transaction-group commit the command waits for.
     pub snapshot_start_lateness: Histogram,
+    /// Replication stream bytes by side (`source`: read from `zfs send`; `target`:
+    /// written into `zfs receive`).
+    pub transfer_bytes: IntCounterVec,
+    /// Finished transfers by side and result (`ok` or the bounded error tag).
+    pub transfers: IntCounterVec,
 }
 
 /// A metric could not be registered (a name clash: a programming error, reported rather
@@ -157,6 +162,23 @@ impl AgentMetrics {
             )
             .buckets(LATENESS_BUCKETS.to_vec()),
         )?;
+        let transfer_bytes = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_transfer_bytes_total",
+                "Replication stream bytes moved by this agent, by side (source: read from \
+                 zfs send; target: written into zfs receive).",
+            ),
+            &["side"],
+        )?;
+        let transfers = IntCounterVec::new(
+            Opts::new(
+                "tidepool_agent_transfers_total",
+                "Finished replication transfers by side and result (ok, or the error tag).",
+            ),
+            &["side", "result"],
+        )?;
+        registry.register(Box::new(transfer_bytes.clone()))?;
+        registry.register(Box::new(transfers.clone()))?;
         registry.register(Box::new(snapshot_lateness.clone()))?;
         let snapshot_start_lateness = Histogram::with_opts(
             HistogramOpts::new(
@@ -187,6 +209,8 @@ impl AgentMetrics {
             inventory_datasets_reread,
             snapshot_lateness,
             snapshot_start_lateness,
+            transfer_bytes,
+            transfers,
         })
     }
 

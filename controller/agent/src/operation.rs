@@ -53,9 +53,11 @@ pub struct Refusal {
 /// [`RefusalReason::Other`] instead of failing the whole response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RefusalReason {
-    /// No usable bearer token (401).
+    /// No usable bearer token (401); on the stream route, no usable ticket (missing,
+    /// malformed, unknown, used or expired).
     Unauthenticated,
-    /// Authenticated, but not the controller (403).
+    /// Authenticated, but not the controller (403); on the stream route, a ticket bound to
+    /// another policy, step or source node (it is burnt).
     Forbidden,
     /// The agent could not check the token with the API server (503).
     AuthUnavailable,
@@ -65,6 +67,7 @@ pub enum RefusalReason {
     OutsideRoots,
     /// The request body is not a command of this operation (400).
     BadRequest,
+
     #[serde(other)]
     Other,
 }

@@ -1,6 +1,11 @@
 //! The agent's HTTPS server: TLS with the generated certificate, then for every route the
 //! same order of checks — the caller is the controller (TokenReview), the command is from
 //! the current leader (epoch), its datasets are inside the roots — before anything runs.
+//!
+//! One route is different: the stream route (`POST /v1/stream`), where another agent
+//! delivers a replication stream. It is outside the TokenReview layer and authenticated by
+//! a one-time ticket alone (`transfer::ticket`); it is added after that layer on purpose,
+//! and is the only route so added.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,9 +33,11 @@ use crate::{
     operation::{Command, Operation, Ping, Pong, Refusal, RefusalReason},
     roots::{DatasetRoots, OutsideRoots},
     tls::{ServingIdentity, TlsSetupError},
+    transfer::{self, Transfers, peer::STREAM_PATH, ticket::TicketRefused},
     zfs_ops::{self, NodeZfs},
 };
 use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
+use tidepool_wire::transfer::{ListTransfers, PrepareReceive, SendToPeer};
 
 /// A client that opens a connection and never finishes the handshake (or never sends its
 /// headers) must not hold a task forever.
@@ -75,6 +82,14 @@ pub enum CommandRefused {
     /// An agent started without zfs (the transport's own tests) has no zfs operations.
     #[error("this agent serves no zfs operations")]
     NoZfs,
+    /// The stream route's credential was refused.
+    #[error(transparent)]
+    Ticket(#[from] TicketRefused),
+    /// The agent holds as many tickets as it will; try again once some are used.
+    #[error(transparent)]
+    Busy(transfer::ticket::IssueError),
+    #[error("stream encoding {0:?} is not supported")]
+    UnsupportedEncoding(String),
 }
 
 impl CommandRefused {
@@ -92,6 +107,17 @@ impl CommandRefused {
             Self::OutsideRoots(_) => (StatusCode::FORBIDDEN, RefusalReason::OutsideRoots),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, RefusalReason::BadRequest),
             Self::NoZfs => (StatusCode::NOT_IMPLEMENTED, RefusalReason::Other),
+            // The reasons stay the transport's fixed set (the controller matches on it); the
+            // route and the message tell a ticket from a token.
+            Self::Ticket(TicketRefused::BindingMismatch { .. }) => {
+                (StatusCode::FORBIDDEN, RefusalReason::Forbidden)
+            }
+            Self::Ticket(_) => (StatusCode::UNAUTHORIZED, RefusalReason::Unauthenticated),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, RefusalReason::Other),
+            Self::UnsupportedEncoding(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                RefusalReason::BadRequest,
+            ),
         }
     }
 }
@@ -108,7 +134,7 @@ impl IntoResponse for CommandRefused {
             }),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED && !matches!(self, Self::Ticket(_)) {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
@@ -126,6 +152,7 @@ pub struct AgentState {
     fence: EpochFence,
     authenticator: Authenticator,
     zfs: Option<Arc<NodeZfs>>,
+    transfers: Transfers,
 }
 
 impl AgentState {
@@ -142,6 +169,18 @@ impl AgentState {
     pub fn zfs(&self) -> Option<&Arc<NodeZfs>> {
         self.zfs.as_ref()
     }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn fence(&self) -> &EpochFence {
+        &self.fence
+    }
+
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
+    }
 }
 
 /// The operation of a request whose epoch the fence admitted. Extracting it is the only way
@@ -155,11 +194,33 @@ impl<O: Operation> FromRequest<Arc<AgentState>> for Fenced<O> {
         request: Request,
         state: &Arc<AgentState>,
     ) -> Result<Self, Self::Rejection> {
+        let FencedCommand { operation, .. } = FencedCommand::from_request(request, state).await?;
+        Ok(Self(operation))
+    }
+}
+
+/// As [`Fenced`], keeping the admitted epoch for a handler that records it (a ticket is
+/// refused once a newer leader than the one that brokered it has spoken).
+pub struct FencedCommand<O> {
+    pub epoch: crate::fence::LeaderEpoch,
+    pub operation: O,
+}
+
+impl<O: Operation> FromRequest<Arc<AgentState>> for FencedCommand<O> {
+    type Rejection = CommandRefused;
+
+    async fn from_request(
+        request: Request,
+        state: &Arc<AgentState>,
+    ) -> Result<Self, Self::Rejection> {
         let Json(command) = Json::<Command<O>>::from_request(request, state)
             .await
             .map_err(CommandRefused::BadRequest)?;
         state.fence.admit(command.epoch)?;
-        Ok(Self(command.operation))
+        Ok(Self {
+            epoch: command.epoch,
+            operation: command.operation,
+        })
     }
 }
 
@@ -186,21 +247,28 @@ async fn ping(State(state): State<Arc<AgentState>>, Fenced(Ping {}): Fenced<Ping
     })
 }
 
-/// The routes, with authentication in front of every one of them.
+/// The routes: the controller's operations, with authentication in front of every one of
+/// them, and then the stream route, whose credential is a ticket (see the module doc).
 pub fn router(state: Arc<AgentState>) -> Router {
     let mut routes = Router::new().route(Ping::PATH, post(ping));
     if state.zfs.is_some() {
         routes = routes
             .route(TakeSnapshots::PATH, post(zfs_ops::take_snapshots))
             .route(DestroySnapshots::PATH, post(zfs_ops::destroy_snapshots))
-            .route(InventoryRequest::PATH, post(zfs_ops::inventory));
+            .route(InventoryRequest::PATH, post(zfs_ops::inventory))
+            .route(PrepareReceive::PATH, post(transfer::prepare_receive))
+            .route(SendToPeer::PATH, post(transfer::send_to_peer))
+            .route(ListTransfers::PATH, post(transfer::list_transfers));
     }
-    routes
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_controller,
-        ))
-        .with_state(state)
+    let mut routes = routes.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_controller,
+    ));
+    // After the layer: `route_layer` wraps only the routes added before it.
+    if state.zfs.is_some() {
+        routes = routes.route(STREAM_PATH, post(transfer::stream));
+    }
+    routes.with_state(state)
 }
 
 /// A running agent server; dropping it stops the server and its connections.
@@ -244,6 +312,7 @@ impl RunningAgent {
             fence: EpochFence::new(),
             authenticator: Authenticator::new(client, config.auth),
             zfs,
+            transfers: Transfers::default(),
         });
         let task = tokio::spawn(serve(listener, acceptor, router(state.clone())));
         Ok(Self {
@@ -321,3 +390,6 @@ async fn serve_connection(
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -58,7 +58,7 @@ impl ServingIdentity {
             .map_err(TlsSetupError::Certificate)?;
         let certificate = certificate.der().clone();
         Ok(Self {
-            fingerprint: CertificateFingerprint::of_der(&certificate),
+            fingerprint: crate::fingerprint::of_der(&certificate),
             certificate,
             key: PrivatePkcs8KeyDer::from(key.serialize_der()),
         })
@@ -121,7 +121,7 @@ impl ServerCertVerifier for PinnedCertificate {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // The agent sends its one self-signed certificate; a chain means another server.
-        if intermediates.is_empty() && CertificateFingerprint::of_der(end_entity) == self.pin {
+        if intermediates.is_empty() && crate::fingerprint::of_der(end_entity) == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -173,7 +173,7 @@ mod tests {
             ServingIdentity::generate(vec!["node-a".into()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             identity.fingerprint(),
-            CertificateFingerprint::of_der(&identity.certificate)
+            crate::fingerprint::of_der(&identity.certificate)
         );
         assert!(identity.server_config().is_ok());
     }

@@ -92,7 +92,7 @@ impl NodeZfs {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn mark_dirty(&self, datasets: impl IntoIterator<Item = DatasetName>) {
+    pub(crate) fn mark_dirty(&self, datasets: impl IntoIterator<Item = DatasetName>) {
         self.dirty().extend(datasets);
     }
 

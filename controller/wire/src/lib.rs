@@ -1,7 +1,8 @@
 //! The vocabulary the agent and the controller share (DESIGN.md, layer 4): what an agent
 //! reports of its pools ([`pool`], [`inventory`]), what a replication step asks of send and
 //! receive ([`send`]), and the typed operations it accepts and their results
-//! ([`operation`]). The planner reads the same inventory types and the zfs layer builds
+//! ([`operation`]), and how a replication stream is brokered between two agents
+//! ([`transfer`]). The planner reads the same inventory types and the zfs layer builds
 //! them from listings, so nothing is re-parsed or re-checked between the layers.
 //!
 //! Values only (serde, no I/O, no async runtime). Wire formats decode leniently where a
@@ -10,11 +11,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod fingerprint;
 pub mod inventory;
 pub mod operation;
 pub mod pool;
 pub mod send;
+pub mod transfer;
 
+pub use fingerprint::CertificateFingerprint;
 pub use inventory::{
     BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo, UnnamedSnapshot,
 };
