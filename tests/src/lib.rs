@@ -7,12 +7,14 @@
 //! - [`agents`]: `tidepool agent` processes inside the VM, one per simulated node.
 //! - [`release`]: a chart release with controllers, agents and grants, as e2e tests use it.
 //! - [`snapshots`]: a schedule's snapshots read back from zfs in the guest, checked.
+//! - [`guest_peers`]: agents in one VM reaching each other at their guest ports.
 //! - [`host_agents`]: two in-process agents over that executor, for the transport alone.
 //! - [`stream_exec`]: a zfs executor without zfs, to measure the transfer transport alone.
 
 pub mod agents;
 pub mod chart;
 pub mod control_plane;
+pub mod guest_peers;
 pub mod host_agents;
 pub mod kubelet;
 pub mod release;

@@ -195,6 +195,7 @@ pub fn test_reconciler_config() -> ReconcilerConfig {
         retry: Duration::from_secs(2),
         // Short, so the test sees a deletion give up on an unreachable node.
         delete_give_up: DELETE_GIVE_UP,
+        replication_poll: Duration::from_secs(2),
         ..ReconcilerConfig::default()
     }
 }

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bookkeeping;
 pub mod client;
 pub mod fence;
 pub mod fingerprint;

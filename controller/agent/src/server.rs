@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     auth::{AuthConfig, AuthError, Authenticator},
+    bookkeeping,
     fence::{EpochFence, StaleEpoch},
     fingerprint::CertificateFingerprint,
     operation::{Command, Operation, Ping, Pong, Refusal, RefusalReason},
@@ -36,6 +37,7 @@ use crate::{
     transfer::{self, Transfers, peer::STREAM_PATH, ticket::TicketRefused},
     zfs_ops::{self, NodeZfs},
 };
+use tidepool_wire::bookkeeping::Bookkeeping;
 use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
 use tidepool_wire::transfer::{ListTransfers, PrepareReceive, SendToPeer};
 
@@ -256,6 +258,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
             .route(TakeSnapshots::PATH, post(zfs_ops::take_snapshots))
             .route(DestroySnapshots::PATH, post(zfs_ops::destroy_snapshots))
             .route(InventoryRequest::PATH, post(zfs_ops::inventory))
+            .route(Bookkeeping::PATH, post(bookkeeping::bookkeeping))
             .route(PrepareReceive::PATH, post(transfer::prepare_receive))
             .route(SendToPeer::PATH, post(transfer::send_to_peer))
             .route(ListTransfers::PATH, post(transfer::list_transfers));

@@ -96,7 +96,7 @@ impl NodeZfs {
         self.dirty().extend(datasets);
     }
 
-    fn zfs_failed(&self, e: &ZfsError) -> Response {
+    pub(crate) fn zfs_failed(&self, e: &ZfsError) -> Response {
         let kind = e.kind().as_str();
         self.metrics.zfs_errors.with_label_values(&[kind]).inc();
         Response::Failed(OperationError::Zfs {
@@ -275,14 +275,14 @@ impl NodeZfs {
     }
 }
 
-fn node(state: &AgentState) -> Result<&Arc<NodeZfs>, CommandRefused> {
+pub(crate) fn node(state: &AgentState) -> Result<&Arc<NodeZfs>, CommandRefused> {
     state.zfs().ok_or(CommandRefused::NoZfs)
 }
 
 /// Runs a change to ZFS in a task of its own, so it finishes even when the caller hangs up
 /// (a timeout, a crash): cancelled half way, a prune would leave part of its snapshots and
 /// every retry would have more to do.
-async fn to_completion<Fut>(work: Fut) -> Response
+pub(crate) async fn to_completion<Fut>(work: Fut) -> Response
 where
     Fut: Future<Output = Response> + Send + 'static,
 {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::ZfsNode;
+use tidepool_wire::transfer::{PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer};
 use tidepool_wire::{OperationError, Request, Response};
 
 use crate::reasons;
@@ -143,6 +144,7 @@ impl AgentError {
             Response::SnapshotsTaken(_) => "SnapshotsTaken",
             Response::SnapshotsDestroyed(_) => "SnapshotsDestroyed",
             Response::Inventory(_) => "Inventory",
+            Response::Bookkept(_) => "Bookkept",
         };
         AgentError::Unexpected {
             node: node.to_owned(),
@@ -187,6 +189,28 @@ pub trait Agents: Send + Sync {
         epoch: LeaderEpoch,
         request: Request,
     ) -> BoxFuture<'a, Result<Response, AgentError>>;
+
+    /// One half of a brokered transfer: the ticket from the target, or the send from the
+    /// source (which answers only when the stream has ended).
+    fn transfer<'a>(
+        &'a self,
+        agent: &'a AgentEndpoint,
+        epoch: LeaderEpoch,
+        call: TransferCall,
+    ) -> BoxFuture<'a, Result<TransferAnswer, AgentError>>;
+}
+
+/// The transfer operations ([`tidepool_wire::transfer`]) the controller calls.
+#[derive(Debug, Clone)]
+pub enum TransferCall {
+    Prepare(PrepareReceive),
+    Send(Box<SendToPeer>),
+}
+
+#[derive(Debug, Clone)]
+pub enum TransferAnswer {
+    Prepared(PrepareReceiveAnswer),
+    Sent(SendToPeerAnswer),
 }
 
 /// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
@@ -194,6 +218,9 @@ pub trait Agents: Send + Sync {
 pub struct PinnedAgents {
     token_file: PathBuf,
     timeout: Duration,
+    /// How long a send may take as a whole; the agents' stall timeout ends a stuck one
+    /// long before.
+    send_timeout: Duration,
     /// One client per (endpoint, pin), so calls reuse its kept-alive TLS connections: a
     /// handshake per call costs more than the call on a small node. A new pin (the agent
     /// restarted with a new certificate) is a new key, never a connection to the old one.
@@ -209,6 +236,7 @@ impl PinnedAgents {
         Arc::new(Self {
             token_file,
             timeout,
+            send_timeout: Duration::from_secs(24 * 3600),
             clients: Mutex::new(HashMap::new()),
         })
     }
@@ -236,7 +264,46 @@ impl PinnedAgents {
     }
 }
 
+impl PinnedAgents {
+    async fn token(&self) -> Result<String, AgentError> {
+        let token = tokio::fs::read_to_string(&self.token_file)
+            .await
+            .map_err(|source| AgentError::Token {
+                path: self.token_file.clone(),
+                source,
+            })?;
+        Ok(token.trim().to_owned())
+    }
+}
+
 impl Agents for PinnedAgents {
+    fn transfer<'a>(
+        &'a self,
+        agent: &'a AgentEndpoint,
+        epoch: LeaderEpoch,
+        call: TransferCall,
+    ) -> BoxFuture<'a, Result<TransferAnswer, AgentError>> {
+        Box::pin(async move {
+            let token = self.token().await?;
+            let client = self.client(agent)?;
+            let answer = match call {
+                TransferCall::Prepare(p) => client
+                    .call(&token, epoch, p)
+                    .await
+                    .map(TransferAnswer::Prepared),
+                TransferCall::Send(s) => client
+                    .with_timeout(self.send_timeout)
+                    .call(&token, epoch, *s)
+                    .await
+                    .map(TransferAnswer::Sent),
+            };
+            answer.map_err(|source| AgentError::Call {
+                node: agent.node.clone(),
+                source,
+            })
+        })
+    }
+
     fn call<'a>(
         &'a self,
         agent: &'a AgentEndpoint,
@@ -244,18 +311,14 @@ impl Agents for PinnedAgents {
         request: Request,
     ) -> BoxFuture<'a, Result<Response, AgentError>> {
         Box::pin(async move {
-            let token = tokio::fs::read_to_string(&self.token_file)
-                .await
-                .map_err(|source| AgentError::Token {
-                    path: self.token_file.clone(),
-                    source,
-                })?;
+            let token = self.token().await?;
             let client = self.client(agent)?;
-            let token = token.trim();
+            let token = token.as_str();
             let answer = match request {
                 Request::TakeSnapshots(t) => client.call(token, epoch, t).await,
                 Request::DestroySnapshots(d) => client.call(token, epoch, d).await,
                 Request::Inventory(i) => client.call(token, epoch, i).await,
+                Request::Bookkeeping(b) => client.call(token, epoch, b).await,
             };
             answer.map_err(|source| AgentError::Call {
                 node: agent.node.clone(),

@@ -12,7 +12,7 @@ use crate::resolve::{self, Labels};
 use crate::status::Blocker;
 
 /// Labels of a cluster object, read only when a selector needs them.
-async fn labels_of<K>(client: &Client, name: &str) -> Result<Labels, ReconcileError>
+pub(crate) async fn labels_of<K>(client: &Client, name: &str) -> Result<Labels, ReconcileError>
 where
     K: Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
         + Clone

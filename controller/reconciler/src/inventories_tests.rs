@@ -119,6 +119,15 @@ struct FakeAgent {
 }
 
 impl Agents for FakeAgent {
+    fn transfer<'a>(
+        &'a self,
+        _agent: &'a AgentEndpoint,
+        _epoch: LeaderEpoch,
+        _call: crate::agents::TransferCall,
+    ) -> BoxFuture<'a, Result<crate::agents::TransferAnswer, AgentError>> {
+        panic!("only inventories here")
+    }
+
     fn call<'a>(
         &'a self,
         _agent: &'a AgentEndpoint,

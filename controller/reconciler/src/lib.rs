@@ -18,6 +18,7 @@ pub mod node_run;
 pub mod owner;
 pub mod reasons;
 pub mod reconcile;
+pub mod replication;
 pub mod resolve;
 pub mod status;
 pub mod triggers;
@@ -35,7 +36,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
-use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
+use tidepool_api::{DatasetGrant, ReplicationPolicy, SnapshotSchedule, ZfsNode};
 use tokio::sync::watch;
 
 pub use agents::{AgentEndpoint, AgentError, Agents, PinnedAgents};
@@ -170,6 +171,7 @@ async fn lead(
         config: config.reconciler.clone(),
         inventories: inventories::Inventories::new(),
         status_memory: Default::default(),
+        replication_memory: Default::default(),
     });
     let ready_stores = {
         let (z, g) = (zfs_nodes.clone(), grants.clone());
@@ -186,6 +188,8 @@ async fn lead(
     // two stores current.
     let node_triggers = watches::node_triggers(zfs_stream, all3.clone(), client.clone());
     let grant_triggers = watches::grant_triggers(grant_stream, all3.clone());
+    let ctx_for_policies = ctx.clone();
+    let ready_policies = ready_stores.clone();
     let run = controller
         .reconcile_on(node_triggers)
         .reconcile_on(grant_triggers)
@@ -205,13 +209,48 @@ async fn lead(
                 tracing::debug!(error = %e, "controller event");
             }
         });
+    let policies = replication_controller(client.clone(), config, ctx_for_policies, ready_policies);
     let forget = forget_deleted(metrics, all3);
     let lost = leader.wait_for(Option::is_none).map(|_| ());
     tokio::select! {
         () = run => {}
+        () = policies => {}
         () = lost => {}
         () = forget => {}
     }
+}
+
+/// The ReplicationPolicy controller: its own watch and queue, the same context (agents,
+/// inventories, stores) as the schedules'.
+async fn replication_controller(
+    client: Client,
+    config: &ControllerConfig,
+    ctx: Arc<reconcile::Context>,
+    ready: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
+) {
+    let policies: Api<ReplicationPolicy> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    Controller::new(policies, watcher::Config::default())
+        .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency))
+        .run(
+            move |obj, ctx: Arc<reconcile::Context>| {
+                let ready = ready.clone();
+                async move {
+                    ready.await;
+                    replication::reconcile(obj, ctx).await
+                }
+            },
+            replication::error_policy,
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "replication controller event");
+            }
+        })
+        .await;
 }
 
 /// Removes the per-object series of objects that are gone (an object with `Retain` has no

@@ -251,23 +251,7 @@ impl NodeProblem {
 }
 
 fn unexpected(agent: &AgentEndpoint, asked: &'static str, got: &Response) -> NodeProblem {
-    if let Response::Failed(source) = got {
-        return NodeProblem::Agent(AgentError::Failed {
-            node: agent.node.clone(),
-            source: source.clone(),
-        });
-    }
-    let got = match got {
-        Response::SnapshotsTaken(_) => "SnapshotsTaken",
-        Response::SnapshotsDestroyed(_) => "SnapshotsDestroyed",
-        Response::Inventory(_) => "Inventory",
-        Response::Failed(_) => "Failed",
-    };
-    NodeProblem::Agent(AgentError::Unexpected {
-        node: agent.node.clone(),
-        asked,
-        got,
-    })
+    NodeProblem::Agent(AgentError::unexpected(&agent.node, asked, got))
 }
 
 async fn call(

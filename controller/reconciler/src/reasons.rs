@@ -22,3 +22,16 @@ pub const DELETE_ABANDONED: &str = "DeleteAbandoned";
 /// The pool has no space left for a snapshot (`zfs snapshot` answers "out of space": on
 /// OpenZFS a snapshot needs a little free space beyond the pool's slop reserve).
 pub const POOL_FULL: &str = "PoolFull";
+/// The source agent could not reach the target agent's stream port (or the target
+/// presented a certificate other than the one its `ZfsNode` publishes).
+pub const TARGET_UNREACHABLE: &str = "TargetUnreachable";
+/// A transfer broke off or stalled; a resumable receive keeps its token for the next run.
+pub const TRANSFER_INTERRUPTED: &str = "TransferInterrupted";
+/// The policy's target kind (`ssh`, `objectStore`) is not served by this version.
+pub const TARGET_KIND_UNSUPPORTED: &str = "TargetKindUnsupported";
+/// A replica is up to date with its source (Normal event after a sync that sent data).
+pub const SYNCED: &str = "Synced";
+/// The target diverged from the source (`Diverged=True`).
+pub const DIVERGED: &str = "Diverged";
+/// A diverged target was renamed aside and a new replica seeded (`onDivergence: Rotate`).
+pub const ROTATED: &str = "Rotated";

@@ -53,6 +53,8 @@ pub struct ReconcilerConfig {
     /// call to its agent, so more at once costs the agents nothing more; too few, and a
     /// burst of changes (200 spec edits, 1,000 slots at :00) waits in line.
     pub concurrency: u16,
+    /// How often a ReplicationPolicy without a schedule looks for new source snapshots.
+    pub replication_poll: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -65,6 +67,7 @@ impl Default for ReconcilerConfig {
             status_min_interval: Duration::from_secs(5),
             prepare_lead: Duration::from_secs(2),
             concurrency: 256,
+            replication_poll: Duration::from_secs(30),
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct Context {
     pub inventories: Arc<crate::inventories::Inventories>,
     /// What status was last written per object, and when (the rate limit's memory).
     pub status_memory: StatusMemory,
+    /// What the replication reconciler remembers between runs.
+    pub replication_memory: crate::replication::Memory,
 }
 
 /// A reconcile that could not complete (the API server refused a write or a read).

@@ -98,7 +98,7 @@ pub fn default_nodes(
     Ok(nodes.into_iter().map(str::to_owned).collect())
 }
 
-/// Whether some grant lets `namespace` take snapshots of `dataset` on `node`.
+/// Whether some grant lets `namespace` use `dataset` on `node` for `access`.
 pub fn permitted(
     grants: &[DatasetGrant],
     namespace: &str,
@@ -106,6 +106,7 @@ pub fn permitted(
     node: &str,
     node_labels: &Labels,
     dataset: &DatasetName,
+    access: Access,
 ) -> bool {
     grants.iter().any(|g| {
         let s = &g.spec;
@@ -123,7 +124,7 @@ pub fn permitted(
             }
         };
         let root_ok = s.datasets.iter().any(|root| root.contains(dataset));
-        ns_ok && node_ok && root_ok && s.access.contains(&Access::Snapshot)
+        ns_ok && node_ok && root_ok && s.access.contains(&access)
     })
 }
 
@@ -139,7 +140,15 @@ pub fn check_grants(
         for d in &spec.datasets {
             // A recursive selector's descendants lie below its name, so a root that
             // contains the name contains them too.
-            if !permitted(grants, namespace, namespace_labels, node, labels, &d.name) {
+            if !permitted(
+                grants,
+                namespace,
+                namespace_labels,
+                node,
+                labels,
+                &d.name,
+                Access::Snapshot,
+            ) {
                 return Err(ResolveError::NotPermitted {
                     namespace: namespace.to_owned(),
                     dataset: d.name.clone(),

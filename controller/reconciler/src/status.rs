@@ -58,7 +58,7 @@ pub enum Outcome {
     },
 }
 
-fn last_error(
+pub(crate) fn last_error(
     old: Option<&LastError>,
     node: Option<&str>,
     reason: &str,

@@ -95,9 +95,9 @@ pub async fn publish_transition(
     publish(ctx, obj, type_, &after.1, after.2, "Reconcile").await;
 }
 
-pub async fn publish(
+pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    obj: &SnapshotSchedule,
+    obj: &K,
     type_: EventType,
     reason: &str,
     note: String,

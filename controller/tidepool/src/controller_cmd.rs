@@ -19,6 +19,8 @@ pub const USAGE: &str = "usage: tidepool controller [flags]
   --http ADDR              serve /metrics, /healthz, /readyz here (default 0.0.0.0:8080;
                            `none` to disable)
   --delete-give-up SECS    how long deletion waits for an unreachable node (default 3600)
+  --replication-poll SECS  how often a ReplicationPolicy without a schedule looks for new
+                           source snapshots (default 30)
 
 The API server is reached through KUBECONFIG or the in-cluster configuration.";
 
@@ -30,6 +32,7 @@ struct Flags {
     agent_token_file: PathBuf,
     http: Option<std::net::SocketAddr>,
     delete_give_up: Duration,
+    replication_poll: Duration,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Flags> {
@@ -41,6 +44,7 @@ fn parse(args: &[String]) -> anyhow::Result<Flags> {
         agent_token_file: "/var/run/secrets/tidepool/agent-token".into(),
         http: Some(([0, 0, 0, 0], 8080).into()),
         delete_give_up: Duration::from_secs(3600),
+        replication_poll: ReconcilerConfig::default().replication_poll,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -67,6 +71,13 @@ fn parse(args: &[String]) -> anyhow::Result<Flags> {
                 let v = value()?;
                 f.delete_give_up = Duration::from_secs(
                     v.parse().with_context(|| format!("--delete-give-up {v}"))?,
+                );
+            }
+            "--replication-poll" => {
+                let v = value()?;
+                f.replication_poll = Duration::from_secs(
+                    v.parse()
+                        .with_context(|| format!("--replication-poll {v}"))?,
                 );
             }
             other => bail!("unknown flag {other}\n{USAGE}"),
@@ -99,6 +110,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         watch_namespace: flags.namespace,
         reconciler: ReconcilerConfig {
             delete_give_up: flags.delete_give_up,
+            replication_poll: flags.replication_poll,
             ..ReconcilerConfig::default()
         },
         http: flags.http,

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod bookkeeping;
 pub mod fingerprint;
 pub mod inventory;
 pub mod operation;
@@ -18,6 +19,7 @@ pub mod pool;
 pub mod send;
 pub mod transfer;
 
+pub use bookkeeping::{Bookkeeping, BookkeepingAction, Bookkept};
 pub use fingerprint::CertificateFingerprint;
 pub use inventory::{
     BookmarkInfo, DatasetInventory, HoldInfo, PartialReceive, SnapshotInfo, UnnamedSnapshot,

@@ -25,6 +25,7 @@ pub enum Request {
     TakeSnapshots(TakeSnapshots),
     DestroySnapshots(DestroySnapshots),
     Inventory(InventoryRequest),
+    Bookkeeping(crate::bookkeeping::Bookkeeping),
 }
 
 /// `zfs snapshot -o tidepool.dev:owner=<owner> a@<short> b@<short> ...`: one atomic
@@ -155,6 +156,7 @@ pub enum Response {
     SnapshotsTaken(SnapshotsTaken),
     SnapshotsDestroyed(SnapshotsDestroyed),
     Inventory(InventoryAnswer),
+    Bookkept(crate::bookkeeping::Bookkept),
     Failed(OperationError),
 }
 

@@ -5,6 +5,7 @@
 
 use tidepool_api::values::HOLD_TAG_PREFIX;
 use tidepool_api::{BookmarkName, SnapshotName};
+use tidepool_wire::SnapshotRef;
 
 use super::common::SourceCommon;
 use super::names::bookmark_name;
@@ -36,10 +37,16 @@ impl<'a> Planner<'a> {
         // An `-I` stream also creates the intermediates the selection did not pick (manual
         // snapshots, another schedule's): they stay unowned on the target, so the policy's
         // retention there never destroys a snapshot it was not asked to replicate.
-        let names: Vec<SnapshotName> = created
+        let names: Vec<SnapshotRef> = created
             .iter()
             .filter(|s| self.selects(s))
-            .filter_map(|s| self.dst.dataset.snapshot(&s.name).ok())
+            .filter_map(|s| {
+                let snapshot = self.dst.dataset.snapshot(&s.name).ok()?;
+                Some(SnapshotRef {
+                    snapshot,
+                    guid: s.guid,
+                })
+            })
             .collect();
         if names.is_empty() {
             return None;

@@ -908,7 +908,7 @@ mod simulation {
                                 .dst
                                 .snapshots
                                 .iter_mut()
-                                .find(|s| s.name == name.short())
+                                .find(|s| s.name == name.snapshot.short())
                             {
                                 s.owner = Some(owner.clone());
                             }

@@ -626,13 +626,14 @@ fn check_after_send(
             Action::SetOwner { snapshots, owner } => {
                 prop_assert_eq!(owner, &owner_of_policy(policy));
                 for name in snapshots {
-                    prop_assert_eq!(name.dataset(), h.target.dataset.clone());
+                    prop_assert_eq!(name.snapshot.dataset(), h.target.dataset.clone());
                     let s = h
                         .source
                         .snapshots
                         .iter()
-                        .find(|s| s.name == name.short())
+                        .find(|s| s.name == name.snapshot.short())
                         .expect("a claimed snapshot is a source snapshot");
+                    prop_assert_eq!(s.guid, name.guid, "claimed with another snapshot's GUID");
                     prop_assert!(
                         created.contains(&s.guid),
                         "claimed what the send did not create"

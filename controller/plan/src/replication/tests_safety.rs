@@ -227,7 +227,7 @@ fn claims_only_what_the_selection_picked() {
                 Action::SetOwner { snapshots, .. } => Some(
                     snapshots
                         .iter()
-                        .map(|n| n.short().to_string())
+                        .map(|n| n.snapshot.short().to_string())
                         .collect::<Vec<_>>(),
                 ),
                 _ => None,

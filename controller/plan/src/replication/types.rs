@@ -9,7 +9,7 @@ use tidepool_api::values::{HoldTag, ResumeToken};
 use tidepool_api::{
     BookmarkName, DatasetName, OnDivergence, Owner, SnapshotName, SnapshotShortName,
 };
-use tidepool_wire::{ReceiveOptions, SendFlags};
+use tidepool_wire::{ReceiveOptions, SendFlags, SnapshotRef};
 
 use crate::inventory::DatasetInventory;
 use crate::retention::{Protection, Protections};
@@ -209,9 +209,10 @@ pub enum Action {
         bookmark: BookmarkName,
         guid: u64,
     },
-    /// `zfs set tidepool.dev:owner=<owner> <snapshots...>` on the target.
+    /// `zfs set tidepool.dev:owner=<owner> <snapshots...>` on the target, each with the
+    /// GUID it was received with (the agent claims nothing that has another).
     SetOwner {
-        snapshots: Vec<SnapshotName>,
+        snapshots: Vec<SnapshotRef>,
         owner: Owner,
     },
 }

@@ -5,6 +5,26 @@ use tidepool_api::DatasetGrantSpec;
 
 use super::*;
 
+/// [`permitted`] for taking snapshots (what a schedule needs).
+fn may_snapshot(
+    grants: &[DatasetGrant],
+    namespace: &str,
+    namespace_labels: &Labels,
+    node: &str,
+    node_labels: &Labels,
+    dataset: &DatasetName,
+) -> bool {
+    permitted(
+        grants,
+        namespace,
+        namespace_labels,
+        node,
+        node_labels,
+        dataset,
+        Access::Snapshot,
+    )
+}
+
 fn grant(namespaces: &[&str], roots: &[&str], nodes: &[&str], access: Vec<Access>) -> DatasetGrant {
     DatasetGrant::new(
         "g",
@@ -39,7 +59,7 @@ fn a_grant_covers_its_namespace_roots_nodes_and_access() {
         vec![Access::Snapshot],
     )];
     let none = Labels::new();
-    assert!(permitted(
+    assert!(may_snapshot(
         &g,
         "apps",
         &none,
@@ -47,8 +67,15 @@ fn a_grant_covers_its_namespace_roots_nodes_and_access() {
         &none,
         &ds("tank/apps/db")
     ));
-    assert!(permitted(&g, "apps", &none, "n1", &none, &ds("tank/apps")));
-    assert!(!permitted(
+    assert!(may_snapshot(
+        &g,
+        "apps",
+        &none,
+        "n1",
+        &none,
+        &ds("tank/apps")
+    ));
+    assert!(!may_snapshot(
         &g,
         "other",
         &none,
@@ -56,7 +83,7 @@ fn a_grant_covers_its_namespace_roots_nodes_and_access() {
         &none,
         &ds("tank/apps/db")
     ));
-    assert!(!permitted(
+    assert!(!may_snapshot(
         &g,
         "apps",
         &none,
@@ -65,7 +92,7 @@ fn a_grant_covers_its_namespace_roots_nodes_and_access() {
         &ds("tank/apps/db")
     ));
     // Whole components: tank/appsx is not below tank/apps.
-    assert!(!permitted(
+    assert!(!may_snapshot(
         &g,
         "apps",
         &none,
@@ -73,9 +100,9 @@ fn a_grant_covers_its_namespace_roots_nodes_and_access() {
         &none,
         &ds("tank/appsx")
     ));
-    assert!(!permitted(&g, "apps", &none, "n1", &none, &ds("tank")));
+    assert!(!may_snapshot(&g, "apps", &none, "n1", &none, &ds("tank")));
     let send_only = [grant(&["apps"], &["tank/apps"], &[], vec![Access::Send])];
-    assert!(!permitted(
+    assert!(!may_snapshot(
         &send_only,
         "apps",
         &none,
@@ -88,7 +115,7 @@ fn a_grant_covers_its_namespace_roots_nodes_and_access() {
 #[test]
 fn no_grant_means_no_permission() {
     let none = Labels::new();
-    assert!(!permitted(
+    assert!(!may_snapshot(
         &[],
         "apps",
         &none,
@@ -114,9 +141,16 @@ fn selectors_match_labels() {
     let ns_a = labels(&[("team", "a")]);
     let ns_prod = labels(&[("team", "a"), ("tier", "prod")]);
     let node_zfs = labels(&[("zfs", "yes")]);
-    assert!(permitted(&g, "x", &ns_a, "n", &node_zfs, &ds("tank/x")));
-    assert!(!permitted(&g, "x", &ns_prod, "n", &node_zfs, &ds("tank/x")));
-    assert!(!permitted(
+    assert!(may_snapshot(&g, "x", &ns_a, "n", &node_zfs, &ds("tank/x")));
+    assert!(!may_snapshot(
+        &g,
+        "x",
+        &ns_prod,
+        "n",
+        &node_zfs,
+        &ds("tank/x")
+    ));
+    assert!(!may_snapshot(
         &g,
         "x",
         &ns_a,

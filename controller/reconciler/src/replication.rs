@@ -1,0 +1,468 @@
+//! The ReplicationPolicy reconciler, for `node` targets: validate the spec, check the
+//! namespace's grants on both ends (`Send` on the source, `Receive` on the target), read
+//! both inventories, plan with the pure planner and run its steps through the two agents
+//! ([`run`]), plan again until nothing is left, then report ([`status`]).
+//!
+//! When it runs: at each slot of `spec.schedule`, or without one every
+//! [`crate::ReconcilerConfig::replication_poll`] (a new source snapshot is then picked up within
+//! that time); at once for a new `trigger.manual`. Every run plans from fresh inventories,
+//! so a run after a crash, a cut transfer or a lost bookkeeping call repairs what is left.
+
+pub mod run;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tidepool_agent::LeaderEpoch;
+use tidepool_api::condition::{find, kind};
+use tidepool_api::dataset_grant::Access;
+use tidepool_api::owner::OwnerKind;
+use tidepool_api::replication_policy::{NodeTarget, ReplicationPolicyStatus};
+use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy};
+use tidepool_plan::DatasetInventory;
+use tidepool_plan::replication::{self as planner, ReplicationInput, ResumeFailure};
+use tidepool_plan::schedule::Slots;
+use tidepool_wire::PoolInventory;
+
+use crate::agents::AgentEndpoint;
+use crate::checks::labels_of;
+use crate::node_run::inventory;
+use crate::reconcile::{Context, ReconcileError, kube_err};
+use crate::status::Blocker;
+use crate::{reasons, resolve, writes};
+use run::{Ends, Ran, SendContext, StepFailed};
+use status::{Outcome, Sync};
+
+/// At most this many plan-and-run rounds per reconcile: a full send with intermediates is
+/// two sends, then the round that finds nothing left.
+const MAX_ROUNDS: usize = 4;
+
+/// What the reconciler remembers between runs of one policy (by uid): the slot it last
+/// synced for, and a resume that failed (so the next plan aborts the token).
+#[derive(Debug, Default)]
+pub struct Memory {
+    entries: Mutex<HashMap<String, Remembered>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Remembered {
+    slot: Option<Timestamp>,
+    resume_failed: Option<ResumeFailure>,
+}
+
+impl Memory {
+    fn get(&self, uid: &str) -> Remembered {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(uid).cloned().unwrap_or_default()
+    }
+
+    fn set(&self, uid: &str, r: Remembered) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.insert(uid.to_owned(), r);
+    }
+}
+
+/// `ReplicationPolicy/<namespace>/<name>`: the owner of what the policy received.
+pub fn policy_owner(ns: &str, name: &str) -> Result<Owner, tidepool_api::owner::OwnerError> {
+    Owner::new(OwnerKind::ReplicationPolicy, ns, name)
+}
+
+pub async fn reconcile(
+    obj: Arc<ReplicationPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let Some(epoch) = *ctx.epoch.borrow() else {
+        return Ok(Action::await_change());
+    };
+    if obj.metadata.deletion_timestamp.is_some() {
+        // No finalizer yet: the replica stays (as `deletionPolicy: Retain`).
+        return Ok(Action::await_change());
+    }
+    ctx.metrics.reconciles.inc();
+    let now = Timestamp::now();
+    let ns = obj
+        .namespace()
+        .ok_or(ReconcileError::Incomplete("namespace"))?;
+    let name = obj.name_any();
+    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let old = obj.status.clone().unwrap_or_default();
+    let outcome = evaluate(&obj, &ctx, epoch, &ns, &uid, &old, now).await?;
+    let new = status::next(&old, &outcome, obj.metadata.generation, now);
+    if new != old {
+        write_status(&ctx, &ns, &name, &new).await?;
+        ctx.metrics.status_writes.inc();
+    }
+    publish_transitions(&ctx, &obj, &old, &new).await;
+    let wait = match &outcome {
+        Outcome::Blocked(_) => ctx.config.max_requeue,
+        Outcome::Suspended => ctx.config.max_requeue,
+        Outcome::NotDue { next } => until(*next),
+        Outcome::Synced(sync) if sync.failure.is_some() => ctx.config.retry,
+        Outcome::Synced(sync) => sync.next.map_or(ctx.config.replication_poll, until),
+    };
+    Ok(Action::requeue(
+        wait.min(ctx.config.max_requeue) + Duration::from_millis(5),
+    ))
+}
+
+fn until(t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+}
+
+pub fn error_policy(
+    obj: Arc<ReplicationPolicy>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(object = %obj.name_any(), error = %error, "replication reconcile failed");
+    ctx.metrics.error(error.reason());
+    Action::requeue(ctx.config.retry)
+}
+
+fn blocked(reason: &'static str, message: impl Into<String>) -> Outcome {
+    Outcome::Blocked(Blocker {
+        reason,
+        message: message.into(),
+    })
+}
+
+async fn evaluate(
+    obj: &ReplicationPolicy,
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    ns: &str,
+    uid: &str,
+    old: &ReplicationPolicyStatus,
+    now: Timestamp,
+) -> Result<Outcome, ReconcileError> {
+    let valid = match obj.spec.validate() {
+        Ok(v) => v,
+        Err(e) => return Ok(blocked(e.reason(), e.to_string())),
+    };
+    let Some(target) = &obj.spec.target.node else {
+        return Ok(blocked(
+            reasons::TARGET_KIND_UNSUPPORTED,
+            "only `node` targets are served by this version; `ssh` and `objectStore` targets come later",
+        ));
+    };
+    let source = &obj.spec.source;
+    if let Err(b) = permitted(ctx, ns, &source.node_name, &source.dataset, Access::Send).await? {
+        return Ok(Outcome::Blocked(b));
+    }
+    if let Err(b) = permitted(ctx, ns, &target.node_name, &target.dataset, Access::Receive).await? {
+        return Ok(Outcome::Blocked(b));
+    }
+    if obj.spec.suspend {
+        return Ok(Outcome::Suspended);
+    }
+    let mut memory = ctx.replication_memory.get(uid);
+    let manual = obj
+        .spec
+        .trigger
+        .as_ref()
+        .and_then(|t| t.manual.clone())
+        .filter(|m| old.last_manual_trigger.as_ref() != Some(m));
+    let slots = match &valid.schedule {
+        Some(s) => match Slots::new(s, uid) {
+            Ok(slots) => Some(slots),
+            Err(e) => return Ok(blocked(e.reason(), e.to_string())),
+        },
+        None => None,
+    };
+    let (slot, next) = match &slots {
+        Some(slots) => (
+            slots.latest_at_or_before(now).ok(),
+            slots.next_after(now).ok(),
+        ),
+        None => (None, None),
+    };
+    let due = slots.is_none() || slot.is_some_and(|s| memory.slot.is_none_or(|m| m < s));
+    if !due && manual.is_none() {
+        return Ok(match next {
+            Some(next) => Outcome::NotDue { next },
+            None => blocked(reasons::INVALID_SCHEDULE, "the schedule has no next slot"),
+        });
+    }
+    let ends = match endpoints(ctx, &source.node_name, &target.node_name) {
+        Ok(e) => e,
+        Err(b) => return Ok(Outcome::Blocked(b)),
+    };
+    let owner = match policy_owner(ns, &obj.name_any()) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(blocked(
+                tidepool_api::condition::reason::INVALID_SPEC,
+                e.to_string(),
+            ));
+        }
+    };
+    let selection_owner = match &source.snapshots.schedule_name {
+        Some(s) => match crate::owner::schedule_owner(ns, s) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                return Ok(blocked(
+                    tidepool_api::condition::reason::INVALID_SPEC,
+                    e.to_string(),
+                ));
+            }
+        },
+        None => None,
+    };
+    let policy = format!("{ns}/{}", obj.name_any());
+    let step_prefix = format!("g{}", obj.metadata.generation.unwrap_or(0));
+    let hold_tag = planner::hold_tag(&policy);
+    let send = SendContext {
+        owner: &owner,
+        hold_tag: &hold_tag,
+        step_prefix: &step_prefix,
+        bandwidth_limit: valid.bandwidth_limit,
+    };
+    let pair = Ends {
+        source: &ends.0,
+        target: &ends.1,
+    };
+    let mut sync = Sync {
+        started: now,
+        ended: now,
+        plan: None,
+        ran: Ran::default(),
+        failure: None,
+        target_newest: None,
+        resume_token_present: false,
+        manual: None,
+        next,
+    };
+    for _ in 0..MAX_ROUNDS {
+        let (src, dst) = match inventories(ctx, epoch, &pair, &source.dataset, target).await {
+            Ok(both) => both,
+            Err(f) => {
+                sync.failure = Some(f.with(&sync.ran));
+                break;
+            }
+        };
+        sync.target_newest = dst.snapshots.iter().map(|s| s.creation).max();
+        sync.resume_token_present = dst.receive_resume_token.is_some();
+        let input = ReplicationInput {
+            policy: &policy,
+            source: &src,
+            target: &dst,
+            send: &obj.spec.send,
+            selection: &source.snapshots,
+            selection_owner: selection_owner.as_ref(),
+            owner: &owner,
+            on_divergence: obj.spec.on_divergence,
+            resume_failed: memory.resume_failed.as_ref(),
+        };
+        let plan = planner::plan(&input, Timestamp::now());
+        let steps = plan.steps.clone();
+        sync.plan = Some(plan);
+        if steps.is_empty() {
+            break;
+        }
+        match run::run_steps(ctx, epoch, &pair, &send, &steps).await {
+            Ok(ran) => {
+                // A resume that went through, or a token aborted: the failure is history.
+                memory.resume_failed = None;
+                sync.ran.sends += ran.sends;
+                sync.ran.bytes += ran.bytes;
+                sync.ran.rotated_to = ran.rotated_to.or(sync.ran.rotated_to.take());
+            }
+            Err(f) => {
+                sync.ran.sends += f.ran.sends;
+                sync.ran.bytes += f.ran.bytes;
+                memory.resume_failed = f.resume_failed.clone();
+                ctx.metrics.error(f.reason);
+                sync.failure = Some(f);
+                break;
+            }
+        }
+    }
+    sync.ended = Timestamp::now();
+    if sync.failure.is_none() {
+        memory.slot = slot.or(memory.slot);
+        sync.manual = manual;
+    }
+    ctx.replication_memory.set(uid, memory);
+    Ok(Outcome::Synced(Box::new(sync)))
+}
+
+/// Whether the namespace's grants let it use `dataset` on `node` for `access`.
+async fn permitted(
+    ctx: &Context,
+    ns: &str,
+    node: &str,
+    dataset: &DatasetName,
+    access: Access,
+) -> Result<Result<(), Blocker>, ReconcileError> {
+    let grants: Vec<DatasetGrant> = ctx.grants.state().iter().map(|g| (**g).clone()).collect();
+    let ns_labels = if resolve::needs_namespace_labels(&grants) {
+        labels_of::<k8s_openapi::api::core::v1::Namespace>(&ctx.client, ns).await?
+    } else {
+        resolve::Labels::new()
+    };
+    let node_labels = if resolve::needs_node_labels(&grants) {
+        labels_of::<k8s_openapi::api::core::v1::Node>(&ctx.client, node).await?
+    } else {
+        resolve::Labels::new()
+    };
+    if resolve::permitted(&grants, ns, &ns_labels, node, &node_labels, dataset, access) {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(Blocker {
+            reason: reasons::NOT_PERMITTED,
+            message: format!(
+                "no DatasetGrant lets namespace {ns} use {dataset} on node {node} for {access:?}"
+            ),
+        }))
+    }
+}
+
+fn endpoints(
+    ctx: &Context,
+    source: &str,
+    target: &str,
+) -> Result<(AgentEndpoint, AgentEndpoint), Blocker> {
+    let of = |node: &str| {
+        let zfs_node = ctx
+            .zfs_nodes
+            .get(&kube::runtime::reflector::ObjectRef::new(node));
+        AgentEndpoint::of(node, zfs_node.as_deref()).map_err(|e| Blocker {
+            reason: e.reason(),
+            message: e.to_string(),
+        })
+    };
+    Ok((of(source)?, of(target)?))
+}
+
+/// A failure before any step ran (an inventory), as a step failure.
+struct EarlyFailure {
+    node: String,
+    reason: &'static str,
+    message: String,
+}
+
+impl EarlyFailure {
+    fn with(self, ran: &Ran) -> StepFailed {
+        StepFailed {
+            node: self.node,
+            reason: self.reason,
+            message: self.message,
+            resume_failed: None,
+            ran: ran.clone(),
+        }
+    }
+}
+
+/// Both datasets' inventories, read at once.
+async fn inventories(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    ends: &Ends<'_>,
+    source: &DatasetName,
+    target: &NodeTarget,
+) -> Result<(DatasetInventory, DatasetInventory), EarlyFailure> {
+    let read = |agent: &AgentEndpoint, dataset: DatasetName| {
+        let agent = agent.clone();
+        async move {
+            let pool: Arc<PoolInventory> = inventory(ctx, &agent, epoch, dataset.pool())
+                .await
+                .map_err(|p| EarlyFailure {
+                    node: agent.node.clone(),
+                    reason: p.reason(),
+                    message: p.message(),
+                })?;
+            Ok::<_, EarlyFailure>(
+                pool.dataset(&dataset)
+                    .cloned()
+                    .unwrap_or_else(|| DatasetInventory::absent(dataset)),
+            )
+        }
+    };
+    let (src, dst) = futures::join!(
+        read(ends.source, source.clone()),
+        read(ends.target, target.dataset.clone())
+    );
+    Ok((src?, dst?))
+}
+
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &ReplicationPolicyStatus,
+) -> Result<(), ReconcileError> {
+    let api: Api<ReplicationPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": "tidepool.dev/v1alpha1",
+        "kind": "ReplicationPolicy",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(&ctx.config.field_manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err("applying the status"))?;
+    Ok(())
+}
+
+/// Events for the transitions of `Ready` and `Diverged`, and a Normal event per sync that
+/// sent data.
+async fn publish_transitions(
+    ctx: &Context,
+    obj: &ReplicationPolicy,
+    old: &ReplicationPolicyStatus,
+    new: &ReplicationPolicyStatus,
+) {
+    for type_ in [kind::READY, kind::DIVERGED] {
+        let (before, after) = (find(&old.conditions, type_), find(&new.conditions, type_));
+        let Some(after) = after else { continue };
+        if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
+            continue;
+        }
+        let good = (after.status == "True") == (type_ == kind::READY);
+        if before.is_none() && good && type_ == kind::DIVERGED {
+            continue;
+        }
+        let event = if good {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        writes::publish(
+            ctx,
+            obj,
+            event,
+            &after.reason,
+            after.message.clone(),
+            "Replicate",
+        )
+        .await;
+    }
+    if new.last_sync_time != old.last_sync_time
+        && let Some(c) = &new.last_common_snapshot
+    {
+        let note = format!(
+            "sent {} bytes; the target now holds {c}",
+            new.last_sync_bytes.unwrap_or(0)
+        );
+        writes::publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            reasons::SYNCED,
+            note,
+            "Replicate",
+        )
+        .await;
+    }
+}

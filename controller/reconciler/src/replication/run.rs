@@ -1,0 +1,402 @@
+//! Running one plan's steps on the two agents: the bookkeeping of each side in one call
+//! per run of consecutive steps, and each send brokered as a ticket from the target
+//! (`PrepareReceive`) handed to the source (`SendToPeer`). The controller never carries
+//! the bytes. The first failure stops the rest: the next plan, made from the inventories,
+//! sees what did happen.
+
+use jiff::Timestamp;
+use tidepool_agent::LeaderEpoch;
+use tidepool_api::Owner;
+use tidepool_api::values::HoldTag;
+use tidepool_plan::replication::{Action, Base, ResumeFailure, SendStep, Side, Step, Stream};
+use tidepool_wire::bookkeeping::{Bookkeeping, BookkeepingAction};
+use tidepool_wire::transfer::{
+    IncrementalBase, PeerTarget, PrepareReceive, PrepareReceiveAnswer, SendToPeer,
+    SendToPeerAnswer, StepId, TransferBinding, TransferError, TransferStream, WireCompression,
+};
+use tidepool_wire::{Request, Response, SnapshotRef};
+
+use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
+use crate::reconcile::Context;
+
+/// The two agents of a policy.
+pub struct Ends<'a> {
+    pub source: &'a AgentEndpoint,
+    pub target: &'a AgentEndpoint,
+}
+
+impl Ends<'_> {
+    fn of(&self, side: Side) -> &AgentEndpoint {
+        match side {
+            Side::Source => self.source,
+            Side::Target => self.target,
+        }
+    }
+}
+
+/// What a run of steps did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub sends: u32,
+    pub bytes: u64,
+    /// Where a diverged target was kept.
+    pub rotated_to: Option<String>,
+}
+
+/// Why a step failed, where, and whether it was a resume that failed (the next plan then
+/// aborts the token instead of resuming it again).
+#[derive(Debug, Clone)]
+pub struct StepFailed {
+    pub node: String,
+    pub reason: &'static str,
+    pub message: String,
+    pub resume_failed: Option<ResumeFailure>,
+    pub ran: Ran,
+}
+
+/// Everything a send needs besides the step.
+pub struct SendContext<'a> {
+    pub owner: &'a Owner,
+    /// The policy's hold tag: the snapshot a send brings is held on the source before the
+    /// send starts (see [`run_steps`]).
+    pub hold_tag: &'a HoldTag,
+    /// Prefix of the step ids (the policy's generation), for the agents' logs and tickets.
+    pub step_prefix: &'a str,
+    pub bandwidth_limit: Option<u64>,
+}
+
+/// Runs `steps` in order.
+pub async fn run_steps(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    ends: &Ends<'_>,
+    send: &SendContext<'_>,
+    steps: &[Step],
+) -> Result<Ran, StepFailed> {
+    let mut ran = Ran::default();
+    let mut batch: Option<(Side, Vec<BookkeepingAction>)> = None;
+    let mut queue: Vec<&Step> = steps.iter().collect();
+    queue.reverse();
+    while let Some(step) = queue.pop() {
+        let Action::Send(s) = &step.action else {
+            let (side, action) = bookkeeping(&step.action);
+            if let Action::RenameTarget { to, .. } = &step.action {
+                ran.rotated_to = Some(to.to_string());
+            }
+            match &mut batch {
+                Some((current, actions)) if *current == side => actions.push(action),
+                _ => {
+                    flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
+                    batch = Some((side, vec![action]));
+                }
+            }
+            continue;
+        };
+        // The snapshot the stream brings is held on the source first. Once received it is
+        // the target's newest, and the next incremental needs it as its base: if the
+        // source's retention destroyed it before the after-send hold (an agent gone or a
+        // controller crash in between), the target would be ahead of the source and no
+        // incremental could follow without `receive -F`. The planner releases the hold once
+        // a newer common snapshot replaces it.
+        let pre_hold = in_flight_hold(&s.stream, send.hold_tag);
+        match (&mut batch, pre_hold) {
+            (Some((Side::Source, actions)), Some(hold)) => actions.push(hold),
+            (_, Some(hold)) => {
+                flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
+                batch = Some((Side::Source, vec![hold]));
+            }
+            (_, None) => {}
+        }
+        flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
+        ran.bytes += transfer(ctx, epoch, ends, send, s, &ran).await?;
+        ran.sends += 1;
+        // What protects the new common snapshot runs next, before any later step.
+        for after in s.on_success.iter().rev() {
+            queue.push(after);
+        }
+    }
+    flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
+    Ok(ran)
+}
+
+/// The hold on the source snapshot a stream brings (none for a resume: the token names it).
+fn in_flight_hold(stream: &Stream, tag: &HoldTag) -> Option<BookkeepingAction> {
+    let (snapshot, guid) = match stream {
+        Stream::Full { snapshot, guid } => (snapshot, *guid),
+        Stream::Incremental { to, to_guid, .. } => (to, *to_guid),
+        Stream::Resume { .. } => return None,
+    };
+    Some(BookkeepingAction::Hold {
+        snapshot: SnapshotRef {
+            snapshot: snapshot.clone(),
+            guid,
+        },
+        tag: tag.clone(),
+    })
+}
+
+/// The agent action of a non-send step, and where it runs.
+fn bookkeeping(action: &Action) -> (Side, BookkeepingAction) {
+    let at = |snapshot: &tidepool_api::SnapshotName, guid: u64| SnapshotRef {
+        snapshot: snapshot.clone(),
+        guid,
+    };
+    match action {
+        Action::AbortReceive { target } => (
+            Side::Target,
+            BookkeepingAction::AbortReceive {
+                target: target.clone(),
+            },
+        ),
+        Action::RenameTarget { from, to } => (
+            Side::Target,
+            BookkeepingAction::RotateAside {
+                from: from.clone(),
+                to: to.clone(),
+            },
+        ),
+        Action::Hold {
+            side,
+            snapshot,
+            guid,
+            tag,
+        } => (
+            *side,
+            BookkeepingAction::Hold {
+                snapshot: at(snapshot, *guid),
+                tag: tag.clone(),
+            },
+        ),
+        Action::Release {
+            side,
+            snapshot,
+            guid,
+            tag,
+        } => (
+            *side,
+            BookkeepingAction::Release {
+                snapshot: at(snapshot, *guid),
+                tag: tag.clone(),
+            },
+        ),
+        Action::Bookmark {
+            snapshot,
+            guid,
+            bookmark,
+        } => (
+            Side::Source,
+            BookkeepingAction::Bookmark {
+                snapshot: at(snapshot, *guid),
+                bookmark: bookmark.clone(),
+            },
+        ),
+        Action::DestroyBookmark { bookmark, guid } => (
+            Side::Source,
+            BookkeepingAction::DestroyBookmark {
+                bookmark: bookmark.clone(),
+                guid: *guid,
+            },
+        ),
+        Action::SetOwner { snapshots, .. } => (
+            Side::Target,
+            BookkeepingAction::Claim {
+                snapshots: snapshots.clone(),
+            },
+        ),
+        // Sends never reach here (see `run_steps`); a claim with nothing in it is the
+        // harmless stand-in the type system asks for.
+        Action::Send(_) => (Side::Target, BookkeepingAction::Claim { snapshots: vec![] }),
+    }
+}
+
+async fn flush(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    ends: &Ends<'_>,
+    owner: &Owner,
+    batch: Option<(Side, Vec<BookkeepingAction>)>,
+    ran: &Ran,
+) -> Result<(), StepFailed> {
+    let Some((side, actions)) = batch else {
+        return Ok(());
+    };
+    let agent = ends.of(side);
+    let request = Request::Bookkeeping(Bookkeeping {
+        owner: owner.clone(),
+        actions,
+    });
+    let failed = |e: AgentError| StepFailed {
+        node: agent.node.clone(),
+        reason: e.reason(),
+        message: e.chain(),
+        resume_failed: None,
+        ran: ran.clone(),
+    };
+    match ctx.agents.call(agent, epoch, request).await {
+        Ok(Response::Bookkept(_)) => Ok(()),
+        Ok(other) => Err(failed(AgentError::unexpected(
+            &agent.node,
+            "Bookkeeping",
+            &other,
+        ))),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// The planner's stream as the source agent takes it.
+fn wire_stream(stream: &Stream) -> TransferStream {
+    match stream {
+        Stream::Full { snapshot, .. } => TransferStream::Full {
+            snapshot: snapshot.clone(),
+        },
+        Stream::Incremental {
+            base,
+            to,
+            intermediates,
+            ..
+        } => TransferStream::Incremental {
+            base: match base {
+                Base::Snapshot { name, .. } => IncrementalBase::Snapshot { name: name.clone() },
+                Base::Bookmark { name, .. } => IncrementalBase::Bookmark { name: name.clone() },
+            },
+            to: to.clone(),
+            intermediates: *intermediates,
+        },
+        Stream::Resume { token, .. } => TransferStream::Resume {
+            token: token.clone(),
+        },
+    }
+}
+
+/// A step id: the policy's prefix, the GUID the stream brings, and the time, so two
+/// attempts at one step never share an id.
+fn step_id(prefix: &str, stream: &Stream) -> StepId {
+    let guid = match stream {
+        Stream::Full { guid, .. } => Some(*guid),
+        Stream::Incremental { to_guid, .. } => Some(*to_guid),
+        Stream::Resume { to_guid, .. } => *to_guid,
+    };
+    let text = format!(
+        "{prefix}-{:x}-{}",
+        guid.unwrap_or(0),
+        Timestamp::now().as_millisecond()
+    );
+    text.parse().unwrap_or_else(|_| {
+        // The prefix is the controller's own (digits and `g`), so this is not reached;
+        // a fixed id still works, only the agents' logs say less.
+        "step".parse().unwrap_or_else(|_| unreachable!())
+    })
+}
+
+/// One brokered send: a ticket from the target, then the send from the source.
+async fn transfer(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    ends: &Ends<'_>,
+    send: &SendContext<'_>,
+    step: &SendStep,
+    ran: &Ran,
+) -> Result<u64, StepFailed> {
+    let resume = match &step.stream {
+        Stream::Resume { token, .. } => Some(token.clone()),
+        _ => None,
+    };
+    let failed = |node: &str, reason: &'static str, message: String| StepFailed {
+        node: node.to_owned(),
+        reason,
+        message,
+        resume_failed: None,
+        ran: ran.clone(),
+    };
+    let binding = TransferBinding {
+        owner: send.owner.clone(),
+        step: step_id(send.step_prefix, &step.stream),
+        source_node: ends.source.node.clone(),
+    };
+    let prepare = PrepareReceive {
+        receive: step.receive.clone(),
+        binding: binding.clone(),
+        stall_timeout_seconds: None,
+    };
+    let target = &ends.target.node;
+    let ticket = match ctx
+        .agents
+        .transfer(ends.target, epoch, TransferCall::Prepare(prepare))
+        .await
+    {
+        Ok(TransferAnswer::Prepared(PrepareReceiveAnswer::Prepared(p))) => p.ticket,
+        Ok(TransferAnswer::Prepared(PrepareReceiveAnswer::Failed(e))) => {
+            let e = AgentError::Failed {
+                node: target.clone(),
+                source: e,
+            };
+            return Err(failed(target, e.reason(), e.chain()));
+        }
+        Ok(TransferAnswer::Sent(_)) => {
+            return Err(failed(
+                target,
+                crate::reasons::AGENT_REFUSED,
+                "the target answered a send to a prepare".into(),
+            ));
+        }
+        Err(e) => return Err(failed(target, e.reason(), e.chain())),
+    };
+    let call = SendToPeer {
+        stream: wire_stream(&step.stream),
+        flags: step.flags,
+        peer: PeerTarget {
+            endpoint: ends.target.endpoint.clone(),
+            fingerprint: ends.target.pin,
+        },
+        ticket,
+        binding,
+        compression: WireCompression::None,
+        bandwidth_limit: send.bandwidth_limit,
+        stall_timeout_seconds: None,
+    };
+    let source = &ends.source.node;
+    match ctx
+        .agents
+        .transfer(ends.source, epoch, TransferCall::Send(Box::new(call)))
+        .await
+    {
+        Ok(TransferAnswer::Sent(SendToPeerAnswer::Sent(report))) => Ok(report.bytes_sent),
+        Ok(TransferAnswer::Sent(SendToPeerAnswer::Failed(e))) => {
+            let node = match &e {
+                TransferError::Zfs { side, .. } | TransferError::Stalled { side, .. }
+                    if side.as_str() == "target" =>
+                {
+                    target
+                }
+                _ => source,
+            };
+            let mut f = failed(node, transfer_reason(&e), e.to_string());
+            f.resume_failed = resume.map(|token| ResumeFailure {
+                token,
+                error: e.to_string(),
+            });
+            Err(f)
+        }
+        Ok(TransferAnswer::Prepared(_)) => Err(failed(
+            source,
+            crate::reasons::AGENT_REFUSED,
+            "the source answered a prepare to a send".into(),
+        )),
+        Err(e) => Err(failed(source, e.reason(), e.chain())),
+    }
+}
+
+/// The status reason of a failed transfer.
+fn transfer_reason(e: &TransferError) -> &'static str {
+    match e {
+        TransferError::PeerUnreachable { .. } => crate::reasons::TARGET_UNREACHABLE,
+        TransferError::PeerRefused { .. } | TransferError::InvalidRequest { .. } => {
+            crate::reasons::AGENT_REFUSED
+        }
+        TransferError::Zfs { kind, .. } if kind == "OutOfSpace" => crate::reasons::POOL_FULL,
+        TransferError::Zfs { .. } => tidepool_api::condition::reason::ZFS_ERROR,
+        TransferError::Stalled { .. } | TransferError::Interrupted { .. } => {
+            crate::reasons::TRANSFER_INTERRUPTED
+        }
+    }
+}

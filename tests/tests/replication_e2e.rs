@@ -1,0 +1,482 @@
+//! ReplicationPolicy end to end: the real kube-apiserver with the chart's RBAC, two
+//! `tidepool agent` processes in the OpenZFS VM (node a holds the source pool, node b the
+//! replicas), one `tidepool controller` replica with the chart's controller identity and
+//! the real pinned-TLS transport and ticket broker. A SnapshotSchedule takes the source's
+//! snapshots; the policy replicates them; everything is read back from fresh zfs reads in
+//! the guest and from the API.
+//!
+//! In steps, on one pair of pools:
+//! 1. The chain: the target holds the schedule's snapshots with the source's GUIDs, a
+//!    manual source snapshot between two of them arrived as an intermediate (`-I`) and is
+//!    not claimed, the replica is unmounted, the newest common snapshot is held on both
+//!    sides (this policy's tag) and bookmarked on the source, superseded holds are gone.
+//! 2. The target's agent stops for several intervals while the source keeps only one
+//!    snapshot (`keepLast: 1`): the held common snapshot survives on the source, and when
+//!    the agent is back replication catches up incrementally: the replica's older snapshots
+//!    keep their GUIDs (no re-seed).
+//! 3. Someone snapshots the replica: `Diverged=True` (`Ready=False`), nothing on the target
+//!    is destroyed; with `onDivergence: Rotate` the diverged replica is kept under
+//!    `<dataset>-diverged-<time>` with that snapshot, and a new replica is seeded.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use tidepool_api::condition::{find, kind};
+use tidepool_api::replication_policy::ReplicationPolicyStatus;
+use tidepool_api::{ReplicationPolicy, SnapshotSchedule};
+use tidepool_reconciler::PinnedAgents;
+use tidepool_tests::guest_peers::GuestPeers;
+use tidepool_tests::release::*;
+use tidepool_tests::zfs_vm::ZfsVm;
+use tokio::time::Instant;
+
+const WITHIN: Duration = Duration::from_secs(150);
+
+async fn sh(vm: &ZfsVm, argv: &[&str]) -> String {
+    ok(vm.exec_ok(argv.iter().copied()).await)
+}
+
+/// Snapshots of `dataset` (not below it) by short name → GUID, oldest first by createtxg;
+/// none when the dataset does not exist (yet).
+async fn guids(vm: &ZfsVm, dataset: &str) -> Vec<(String, String)> {
+    let out = ok(vm
+        .exec([
+            "zfs",
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,guid",
+            "-t",
+            "snapshot",
+            "-s",
+            "createtxg",
+            "-d",
+            "1",
+            dataset,
+        ])
+        .await);
+    if !out.status.success() {
+        assert!(
+            out.stderr_lossy().contains("does not exist"),
+            "listing {dataset}: {}",
+            out.stderr_lossy()
+        );
+        return Vec::new();
+    }
+    out.stdout_lossy()
+        .lines()
+        .filter_map(|l| {
+            let (name, guid) = l.split_once('\t')?;
+            let short = name.split_once('@')?.1;
+            Some((short.to_owned(), guid.to_owned()))
+        })
+        .collect()
+}
+
+async fn exists(vm: &ZfsVm, dataset: &str) -> bool {
+    ok(vm.exec(["zfs", "list", "-H", "-o", "name", dataset]).await)
+        .status
+        .success()
+}
+
+async fn prop(vm: &ZfsVm, target: &str, property: &str) -> String {
+    sh(vm, &["zfs", "get", "-H", "-o", "value", property, target])
+        .await
+        .trim()
+        .to_owned()
+}
+
+async fn prop_source(vm: &ZfsVm, target: &str, property: &str) -> String {
+    sh(vm, &["zfs", "get", "-H", "-o", "source", property, target])
+        .await
+        .trim()
+        .to_owned()
+}
+
+/// The hold tags on `snapshot`; none when it is gone (retention runs beside the test).
+async fn hold_tags(vm: &ZfsVm, snapshot: &str) -> Vec<String> {
+    let out = ok(vm.exec(["zfs", "holds", "-H", snapshot]).await);
+    out.stdout_lossy()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1).map(str::to_owned))
+        .collect()
+}
+
+async fn bookmarks(vm: &ZfsVm, dataset: &str) -> Vec<String> {
+    sh(
+        vm,
+        &[
+            "zfs", "list", "-H", "-o", "name", "-t", "bookmark", "-d", "1", dataset,
+        ],
+    )
+    .await
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+async fn status(api: &Api<ReplicationPolicy>, name: &str) -> ReplicationPolicyStatus {
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status
+        .unwrap_or_default()
+}
+
+fn condition(s: &ReplicationPolicyStatus, type_: &str) -> Option<(String, String)> {
+    find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Polls `check` every second until it returns `Some`, or panics with `what` and the last
+/// status after [`WITHIN`].
+async fn wait_for<T, F, Fut>(api: &Api<ReplicationPolicy>, name: &str, what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + WITHIN;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!(
+                "{what}: not within {WITHIN:?}; status {:#?}",
+                status(api, name).await
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_handles_divergence() {
+    let started = Instant::now();
+    let release = Release::install("repl").await;
+    let cp = release.cp;
+    let vm = ok(ZfsVm::shared().await);
+    let ns = release.ns.clone();
+    let pool_a = vm.unique_pool_name("ra");
+    let pool_b = vm.unique_pool_name("rb");
+    ok(vm.create_pool(&pool_a, 512 << 20).await);
+    ok(vm.create_pool(&pool_b, 512 << 20).await);
+    let source = format!("{pool_a}/data/db");
+    let target = format!("{pool_b}/replicas/db");
+    sh(vm, &["zfs", "create", "-p", &source]).await;
+    sh(vm, &["zfs", "create", "-p", &format!("{pool_b}/replicas")]).await;
+    let write = |file: &str, mib: u32| {
+        let path = format!("/{source}/{file}");
+        async move {
+            sh(
+                vm,
+                &[
+                    "dd",
+                    "if=/dev/urandom",
+                    &format!("of={path}"),
+                    "bs=1M",
+                    &format!("count={mib}"),
+                    "status=none",
+                ],
+            )
+            .await;
+        }
+    };
+    write("one", 4).await;
+
+    let spec_a = release.agent_spec("src", &[&pool_a], &[&format!("{pool_a}/data")], 0);
+    let spec_b = release.agent_spec("dst", &[&pool_b], &[&format!("{pool_b}/replicas")], 1);
+    let _agent_a = release.start_agent(vm, &spec_a).await;
+    let mut agent_b = release.start_agent(vm, &spec_b).await;
+    release
+        .grant(
+            &format!("{ns}-grant"),
+            &[&ns],
+            &[&format!("{pool_a}/data"), &format!("{pool_b}/replicas")],
+        )
+        .await;
+    let replica = release.replica("controller-0").await;
+    let agents = GuestPeers::new(
+        vm,
+        PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
+    );
+    let _controller = release
+        .start_with(&replica, Some(ns.clone()), agents as _)
+        .await;
+    eprintln!("agents and controller up after {:?}", started.elapsed());
+
+    // --- 1. The chain.
+    let schedules: Api<SnapshotSchedule> = Api::namespaced(cp.admin_client(), &ns);
+    let policies: Api<ReplicationPolicy> = Api::namespaced(cp.admin_client(), &ns);
+    let schedule: SnapshotSchedule = serde_json::from_value(json!({
+        "apiVersion": "tidepool.dev/v1alpha1", "kind": "SnapshotSchedule",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {
+            "nodeName": spec_a.node,
+            "datasets": [{"name": source}],
+            "schedule": {"interval": "4s"},
+            "retention": {"keepLast": 3},
+        },
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    schedules
+        .create(&PostParams::default(), &schedule)
+        .await
+        .unwrap_or_else(|e| panic!("creating the schedule: {e}"));
+    let schedule_owner = format!("SnapshotSchedule/{ns}/db");
+    let policy_owner = format!("ReplicationPolicy/{ns}/db-to-b");
+    // A first schedule snapshot, then one taken by hand before the policy exists.
+    let owned_on_source = || async {
+        let mut owned = Vec::new();
+        for (short, _) in guids(vm, &source).await {
+            let snap = format!("{source}@{short}");
+            if prop(vm, &snap, "tidepool.dev:owner").await == schedule_owner {
+                owned.push(short);
+            }
+        }
+        owned
+    };
+    let end = Instant::now() + WITHIN;
+    while owned_on_source().await.is_empty() {
+        assert!(Instant::now() < end, "the schedule took no snapshot");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    write("two", 1).await;
+    sh(vm, &["zfs", "snapshot", &format!("{source}@manual1")]).await;
+    write("three", 1).await;
+
+    let policy: ReplicationPolicy = serde_json::from_value(json!({
+        "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
+        "metadata": {"name": "db-to-b", "namespace": ns},
+        "spec": {
+            "source": {"nodeName": spec_a.node, "dataset": source,
+                       "snapshots": {"scheduleName": "db", "intermediates": true}},
+            "target": {"node": {"nodeName": spec_b.node, "dataset": target}},
+            "onDivergence": "Fail",
+        },
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating the policy: {e}"));
+
+    // Wait until the target holds a schedule snapshot taken after manual1.
+    let synced = wait_for(&policies, "db-to-b", "a sync past manual1", || async {
+        let on_target = guids(vm, &target).await;
+        let after_manual = on_target
+            .iter()
+            .skip_while(|(s, _)| s != "manual1")
+            .any(|(s, _)| s.starts_with("tidepool_"));
+        after_manual.then_some(on_target)
+    })
+    .await;
+    eprintln!("replicated past manual1 after {:?}", started.elapsed());
+    let on_source: BTreeMap<String, String> = guids(vm, &source).await.into_iter().collect();
+    for (short, guid) in &synced {
+        if let Some(g) = on_source.get(short) {
+            assert_eq!(
+                g, guid,
+                "{short}: the replica's GUID differs from the source's"
+            );
+        }
+    }
+    assert!(
+        synced.iter().any(|(s, _)| s == "manual1"),
+        "the manual snapshot between two selected ones arrived as an intermediate: {synced:?}"
+    );
+    assert_eq!(
+        prop_source(vm, &format!("{target}@manual1"), "tidepool.dev:owner").await,
+        "-",
+        "an intermediate the selection did not pick is not claimed"
+    );
+    for (short, _) in synced.iter().filter(|(s, _)| s.starts_with("tidepool_")) {
+        let snap = format!("{target}@{short}");
+        assert_eq!(prop(vm, &snap, "tidepool.dev:owner").await, policy_owner);
+        assert_eq!(prop_source(vm, &snap, "tidepool.dev:owner").await, "local");
+    }
+    assert_eq!(
+        prop(vm, &target, "mounted").await,
+        "no",
+        "received unmounted"
+    );
+
+    // Up to date and protected: Ready, the common snapshot held on both sides, bookmarked.
+    let st = wait_for(
+        &policies,
+        "db-to-b",
+        "Ready=True with a common snapshot",
+        || async {
+            let s = status(&policies, "db-to-b").await;
+            (condition(&s, kind::READY).map(|c| c.0) == Some("True".into())
+                && s.last_common_snapshot.is_some())
+            .then_some(s)
+        },
+    )
+    .await;
+    assert!(
+        st.last_sync_time.is_some() && st.last_sync_bytes.unwrap_or(0) > 0,
+        "{st:#?}"
+    );
+    let tag = format!("tidepool:{ns}/db-to-b");
+    let common = wait_for(
+        &policies,
+        "db-to-b",
+        "the common snapshot held on both sides",
+        || async {
+            let s = status(&policies, "db-to-b").await;
+            let c = s.last_common_snapshot?;
+            let src = hold_tags(vm, &format!("{source}@{c}")).await;
+            let dst = hold_tags(vm, &format!("{target}@{c}")).await;
+            (src.contains(&tag) && dst.contains(&tag)).then_some(c)
+        },
+    )
+    .await;
+    let marks = bookmarks(vm, &source).await;
+    assert!(
+        marks
+            .iter()
+            .any(|b| b.starts_with(&format!("{source}#{common}_tp"))),
+        "the common snapshot {common} is bookmarked on the source: {marks:?}"
+    );
+    // Only one snapshot per side carries the policy's hold.
+    for (dataset, list) in [
+        (&source, guids(vm, &source).await),
+        (&target, synced.clone()),
+    ] {
+        let mut held = Vec::new();
+        for (short, _) in list {
+            if hold_tags(vm, &format!("{dataset}@{short}"))
+                .await
+                .contains(&tag)
+            {
+                held.push(short);
+            }
+        }
+        assert!(
+            held.len() <= 2,
+            "{dataset}: superseded holds released: {held:?}"
+        );
+    }
+    eprintln!("chain verified after {:?}", started.elapsed());
+
+    // --- 2. The target is away for several intervals; the source keeps one snapshot.
+    let before_outage = guids(vm, &target).await;
+    ok(agent_b.stop().await);
+    schedules
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"retention": {"keepLast": 1}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held_base = status(&policies, "db-to-b")
+        .await
+        .last_common_snapshot
+        .unwrap_or_else(|| panic!("no common snapshot before the outage"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let src_now: Vec<String> = guids(vm, &source)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        src_now.contains(&held_base),
+        "retention destroyed the held common snapshot {held_base}: {src_now:?}"
+    );
+    let failing = status(&policies, "db-to-b").await;
+    assert_eq!(
+        condition(&failing, kind::READY).map(|c| c.0),
+        Some("False".into()),
+        "an unreachable target is reported: {failing:#?}"
+    );
+    ok(agent_b.restart(vm, cp, &spec_b).await);
+    let caught_up = wait_for(
+        &policies,
+        "db-to-b",
+        "catching up after the outage",
+        || async {
+            let s = status(&policies, "db-to-b").await;
+            let newest_src = guids(vm, &source)
+                .await
+                .into_iter()
+                .rfind(|(n, _)| n.starts_with("tidepool_"))?;
+            let on_target = guids(vm, &target).await;
+            (condition(&s, kind::READY).map(|c| c.0) == Some("True".into())
+                && on_target.contains(&newest_src))
+            .then_some(on_target)
+        },
+    )
+    .await;
+    for (short, guid) in before_outage.iter().filter(|(s, _)| *s == held_base) {
+        assert!(
+            caught_up.contains(&(short.clone(), guid.clone())),
+            "the replica was re-seeded instead of caught up: {short} lost"
+        );
+    }
+    eprintln!("caught up after {:?}", started.elapsed());
+
+    // --- 3. Divergence: someone snapshots the replica.
+    let local = format!("{target}@by-hand");
+    sh(vm, &["zfs", "snapshot", &local]).await;
+    let diverged = wait_for(&policies, "db-to-b", "Diverged=True", || async {
+        let s = status(&policies, "db-to-b").await;
+        (condition(&s, kind::DIVERGED).map(|c| c.0) == Some("True".into())).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        condition(&diverged, kind::READY).map(|c| c.0),
+        Some("False".into()),
+        "{diverged:#?}"
+    );
+    assert!(
+        exists(vm, &local).await,
+        "the target's own snapshot was destroyed"
+    );
+    policies
+        .patch(
+            "db-to-b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"onDivergence": "Rotate"}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rotated = wait_for(&policies, "db-to-b", "rotated and re-seeded", || async {
+        let listed = sh(
+            vm,
+            &[
+                "zfs",
+                "list",
+                "-H",
+                "-o",
+                "name",
+                "-r",
+                &format!("{pool_b}/replicas"),
+            ],
+        )
+        .await;
+        let aside = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{target}-diverged-")))?
+            .to_owned();
+        let s = status(&policies, "db-to-b").await;
+        let seeded = !exists(vm, &local).await && !guids(vm, &target).await.is_empty();
+        (seeded && condition(&s, kind::READY).map(|c| c.0) == Some("True".into())).then_some(aside)
+    })
+    .await;
+    assert!(
+        exists(vm, &format!("{rotated}@by-hand")).await,
+        "the diverged replica's state is kept under {rotated}"
+    );
+    let after = status(&policies, "db-to-b").await;
+    assert_eq!(
+        condition(&after, kind::DIVERGED).map(|c| c.0),
+        Some("False".into()),
+        "{after:#?}"
+    );
+    eprintln!("divergence handled after {:?}", started.elapsed());
+}
