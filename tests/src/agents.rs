@@ -38,6 +38,14 @@ const PROFILE: &str = if cfg!(debug_assertions) {
 /// Builds the `tidepool` binary into the host target dir (a no-op when current) and
 /// returns its path in the guest.
 pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
+    let host = tidepool_binary()?;
+    vm.guest_path(&host)
+        .ok_or_else(|| anyhow!("{} is not under the VM's host share", host.display()))
+}
+
+/// Builds the `tidepool` binary into the host target dir (a no-op when current; once per
+/// test process) and returns its path on the host.
+pub fn tidepool_binary() -> Result<PathBuf> {
     static BUILT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -81,9 +89,7 @@ pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
         }
     });
     built.clone().map_err(|e| anyhow!(e))?;
-    let host = host_target_dir().join(PROFILE).join("tidepool");
-    vm.guest_path(&host)
-        .ok_or_else(|| anyhow!("{} is not under the VM's host share", host.display()))
+    Ok(host_target_dir().join(PROFILE).join("tidepool"))
 }
 
 /// One agent to start.
