@@ -4,6 +4,7 @@
 # built on this machine.
 #
 #   scripts/build-image.sh [--binary PATH] [--tag NAME:TAG]
+#   scripts/build-image.sh --base-only    install the tools, make the base, build nothing
 #
 #   --binary  the `tidepool` binary to put in (default: cargo build --release -p tidepool)
 #   --tag     the image name (default localhost/tidepool:<version of the binary>)
@@ -30,12 +31,13 @@ storage=(--root "$cache/storage" --runroot "$cache/run" --storage-driver vfs)
 log() { printf '[build-image %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-binary="" tag=""
+binary="" tag="" base_only=""
 while (($#)); do
   case $1 in
     --binary) binary=${2:?--binary needs a path}; shift 2 ;;
     --tag) tag=${2:?--tag needs a name}; shift 2 ;;
-    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --base-only) base_only=1; shift ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
 done
@@ -113,6 +115,11 @@ if ! buildah "${storage[@]}" inspect --type image "$base_image" >/dev/null 2>&1;
   ctr=$(buildah "${storage[@]}" from scratch)
   buildah "${storage[@]}" copy "$ctr" "$root" / >/dev/null
   buildah "${storage[@]}" commit --quiet --rm "$ctr" "$base_image" >/dev/null
+fi
+
+if [[ -n $base_only ]]; then
+  echo "$base_image"
+  exit 0
 fi
 
 if [[ -z $binary ]]; then
