@@ -149,12 +149,27 @@ async fn the_chart_lints_and_renders_with_default_and_other_values() {
             "the Deployment passes {flag}, which `tidepool controller --help` does not list"
         );
     }
+    // The controller's token for the agents carries the audience the agents check.
+    let projected = &deployment["spec"]["template"]["spec"]["volumes"][0]["projected"];
+    assert_eq!(
+        projected["sources"][0]["serviceAccountToken"]["audience"],
+        "tidepool-agent"
+    );
     let daemonsets: Vec<&Value> = of_kind(&defaults, "DaemonSet").collect();
     assert_eq!(daemonsets.len(), 1);
     let pod = &daemonsets[0]["spec"]["template"]["spec"];
     assert_eq!(pod["tolerations"][0]["operator"], "Exists");
     let agent = &pod["containers"][0];
     assert_eq!(agent["securityContext"]["privileged"], true);
+    assert_eq!(
+        env(agent, "TIDEPOOL_AGENT_AUDIENCE"),
+        Some("tidepool-agent")
+    );
+    assert_eq!(
+        env(agent, "TIDEPOOL_ZFS_BIN_DIR"),
+        Some("/usr/local/lib/tidepool/host-zfs"),
+        "the wrappers' directory in the image (Dockerfile, scripts/image/host-zfs)"
+    );
     let agent_help = help("agent").await;
     for var in agent["env"].as_array().into_iter().flatten() {
         let name = var["name"].as_str().unwrap_or_default();
