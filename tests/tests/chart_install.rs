@@ -641,3 +641,141 @@ async fn helm_install_upgrade_updates_crds_and_uninstall_keeps_them() {
         "uninstall should keep the CRDs and remove the workloads"
     );
 }
+
+/// The Deployment's command line run as a kubelet would run its Pod: the binary with the
+/// rendered args and environment, as the chart's controller ServiceAccount (a Pod-bound
+/// token) on the chart's RBAC. It must take the Lease and say so on its metrics port. Two
+/// values differ from a cluster's, because this runs on a shared host: the metrics address
+/// (a free loopback port instead of 0.0.0.0:8080) and the agent-token path.
+#[tokio::test]
+async fn the_deployments_command_line_runs_the_controller_and_it_leads() {
+    use tidepool_tests::chart::{ChartRelease, Component};
+    use tidepool_tests::kubelet::Kubelet;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let cp = ControlPlane::shared().await;
+    let ns = cp
+        .create_namespace("chart-run")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let chart = ChartRelease::install(cp, &ns, &ns)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let rendered = parse(&ok(template(cp, &ns, &ns, &[]).await, "helm template"));
+    let deployment = of_kind(&rendered, "Deployment")
+        .next()
+        .expect("a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+
+    let kubelet = Kubelet::new(cp);
+    let node = format!("{ns}-node");
+    kubelet
+        .register_node(&node)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let pod_name = "controller-0";
+    let pod = kubelet
+        .schedule_pod(
+            &ns,
+            pod_name,
+            chart
+                .service_account(Component::Controller)
+                .unwrap_or_else(|e| panic!("{e:#}")),
+            &node,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let identity = pod
+        .api_identity(cp)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let agent_token = scratch.path().join("agent-token");
+    std::fs::write(&agent_token, "unused: no agent is called").unwrap_or_else(|e| panic!("{e}"));
+    let mut args: Vec<String> = strings(&container["args"])
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for (flag, value) in [
+        ("--http", format!("127.0.0.1:{port}")),
+        (
+            "--agent-token-file",
+            agent_token.to_string_lossy().into_owned(),
+        ),
+    ] {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("the Deployment passes no {flag}"));
+        args[at + 1] = value;
+    }
+    let binary = tokio::task::spawn_blocking(tidepool_binary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(&args)
+        .env("KUBECONFIG", identity.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    // The Deployment's environment, with the values its fieldRefs would give.
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().unwrap_or_default();
+        let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => pod_name.to_owned(),
+            Some("metadata.namespace") => ns.clone(),
+            Some(other) => panic!("{name}: a fieldRef the test does not play: {other}"),
+            None => var["value"].as_str().unwrap_or_default().to_owned(),
+        };
+        cmd.env(name, value);
+    }
+    let mut controller = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting tidepool: {e}"));
+
+    let lease = chart
+        .controller_lease_name()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = controller.try_wait() {
+            panic!("tidepool controller exited with {status} (args {args:?})");
+        }
+        let mut get = cp.kubectl();
+        get.args([
+            "get",
+            "lease",
+            "-n",
+            &ns,
+            &lease,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        let holder = text(&run(get, "kubectl get lease").await.stdout);
+        let metrics = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .await?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).await?;
+            std::io::Result::Ok(body)
+        }
+        .await
+        .unwrap_or_default();
+        if holder.starts_with(pod_name) && metrics.contains("tidepool_controller_is_leader 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller did not lead within 60 s: Lease holder {holder:?}, metrics:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    controller.kill().await.unwrap_or_else(|e| panic!("{e}"));
+}
