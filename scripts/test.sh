@@ -28,6 +28,9 @@ tests/control-plane/build.sh
 step "OpenZFS VM image (Debian packages + DKMS, cached)"
 tests/zfs-vm/build-image.sh
 
+step "image tools and base (buildah, debootstrap; the base root is cached)"
+scripts/build-image.sh --base-only >/dev/null
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -38,6 +38,14 @@ const PROFILE: &str = if cfg!(debug_assertions) {
 /// Builds the `tidepool` binary into the host target dir (a no-op when current) and
 /// returns its path in the guest.
 pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
+    let host = tidepool_binary()?;
+    vm.guest_path(&host)
+        .ok_or_else(|| anyhow!("{} is not under the VM's host share", host.display()))
+}
+
+/// Builds the `tidepool` binary into the host target dir (a no-op when current; once per
+/// test process) and returns its path on the host.
+pub fn tidepool_binary() -> Result<PathBuf> {
     static BUILT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -81,9 +89,7 @@ pub fn tidepool_binary_in_guest(vm: &ZfsVm) -> Result<PathBuf> {
         }
     });
     built.clone().map_err(|e| anyhow!(e))?;
-    let host = host_target_dir().join(PROFILE).join("tidepool");
-    vm.guest_path(&host)
-        .ok_or_else(|| anyhow!("{} is not under the VM's host share", host.display()))
+    Ok(host_target_dir().join(PROFILE).join("tidepool"))
 }
 
 /// One agent to start.
@@ -118,6 +124,7 @@ pub struct GuestAgent {
     pub api_token: String,
     child: RemoteChild,
     guest_dir: String,
+    env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for GuestAgent {
@@ -143,6 +150,17 @@ impl GuestAgent {
     /// and starts `tidepool agent` there. Returns once the process runs; see
     /// [`Self::wait_registered`].
     pub async fn start(vm: &ZfsVm, cp: &ControlPlane, spec: &AgentSpec) -> Result<Self> {
+        Self::start_with_env(vm, cp, spec, Vec::new()).await
+    }
+
+    /// [`Self::start`] with environment variables for the process, as a DaemonSet's `env`
+    /// sets them (the flags `spec` makes still win; a restart keeps them).
+    pub async fn start_with_env(
+        vm: &ZfsVm,
+        cp: &ControlPlane,
+        spec: &AgentSpec,
+        env: Vec<(String, String)>,
+    ) -> Result<Self> {
         let binary = tidepool_binary_in_guest(vm)?;
         let kubelet = Kubelet::new(cp);
         kubelet.register_node(&spec.node).await?;
@@ -208,7 +226,7 @@ impl GuestAgent {
         let metrics = vm
             .forwarded_addr(spec.metrics_port)
             .ok_or_else(|| anyhow!("guest port {} is not forwarded", spec.metrics_port))?;
-        let child = launch(vm, &binary, spec, &guest_dir, endpoint).await?;
+        let child = launch(vm, &binary, spec, &guest_dir, endpoint, &env).await?;
         Ok(Self {
             node: spec.node.clone(),
             endpoint,
@@ -217,6 +235,7 @@ impl GuestAgent {
             api_token,
             child,
             guest_dir,
+            env,
         })
     }
 
@@ -244,7 +263,7 @@ impl GuestAgent {
             .and_then(|n| fingerprint(&n));
         self.stop().await?;
         let binary = tidepool_binary_in_guest(vm)?;
-        self.child = launch(vm, &binary, spec, &self.guest_dir, self.endpoint).await?;
+        self.child = launch(vm, &binary, spec, &self.guest_dir, self.endpoint, &self.env).await?;
         // Each start makes a new certificate: published once the fingerprint moved.
         let deadline = Instant::now() + REGISTER_TIMEOUT;
         loop {
@@ -349,6 +368,7 @@ async fn launch(
     spec: &AgentSpec,
     guest_dir: &str,
     endpoint: SocketAddr,
+    env: &[(String, String)],
 ) -> Result<RemoteChild> {
     let mut argv: Vec<String> = vec![
         binary.display().to_string(),
@@ -377,10 +397,15 @@ async fn launch(
     let log = format!("{guest_dir}/agent.log");
     // The log goes to a file in the guest (read by `log_tail`), so a chatty agent can
     // never block on a pipe nobody reads.
-    vm.command(["sh", "-c", "exec \"$@\" >>\"$LOG\" 2>&1", "agent"])
+    let mut command = vm.command(["sh", "-c", "exec \"$@\" >>\"$LOG\" 2>&1", "agent"]);
+    command
         .args(argv)
         .env("LOG", &log)
-        .env("RUST_LOG", "info,tidepool_agent=debug")
+        .env("RUST_LOG", "info,tidepool_agent=debug");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
         .spawn()
         .await
         .context("starting the agent in the guest")

@@ -3,8 +3,11 @@
 //! server-side apply, and waited on until its RBAC and admission policies are in force, so
 //! the agents and controllers under test run with exactly the chart's permissions.
 //!
-//! CRDs are not part of the chart yet: the tests install them from `crds/`
-//! ([`ControlPlane::shared`] does it).
+//! The harness plays the kubelet and runs agents and controllers itself, so it installs the
+//! chart with [`IDENTITIES_ONLY`]: ServiceAccounts, RBAC and admission policies, without
+//! the workloads and without the CRDs (the tests install those from `crds/`,
+//! [`ControlPlane::shared`] does it, once for every release). `tests/tests/chart_install.rs`
+//! renders and applies the whole chart.
 
 use std::{
     path::PathBuf,
@@ -52,6 +55,17 @@ impl Component {
     }
 }
 
+/// The values with which the harness installs the chart: the identities (ServiceAccounts,
+/// RBAC, admission policies) without the Deployment, DaemonSet and CRDs.
+pub const IDENTITIES_ONLY: &[&str] = &[
+    "--set",
+    "crds.install=false",
+    "--set",
+    "controller.enabled=false",
+    "--set",
+    "agent.enabled=false",
+];
+
 /// How long RBAC and admission policies may take to reach the API server's caches.
 const ENFORCEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -74,8 +88,18 @@ pub struct ChartRelease {
 
 impl ChartRelease {
     /// `helm template <release> charts/tidepool --namespace <namespace>` for the API
-    /// server's Kubernetes version, parsed.
+    /// server's Kubernetes version with [`IDENTITIES_ONLY`], parsed.
     pub async fn render(cp: &ControlPlane, release: &str, namespace: &str) -> Result<Vec<Value>> {
+        Self::render_with(cp, release, namespace, IDENTITIES_ONLY).await
+    }
+
+    /// The same with other `helm template` arguments (`--set`, `-f`) instead.
+    pub async fn render_with(
+        cp: &ControlPlane,
+        release: &str,
+        namespace: &str,
+        values: &[&str],
+    ) -> Result<Vec<Value>> {
         let version = cp
             .admin_client()
             .apiserver_version()
@@ -87,6 +111,7 @@ impl ChartRelease {
             .arg(chart_dir())
             .args(["--namespace", namespace, "--kube-version"])
             .arg(&version.git_version)
+            .args(values)
             .output()
             .await
             .context("running helm template")?;

@@ -3,10 +3,69 @@
 //! is one of the pools the agent was configured with, a refresh mode one of three words.
 //! Nothing carries a dataset or snapshot name.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::core::Collector;
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// A Prometheus registry that also remembers the series names of everything registered in
+/// it. `gather` leaves out a family without samples (a label set never used yet), so the
+/// names alert rules may refer to cannot be read from the exposition; they are read here,
+/// from the one place every metric goes through (the chart's test checks its
+/// PrometheusRule against them).
+#[derive(Clone, Debug, Default)]
+pub struct ListedRegistry {
+    registry: Registry,
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+impl ListedRegistry {
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        let names: Vec<String> = collector.collect().iter().flat_map(series_names).collect();
+        self.registry.register(collector)?;
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(names);
+        Ok(())
+    }
+
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// Every series name registered, sorted: histograms and summaries as the `_bucket`,
+    /// `_sum` and `_count` series a query sees.
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        names.sort();
+        names
+    }
+}
+
+fn series_names(family: &MetricFamily) -> Vec<String> {
+    let name = family.name();
+    match family.get_field_type() {
+        MetricType::HISTOGRAM => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|s| format!("{name}{s}"))
+            .collect(),
+        MetricType::SUMMARY => vec![
+            name.to_owned(),
+            format!("{name}_sum"),
+            format!("{name}_count"),
+        ],
+        _ => vec![name.to_owned()],
+    }
+}
 
 /// Lateness buckets in seconds: fine below 100 ms (the goal for a 1 s schedule), so a p99
 /// read from them is honest to a few ms, then coarse up to minutes (a catch-up run).
@@ -64,12 +123,14 @@ impl RefreshMode {
 /// The agent's metrics, registered in their own registry (served at `/metrics`).
 #[derive(Clone, Debug)]
 pub struct AgentMetrics {
-    registry: Registry,
+    registry: ListedRegistry,
     pub zfs_command_seconds: HistogramVec,
     pub zfs_output_lines: IntCounterVec,
     pub zfs_output_bytes: IntCounterVec,
     pub zfs_errors: IntCounterVec,
     pub pool_free_bytes: IntGaugeVec,
+    /// Size of each pool (with `pool_free_bytes`: how full it is).
+    pub pool_size_bytes: IntGaugeVec,
     pub inventory_refreshes: IntCounterVec,
     pub inventory_refresh_seconds: HistogramVec,
     pub inventory_datasets_reread: IntCounter,
@@ -93,7 +154,7 @@ pub struct MetricsError(#[from] prometheus::Error);
 
 impl AgentMetrics {
     pub fn new() -> Result<Self, MetricsError> {
-        let registry = Registry::new();
+        let registry = ListedRegistry::default();
         let zfs_command_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tidepool_agent_zfs_command_duration_seconds",
@@ -129,6 +190,13 @@ impl AgentMetrics {
             Opts::new(
                 "tidepool_agent_pool_free_bytes",
                 "Free bytes of each pool the agent publishes.",
+            ),
+            &["pool"],
+        )?;
+        let pool_size_bytes = IntGaugeVec::new(
+            Opts::new(
+                "tidepool_agent_pool_size_bytes",
+                "Size of each pool the agent publishes.",
             ),
             &["pool"],
         )?;
@@ -196,6 +264,7 @@ impl AgentMetrics {
         registry.register(Box::new(zfs_output_lines.clone()))?;
         registry.register(Box::new(zfs_errors.clone()))?;
         registry.register(Box::new(pool_free_bytes.clone()))?;
+        registry.register(Box::new(pool_size_bytes.clone()))?;
         registry.register(Box::new(inventory_refreshes.clone()))?;
         Ok(Self {
             registry,
@@ -204,6 +273,7 @@ impl AgentMetrics {
             zfs_output_bytes,
             zfs_errors,
             pool_free_bytes,
+            pool_size_bytes,
             inventory_refreshes,
             inventory_refresh_seconds,
             inventory_datasets_reread,
@@ -212,6 +282,11 @@ impl AgentMetrics {
             transfer_bytes,
             transfers,
         })
+    }
+
+    /// Every series name the agent can export, with or without samples yet.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.registry.metric_names()
     }
 
     /// The text exposition format.
@@ -295,6 +370,17 @@ mod tests {
         assert!(text.contains("tidepool_agent_zfs_errors_total{kind=\"NotFound\"} 1"));
         assert!(text.contains("tidepool_agent_zfs_command_duration_seconds_count"));
         assert_eq!(m.commands_run(), 1);
+    }
+
+    #[test]
+    fn every_registered_series_is_listed_before_it_has_samples() {
+        let m = AgentMetrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let names = m.metric_names();
+        assert!(names.contains(&"tidepool_agent_pool_free_bytes".to_owned()));
+        assert!(names.contains(&"tidepool_agent_snapshot_lateness_seconds_bucket".to_owned()));
+        assert!(!names.contains(&"tidepool_agent_snapshot_lateness_seconds".to_owned()));
+        // 9 counters and gauges, 4 histograms of 3 series each.
+        assert_eq!(names.len(), 9 + 4 * 3, "{names:?}");
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         Some("agent") => agent_cmd::main(&args[1..]),
         Some("controller") => controller_cmd::run(&args[1..]),
+        Some("--version" | "version") => {
+            println!("tidepool {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -25,7 +25,7 @@ pub const USAGE: &str = "usage: tidepool agent [FLAGS]
   --metrics-listen ADDR            plain HTTP /metrics /healthz /readyz
                                    (TIDEPOOL_METRICS_LISTEN, 0.0.0.0:9090)
   --heartbeat DURATION             ZfsNode heartbeat interval (TIDEPOOL_HEARTBEAT, 1m)
-  --zfs-bin-dir DIR                where zfs and zpool are (default: PATH)";
+  --zfs-bin-dir DIR                where zfs and zpool are (TIDEPOOL_ZFS_BIN_DIR; default: PATH)";
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]

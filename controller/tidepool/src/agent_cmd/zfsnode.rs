@@ -68,6 +68,10 @@ pub async fn pool_statuses<E: Executor>(
             .pool_free_bytes
             .with_label_values(&[pool.as_str()])
             .set(i64::try_from(e.free).unwrap_or(i64::MAX));
+        metrics
+            .pool_size_bytes
+            .with_label_values(&[pool.as_str()])
+            .set(i64::try_from(e.size).unwrap_or(i64::MAX));
         let bytes = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         out.push(PoolStatus {
             name: pool.as_str().to_owned(),
