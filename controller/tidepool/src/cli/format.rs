@@ -27,11 +27,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A duration as kubectl's AGE column shows it: `45s`, `3m12s`, `25m`, `5h3m`, `3d4h`, `90d`.
+/// A duration as kubectl's AGE column shows it: `45s`, `3m12s`, `25m`, `5h3m`, `3d4h`, `90d`
+/// (`-30s` when negative). No spaces: a cell stays one field for `awk`.
 pub fn age(d: SignedDuration) -> String {
     let secs = d.as_secs();
     if secs < 0 {
-        return format!("in {}", age(-d));
+        return format!("-{}", age(-d));
     }
     let (m, h, day) = (secs / 60, secs / 3600, secs / 86400);
     match secs {
@@ -45,9 +46,14 @@ pub fn age(d: SignedDuration) -> String {
     }
 }
 
-/// How long ago `t` was (or `in ...` for the future), or `<none>`.
+/// How long ago `t` was, or `<none>`.
 pub fn since(t: Option<Timestamp>, now: Timestamp) -> String {
     t.map_or_else(|| "<none>".into(), |t| age(now.duration_since(t)))
+}
+
+/// How long until `t` (negative when overdue), or `<none>`.
+pub fn until(t: Option<Timestamp>, now: Timestamp) -> String {
+    t.map_or_else(|| "<none>".into(), |t| age(t.duration_since(now)))
 }
 
 /// Bytes in binary units with one decimal: `512B`, `1.5GiB`.
@@ -103,8 +109,11 @@ mod tests {
         assert_eq!(age(s(30 * 3600)), "30h");
         assert_eq!(age(s(3 * 86400 + 4 * 3600)), "3d4h");
         assert_eq!(age(s(90 * 86400)), "90d");
-        assert_eq!(age(s(-30)), "in 30s");
+        assert_eq!(age(s(-30)), "-30s");
         assert_eq!(since(None, Timestamp::UNIX_EPOCH), "<none>");
+        let t = Timestamp::UNIX_EPOCH;
+        assert_eq!(until(Some(t + s(90)), t), "90s");
+        assert_eq!(until(Some(t), t + s(5)), "-5s");
     }
 
     #[test]

@@ -57,10 +57,7 @@ pub fn verdict(o: &Observed, token: &str, generation: Option<i64>) -> Verdict {
     let seen = matches!((o.observed_generation, generation), (Some(seen), Some(g)) if seen >= g);
     let not_ready = o.ready.as_ref().is_some_and(|c| c.status == "False");
     match (&o.last_error, seen && not_ready) {
-        (Some(e), true) => Verdict::Failed(match &e.node {
-            Some(n) => format!("{} on node {n}: {}", e.reason, e.message),
-            None => format!("{}: {}", e.reason, e.message),
-        }),
+        (Some(e), true) => Verdict::Failed(super::status::error_text(e)),
         _ => Verdict::Waiting,
     }
 }
@@ -222,7 +219,7 @@ mod tests {
         o.observed_generation = Some(4);
         assert_eq!(
             verdict(&o, "t", Some(4)),
-            Verdict::Failed("DatasetNotFound on node node-a: gone".into())
+            Verdict::Failed("DatasetNotFound on node-a: gone".into())
         );
         o.last_manual_trigger = Some("t".into());
         assert_eq!(verdict(&o, "t", Some(4)), Verdict::Done);

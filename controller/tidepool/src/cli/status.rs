@@ -11,7 +11,7 @@ use tidepool_api::snapshot_schedule::NodeSnapshotStatus;
 use tidepool_api::{Condition, LastError, ReplicationPolicy, SnapshotSchedule};
 
 use super::common::{Common, Output};
-use super::format::{or_none, since, table};
+use super::format::{or_none, since, table, until};
 
 /// One object's state, as `-o json|yaml` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -96,14 +96,22 @@ pub fn of_policy(p: &ReplicationPolicy, now: Timestamp) -> ObjectStatus {
     }
 }
 
+/// `Reason on node: message`; the node is said once even when the message starts with it.
+pub fn error_text(e: &LastError) -> String {
+    match &e.node {
+        Some(n) => {
+            let message = e
+                .message
+                .strip_prefix(&format!("node {n}: "))
+                .unwrap_or(&e.message);
+            format!("{} on {n}: {message}", e.reason)
+        }
+        None => format!("{}: {}", e.reason, e.message),
+    }
+}
+
 fn error_cell(e: Option<&LastError>) -> String {
-    e.map_or_else(
-        || "<none>".into(),
-        |e| match &e.node {
-            Some(n) => format!("{} on {n}: {}", e.reason, e.message),
-            None => format!("{}: {}", e.reason, e.message),
-        },
-    )
+    e.map_or_else(|| "<none>".into(), error_text)
 }
 
 /// The overview table, then one row per schedule and node.
@@ -126,7 +134,7 @@ pub fn render(items: &[ObjectStatus], now: Timestamp) -> String {
                 reason,
                 degraded,
                 since(o.last_run, now),
-                since(o.next_run, now),
+                until(o.next_run, now),
                 o.lag_seconds.map_or_else(
                     || "-".into(),
                     |s| super::format::age(jiff::SignedDuration::from_secs(s)),
@@ -254,8 +262,8 @@ mod tests {
                 "DatasetNotFound",
                 "True",
                 "90m",
-                "in",
-                "30m"
+                "30m",
+                "-"
             ]
         );
         assert!(
@@ -265,6 +273,43 @@ mod tests {
         assert!(lines[3].starts_with("NAMESPACE"), "{text}");
         let node: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(node[2..], ["node-a", "<none>", "4", "2", "<none>"]);
+    }
+
+    #[test]
+    fn a_policy_shows_its_lag_and_an_error_names_its_node_once() {
+        let p: ReplicationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
+            "metadata": {"name": "db-to-b", "namespace": "team"},
+            "spec": {"source": {"nodeName": "a", "dataset": "tank/db"},
+                     "target": {"node": {"nodeName": "b", "dataset": "backup/db"}}},
+            "status": {"lastSyncTime": "2026-12-03T10:20:00Z",
+                       "lastReplicatedSnapshotTime": "2026-12-03T10:15:00Z",
+                       "lastError": {"node": "b", "reason": "TargetModified",
+                                     "message": "node b: changed", "time": "2026-12-03T10:20:00Z"}},
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-12-03T10:30:00Z".parse().unwrap();
+        let o = of_policy(&p, now);
+        assert_eq!(o.lag_seconds, Some(900));
+        let text = render(&[o], now);
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "team",
+                "replicationpolicy/db-to-b",
+                "<none>",
+                "<none>",
+                "<none>",
+                "10m",
+                "<none>",
+                "15m",
+                "TargetModified",
+                "on",
+                "b:",
+                "changed"
+            ]
+        );
     }
 
     #[test]
