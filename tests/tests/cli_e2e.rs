@@ -541,6 +541,28 @@ async fn the_cli_reports_triggers_and_explains_against_real_parts() {
     );
     assert!(text.contains("no snapshot due; next slot"), "{text}");
 
+    // A schedule that cannot run: explain says why, per node, as the condition does.
+    let why = cli
+        .run_as(
+            &viewer.kubeconfig_path(),
+            &[
+                "explain",
+                "snapshotschedule/broken",
+                "-n",
+                &users,
+                "--controller",
+                &controller_url,
+            ],
+        )
+        .await
+        .expect_ok("explain broken");
+    assert!(
+        why.contains(&format!(
+            "node {node} (pool {pool}):\n  would fail: DatasetNotFound:"
+        )),
+        "{why}"
+    );
+
     // Refused: a ServiceAccount without `get` on the object, and no token at all.
     let refused = cli
         .run(&[&explain_args[..], &["--token", outsider.token()]].concat())

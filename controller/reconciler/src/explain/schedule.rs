@@ -226,3 +226,7 @@ fn dataset_plan(p: &DatasetRetention<'_>, plan: &NodePlan<'_>) -> DatasetPlan {
         not_owned: p.not_owned,
     }
 }
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod tests;

@@ -173,6 +173,24 @@ mod tests {
     }
 
     #[test]
+    fn the_bearer_token_comes_from_token_or_token_file() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        assert_eq!(
+            bearer_token(&config).unwrap(),
+            None,
+            "certificates: no token"
+        );
+        config.auth_info = serde_json::from_value(serde_json::json!({"token": "abc"})).unwrap();
+        assert_eq!(bearer_token(&config).unwrap().as_deref(), Some("abc"));
+        let file = std::env::temp_dir().join(format!("tidepool-cli-token-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").unwrap();
+        config.auth_info = serde_json::from_value(serde_json::json!({"tokenFile": file})).unwrap();
+        let read = bearer_token(&config);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(read.unwrap().as_deref(), Some("from-file"));
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_reason() {
         let e = Common::parse(&args("-o xml"), &[]).unwrap_err();
         assert!(e.to_string().contains("unknown output format"), "{e}");
