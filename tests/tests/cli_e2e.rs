@@ -11,8 +11,8 @@
 //!   zfs, owned; on a failing schedule it exits non-zero with the status's last error;
 //! - `explain` on a schedule with retention due lists exactly the destroys (with their
 //!   reason) and keeps (with their rules) that the controller then makes, leaving foreign
-//!   snapshots out; a ServiceAccount without `get` on the object is refused (403), and a
-//!   kubeconfig without a bearer token gets a clear error.
+//!   snapshots out; a ServiceAccount without `get` on the object is refused (403), a
+//!   kubeconfig without a bearer token gets a clear error, and a standby names the leader.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -587,6 +587,47 @@ async fn the_cli_reports_triggers_and_explains_against_real_parts() {
         "{}",
         none.stderr
     );
+
+    // A standby has no inventories to explain from: it names the leader.
+    let standby_http = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let standby_replica = release.replica("controller-1").await;
+    let standby = release
+        .start_serving(&standby_replica, Some(users.clone()), standby_http)
+        .await;
+    let standby_url = format!("http://{standby_http}");
+    let deadline = Instant::now() + WITHIN;
+    let answer = loop {
+        let ran = cli
+            .run_as(
+                &viewer.kubeconfig_path(),
+                &[
+                    "explain",
+                    "tpss/aged",
+                    "-n",
+                    &users,
+                    "--controller",
+                    &standby_url,
+                ],
+            )
+            .await;
+        // Until its port is up the CLI cannot connect; then it must answer 503.
+        if ran.stderr.contains("503") || ran.ok || Instant::now() > deadline {
+            break ran;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        !answer.ok
+            && answer.stderr.contains("503")
+            && answer.stderr.contains("only the leader (controller-0)"),
+        "standby: {}\n{}",
+        answer.stdout,
+        answer.stderr
+    );
+    standby.abort();
 
     // Then the controller makes exactly those destroys: poke `aged` so it reconciles.
     api.patch(
