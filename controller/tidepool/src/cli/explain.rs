@@ -159,13 +159,19 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let controller = controller.context(
         "--controller URL is required (e.g. `kubectl -n tidepool port-forward deploy/tidepool-controller 8080` and --controller http://127.0.0.1:8080)",
     )?;
-    let config = c.config().await?;
-    let ns = c.namespace(&config);
-    let token = match token {
-        Some(t) => t,
-        None => bearer_token(&config)?.context(
-            "the kubeconfig's user has no bearer token (token or tokenFile) to show the controller; pass --token (e.g. $(kubectl create token NAME))",
-        )?,
+    // With `--token` and `-n` no kubeconfig is needed: the controller does the talking.
+    let (token, ns) = match (token, &c.namespace) {
+        (Some(t), Some(ns)) => (t, ns.clone()),
+        (token, _) => {
+            let config = c.config().await?;
+            let token = match token {
+                Some(t) => t,
+                None => bearer_token(&config)?.context(
+                    "the kubeconfig's user has no bearer token (token or tokenFile) to show the controller; pass --token (e.g. $(kubectl create token NAME))",
+                )?,
+            };
+            (token, c.namespace(&config))
+        }
     };
     let base = controller_uri(&controller, allow_remote)?;
     let path = explain::path(&ns, target.kind.plural(), &target.name);
