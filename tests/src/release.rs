@@ -171,6 +171,37 @@ impl Release {
         agents: Arc<dyn tidepool_reconciler::Agents>,
         reconciler: ReconcilerConfig,
     ) -> tokio::task::JoinHandle<()> {
+        self.spawn_replica(replica, watch_namespace, agents, reconciler, None)
+            .await
+    }
+
+    /// Starts a replica that also serves its HTTP port (`/metrics`, the explain route) on
+    /// `http`, as `tidepool controller --http` does.
+    pub async fn start_serving(
+        &self,
+        replica: &Replica,
+        watch_namespace: Option<String>,
+        http: std::net::SocketAddr,
+    ) -> tokio::task::JoinHandle<()> {
+        let agents = PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT);
+        self.spawn_replica(
+            replica,
+            watch_namespace,
+            agents,
+            test_reconciler_config(),
+            Some(http),
+        )
+        .await
+    }
+
+    async fn spawn_replica(
+        &self,
+        replica: &Replica,
+        watch_namespace: Option<String>,
+        agents: Arc<dyn tidepool_reconciler::Agents>,
+        reconciler: ReconcilerConfig,
+        http: Option<std::net::SocketAddr>,
+    ) -> tokio::task::JoinHandle<()> {
         let client = ok(replica.identity.client().await);
         let mut lease = LeaseConfig::new(self.ns.clone(), self.lease_name(), replica.name.clone());
         lease.retry_period = Duration::from_secs(1);
@@ -178,7 +209,7 @@ impl Release {
             lease,
             watch_namespace,
             reconciler,
-            http: None,
+            http,
         };
         let name = replica.name.clone();
         tokio::spawn(async move {

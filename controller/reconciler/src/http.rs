@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz` on a plain-HTTP port (nothing behind it acts).
+//! `/metrics`, `/healthz` and `/readyz` on a plain-HTTP port, and the read-only `explain`
+//! route ([`crate::explain`], authenticated; nothing behind this port acts).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,9 +43,15 @@ pub fn router(metrics: Metrics, health: Arc<Health>) -> Router {
 }
 
 /// Serves until the future is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Metrics, health: Arc<Health>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+    explainer: Arc<crate::explain::Explainer>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener, metrics, health).await
+    let app = router(metrics, health).merge(crate::explain::router(explainer));
+    axum::serve(listener, app).await
 }
 
 pub async fn serve_on(

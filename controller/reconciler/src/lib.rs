@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod checks;
 pub mod deletion;
+pub mod explain;
 pub mod http;
 pub mod inventories;
 pub mod leader;
@@ -80,20 +81,29 @@ pub async fn run(
     let health = Arc::new(http::Health::default());
     let (leader_tx, leader_rx) = watch::channel(None);
     let shutdown = shutdown.shared();
+    let explainer = explain::Explainer::new(client.clone(), config.lease.clone());
 
     let election = leader::run(client.clone(), config.lease.clone(), leader_tx, &health);
     let serve = {
         let metrics = metrics.clone();
         let health = health.clone();
         let addr = config.http;
+        let explainer = explainer.clone();
         async move {
             match addr {
-                Some(addr) => http::serve(addr, metrics, health).await,
+                Some(addr) => http::serve(addr, metrics, health, explainer).await,
                 None => futures::future::pending().await,
             }
         }
     };
-    let work = lead(client.clone(), &config, agents, metrics.clone(), leader_rx);
+    let work = lead(
+        client.clone(),
+        &config,
+        agents,
+        metrics.clone(),
+        leader_rx,
+        &explainer,
+    );
     tokio::select! {
         r = election => { metrics.is_leader.set(0); r?; Ok(()) }
         r = serve => r.map_err(RunError::Http),
@@ -113,6 +123,7 @@ async fn lead(
     agents: Arc<dyn Agents>,
     metrics: metrics::Metrics,
     mut leader: watch::Receiver<Option<tidepool_agent::LeaderEpoch>>,
+    explainer: &explain::Explainer,
 ) {
     if leader.wait_for(Option::is_some).await.is_err() {
         return;
@@ -173,6 +184,8 @@ async fn lead(
         status_memory: Default::default(),
         replication_memory: Default::default(),
     });
+    // `explain` answers from this context while this replica leads.
+    let _explaining = explainer.lead(ctx.clone());
     let ready_stores = {
         let (z, g) = (zfs_nodes.clone(), grants.clone());
         async move {

@@ -8,9 +8,11 @@ use jiff::Timestamp;
 use kube::runtime::events::EventType;
 use tidepool_agent::LeaderEpoch;
 use tidepool_api::snapshot_schedule::SnapshotScheduleStatus;
-use tidepool_api::{Owner, SnapshotSchedule, ValidSnapshotSchedule};
+use tidepool_api::{
+    DatasetName, Owner, SnapshotSchedule, SnapshotShortName, ValidSnapshotSchedule, ZfsNode,
+};
 use tidepool_plan::naming::{self, NamePrecision};
-use tidepool_plan::schedule::{self, ScheduleDecision, ScheduleInput};
+use tidepool_plan::schedule::{self, Run, ScheduleDecision, ScheduleInput};
 use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, TakeSnapshots};
 
 use crate::agents::{AgentEndpoint, AgentError};
@@ -34,6 +36,78 @@ pub(crate) struct NodePlan<'a> {
 /// What a node's run did, what the planner decided there, and the manual token answered.
 pub(crate) type NodeOutcome = (NodeRun, ScheduleDecision, Option<String>);
 
+// The pure steps of a node's run, shared with `explain` (the dry run), so that what it
+// shows is what a run would decide.
+impl NodePlan<'_> {
+    /// The pool the schedule's datasets are in (one pool: a CEL rule).
+    pub(crate) fn pool(&self) -> Result<tidepool_api::PoolName, NodeProblem> {
+        self.obj
+            .spec
+            .datasets
+            .first()
+            .map(|d| d.name.pool())
+            .ok_or(NodeProblem::Spec("spec.datasets is empty"))
+    }
+
+    /// The datasets one run covers on this node; an error when the pool cannot be written
+    /// or a dataset is missing (absent, or outside the agent's published roots).
+    pub(crate) fn datasets(
+        &self,
+        inventory: &PoolInventory,
+        zfs_node: Option<&ZfsNode>,
+    ) -> Result<Vec<DatasetName>, NodeProblem> {
+        if !inventory.health.is_writable() {
+            return Err(NodeProblem::Pool(format!(
+                "pool {} is {}",
+                inventory.pool, inventory.health
+            )));
+        }
+        work::expand(&self.obj.spec.datasets, inventory).map_err(|m| {
+            let roots = zfs_node
+                .and_then(|n| n.status.as_ref())
+                .map(|s| s.allowed_roots.clone())
+                .unwrap_or_default();
+            if work::outside_roots(&m.dataset, &roots) {
+                NodeProblem::OutsideRoots {
+                    dataset: m.dataset,
+                    roots: roots.join(", "),
+                }
+            } else {
+                NodeProblem::Missing(m)
+            }
+        })
+    }
+
+    /// The planner's view of this node: the schedule, the trigger, the last run there.
+    pub(crate) fn schedule_input<'s>(
+        &'s self,
+        inventory: &PoolInventory,
+        datasets: &[DatasetName],
+    ) -> ScheduleInput<'s> {
+        let spec = &self.obj.spec;
+        ScheduleInput {
+            schedule: &self.valid.schedule,
+            suspend: spec.suspend,
+            jitter_seed: self.uid,
+            manual_trigger: spec.trigger.as_ref().and_then(|t| t.manual.as_deref()),
+            last_manual_trigger: self.old.last_manual_trigger.as_deref(),
+            last_run: work::last_run(inventory, datasets, self.owner, &spec.naming.prefix),
+            created: self.created,
+        }
+    }
+
+    /// The name a run gives its snapshot.
+    pub(crate) fn snapshot_name(&self, run: &Run) -> Result<SnapshotShortName, NodeProblem> {
+        naming::snapshot_name(
+            &self.obj.spec.naming.prefix,
+            self.label,
+            run.name_time,
+            self.precision,
+        )
+        .map_err(|_| NodeProblem::Spec("spec.naming gives an invalid snapshot name"))
+    }
+}
+
 pub(crate) async fn run_node(
     ctx: &Context,
     epoch: LeaderEpoch,
@@ -42,57 +116,16 @@ pub(crate) async fn run_node(
     now: Timestamp,
 ) -> Result<NodeOutcome, NodeProblem> {
     let NodePlan {
-        obj,
-        valid,
-        uid,
-        created,
-        owner,
-        label,
-        precision,
-        old,
+        obj, valid, owner, ..
     } = *plan;
     let zfs_node = ctx
         .zfs_nodes
         .get(&kube::runtime::reflector::ObjectRef::new(node));
     let agent = AgentEndpoint::of(node, zfs_node.as_deref())?;
-    let pool = obj
-        .spec
-        .datasets
-        .first()
-        .map(|d| d.name.pool())
-        .ok_or(NodeProblem::Spec("spec.datasets is empty"))?;
+    let pool = plan.pool()?;
     let mut inventory = inventory(ctx, &agent, epoch, pool.clone()).await?;
-    if !inventory.health.is_writable() {
-        return Err(NodeProblem::Pool(format!(
-            "pool {} is {}",
-            inventory.pool, inventory.health
-        )));
-    }
-    let datasets = work::expand(&obj.spec.datasets, &inventory).map_err(|m| {
-        let roots = zfs_node
-            .as_ref()
-            .and_then(|n| n.status.as_ref())
-            .map(|s| s.allowed_roots.clone())
-            .unwrap_or_default();
-        if work::outside_roots(&m.dataset, &roots) {
-            NodeProblem::OutsideRoots {
-                dataset: m.dataset,
-                roots: roots.join(", "),
-            }
-        } else {
-            NodeProblem::Missing(m)
-        }
-    })?;
-    let prefix = obj.spec.naming.prefix.as_str();
-    let input = ScheduleInput {
-        schedule: &valid.schedule,
-        suspend: obj.spec.suspend,
-        jitter_seed: uid,
-        manual_trigger: obj.spec.trigger.as_ref().and_then(|t| t.manual.as_deref()),
-        last_manual_trigger: old.last_manual_trigger.as_deref(),
-        last_run: work::last_run(&inventory, &datasets, owner, prefix),
-        created,
-    };
+    let datasets = plan.datasets(&inventory, zfs_node.as_deref())?;
+    let input = plan.schedule_input(&inventory, &datasets);
     let evaluate = |at| schedule::evaluate(&input, at).map_err(|e| NodeProblem::Spec(e.reason()));
     let mut decision = evaluate(now)?;
     let mut now = now;
@@ -119,8 +152,7 @@ pub(crate) async fn run_node(
     }
     let mut answered = None;
     if let Some(r) = &decision.run {
-        let short = naming::snapshot_name(prefix, label, r.name_time, precision)
-            .map_err(|_| NodeProblem::Spec("spec.naming gives an invalid snapshot name"))?;
+        let short = plan.snapshot_name(r)?;
         let todo = work::still_to_take(&inventory, &datasets, &short);
         if !todo.is_empty() {
             let request = Request::TakeSnapshots(TakeSnapshots {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use tidepool_api::{DatasetName, DatasetSelector, Retention, SnapshotShortName};
 use tidepool_plan::parse_snapshot_time;
-use tidepool_plan::retention::{self, Protections, RetentionRules};
+use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
 use tidepool_wire::{Owner, PoolInventory, SetCreated, SnapshotInfo, SnapshotRef};
 
 /// A dataset the schedule names is not on the node.
@@ -118,16 +118,17 @@ pub fn still_to_take(
         .collect()
 }
 
-/// What retention destroys on these datasets, oldest first per dataset. Only `owner`'s
-/// snapshots are ever considered (the planner filters on the owner; the agent checks it
-/// again, with the GUID, against a fresh read).
-pub fn prune(
+/// Retention's plan for each of these datasets: what it destroys (oldest first) and what it
+/// keeps, each with its reason. Only `owner`'s snapshots are ever considered (the planner
+/// filters on the owner; the agent checks it again, with the GUID, against a fresh read).
+/// [`prune`] acts on it; `explain` shows it.
+pub fn retention_plans<'a>(
     retention: &Retention,
     time_zone: &jiff::tz::TimeZone,
-    inventory: &PoolInventory,
+    inventory: &'a PoolInventory,
     datasets: &[DatasetName],
     owner: &Owner,
-) -> Vec<SnapshotRef> {
+) -> Vec<DatasetRetention<'a>> {
     let protections = Protections::new();
     let rules = RetentionRules {
         retention,
@@ -135,23 +136,36 @@ pub fn prune(
         owner,
         protections: &protections,
     };
-    let mut out = Vec::new();
-    for d in inventory
+    inventory
         .datasets
         .iter()
         .filter(|d| datasets.contains(&d.dataset))
-    {
-        let plan = retention::plan_dataset(&rules, d);
-        for destroy in plan.destroy {
-            if let Ok(snapshot) = destroy.full_name(&d.dataset) {
-                out.push(SnapshotRef {
-                    snapshot,
-                    guid: destroy.snapshot.guid,
-                });
-            }
-        }
-    }
-    out
+        .map(|d| retention::plan_dataset(&rules, d))
+        .collect()
+}
+
+/// What retention destroys on these datasets, oldest first per dataset.
+pub fn prune(
+    retention: &Retention,
+    time_zone: &jiff::tz::TimeZone,
+    inventory: &PoolInventory,
+    datasets: &[DatasetName],
+    owner: &Owner,
+) -> Vec<SnapshotRef> {
+    retention_plans(retention, time_zone, inventory, datasets, owner)
+        .iter()
+        .flat_map(|plan| {
+            plan.destroy.iter().filter_map(|destroy| {
+                destroy
+                    .full_name(plan.dataset)
+                    .ok()
+                    .map(|snapshot| SnapshotRef {
+                        snapshot,
+                        guid: destroy.snapshot.guid,
+                    })
+            })
+        })
+        .collect()
 }
 
 /// `inventory` with a set the agent just took added, as a fresh listing would show it: the

@@ -16,8 +16,8 @@ pub const USAGE: &str = "usage: tidepool controller [flags]
   --namespace NS           reconcile objects of this namespace only (default: all)
   --agent-token-file PATH  projected ServiceAccount token for the agents' audience
                            (default /var/run/secrets/tidepool/agent-token)
-  --http ADDR              serve /metrics, /healthz, /readyz here (default 0.0.0.0:8080;
-                           `none` to disable)
+  --http ADDR              serve /metrics, /healthz, /readyz and the explain route of
+                           `tidepool explain` here (default 0.0.0.0:8080; `none` to disable)
   --delete-give-up SECS    how long deletion waits for an unreachable node (default 3600)
   --replication-poll SECS  how often a ReplicationPolicy without a schedule looks for new
                            source snapshots (default 30)

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_cmd;
+pub mod cli;
 pub mod controller_cmd;
 pub mod crdgen;
 
@@ -11,10 +12,20 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
        tidepool agent [FLAGS]        (tidepool agent --help lists them)
        tidepool controller [FLAGS]   (tidepool controller --help lists them)
+       tidepool status  [-n NS | -A] [-o json|yaml]
+       tidepool nodes   [-o json|yaml]
+       tidepool run-now KIND/NAME [-n NS] [--wait] [--timeout 2m]
+       tidepool explain KIND/NAME [-n NS] --controller URL [--token T] [-o json|yaml]
+         (these four take --kubeconfig PATH and --context NAME, as kubectl does; KIND is
+          snapshotschedule (tpss) or replicationpolicy (tprp))
 
   crdgen    write the CustomResourceDefinitions to DIR (default: crds)
   --check   write nothing; fail if DIR differs from what would be written
-  controller  run the reconciler (`tidepool controller --help`)";
+  controller  run the reconciler (`tidepool controller --help`)
+  status    every SnapshotSchedule and ReplicationPolicy: ready, last/next run, lag, errors
+  nodes     the agents' ZfsNodes: heartbeat, endpoint, OpenZFS version, pools, capabilities
+  run-now   set the manual trigger to a fresh token; --wait until the controller ran it
+  explain   the dry run: what the planner would take and destroy now, and why";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -50,6 +61,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Some(c @ ("status" | "nodes" | "run-now" | "explain")) => cli::run(c, &args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
