@@ -6,6 +6,7 @@
 //! - [`kubelet`]: the Node and Pod objects and Pod-bound tokens a kubelet-less cluster lacks.
 //! - [`agents`]: `tidepool agent` processes inside the VM, one per simulated node.
 //! - [`release`]: a chart release with controllers, agents and grants, as e2e tests use it.
+//! - [`replicas`]: a replica and its policy read back (GUIDs, owners, holds, status).
 //! - [`snapshots`]: a schedule's snapshots read back from zfs in the guest, checked.
 //! - [`guest_peers`]: agents in one VM reaching each other at their guest ports.
 //! - [`host_agents`]: two in-process agents over that executor, for the transport alone.
@@ -18,6 +19,7 @@ pub mod guest_peers;
 pub mod host_agents;
 pub mod kubelet;
 pub mod release;
+pub mod replicas;
 pub mod snapshots;
 pub mod stream_exec;
 pub mod zfs_exec;

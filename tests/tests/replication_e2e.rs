@@ -24,134 +24,17 @@ use std::time::Duration;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use tidepool_api::condition::{find, kind};
-use tidepool_api::replication_policy::ReplicationPolicyStatus;
+use tidepool_api::condition::kind;
 use tidepool_api::{ReplicationPolicy, SnapshotSchedule};
 use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::guest_peers::GuestPeers;
 use tidepool_tests::release::*;
+use tidepool_tests::replicas::*;
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 
-const WITHIN: Duration = Duration::from_secs(150);
-
-async fn sh(vm: &ZfsVm, argv: &[&str]) -> String {
-    ok(vm.exec_ok(argv.iter().copied()).await)
-}
-
-/// Snapshots of `dataset` (not below it) by short name → GUID, oldest first by createtxg;
-/// none when the dataset does not exist (yet).
-async fn guids(vm: &ZfsVm, dataset: &str) -> Vec<(String, String)> {
-    let out = ok(vm
-        .exec([
-            "zfs",
-            "list",
-            "-H",
-            "-p",
-            "-o",
-            "name,guid",
-            "-t",
-            "snapshot",
-            "-s",
-            "createtxg",
-            "-d",
-            "1",
-            dataset,
-        ])
-        .await);
-    if !out.status.success() {
-        assert!(
-            out.stderr_lossy().contains("does not exist"),
-            "listing {dataset}: {}",
-            out.stderr_lossy()
-        );
-        return Vec::new();
-    }
-    out.stdout_lossy()
-        .lines()
-        .filter_map(|l| {
-            let (name, guid) = l.split_once('\t')?;
-            let short = name.split_once('@')?.1;
-            Some((short.to_owned(), guid.to_owned()))
-        })
-        .collect()
-}
-
-async fn exists(vm: &ZfsVm, dataset: &str) -> bool {
-    ok(vm.exec(["zfs", "list", "-H", "-o", "name", dataset]).await)
-        .status
-        .success()
-}
-
-async fn prop(vm: &ZfsVm, target: &str, property: &str) -> String {
-    sh(vm, &["zfs", "get", "-H", "-o", "value", property, target])
-        .await
-        .trim()
-        .to_owned()
-}
-
-async fn prop_source(vm: &ZfsVm, target: &str, property: &str) -> String {
-    sh(vm, &["zfs", "get", "-H", "-o", "source", property, target])
-        .await
-        .trim()
-        .to_owned()
-}
-
-/// The hold tags on `snapshot`; none when it is gone (retention runs beside the test).
-async fn hold_tags(vm: &ZfsVm, snapshot: &str) -> Vec<String> {
-    let out = ok(vm.exec(["zfs", "holds", "-H", snapshot]).await);
-    out.stdout_lossy()
-        .lines()
-        .filter_map(|l| l.split('\t').nth(1).map(str::to_owned))
-        .collect()
-}
-
-async fn bookmarks(vm: &ZfsVm, dataset: &str) -> Vec<String> {
-    sh(
-        vm,
-        &[
-            "zfs", "list", "-H", "-o", "name", "-t", "bookmark", "-d", "1", dataset,
-        ],
-    )
-    .await
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
-async fn status(api: &Api<ReplicationPolicy>, name: &str) -> ReplicationPolicyStatus {
-    api.get(name)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .status
-        .unwrap_or_default()
-}
-
-fn condition(s: &ReplicationPolicyStatus, type_: &str) -> Option<(String, String)> {
-    find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-/// Polls `check` every second until it returns `Some`, or panics with `what` and the last
-/// status after [`WITHIN`].
-async fn wait_for<T, F, Fut>(api: &Api<ReplicationPolicy>, name: &str, what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + WITHIN;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > end {
-            panic!(
-                "{what}: not within {WITHIN:?}; status {:#?}",
-                status(api, name).await
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
+/// The policy's own retention on the target (the source's schedule keeps 3, later 1).
+const KEEP_ON_TARGET: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_handles_divergence() {
@@ -256,6 +139,7 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
                        "snapshots": {"scheduleName": "db", "intermediates": true}},
             "target": {"node": {"nodeName": spec_b.node, "dataset": target}},
             "onDivergence": "Fail",
+            "retention": {"keepLast": KEEP_ON_TARGET},
         },
     }))
     .unwrap_or_else(|e| panic!("{e}"));
@@ -293,10 +177,14 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         "-",
         "an intermediate the selection did not pick is not claimed"
     );
-    for (short, _) in synced.iter().filter(|(s, _)| s.starts_with("tidepool_")) {
-        let snap = format!("{target}@{short}");
-        assert_eq!(prop(vm, &snap, "tidepool.dev:owner").await, policy_owner);
-        assert_eq!(prop_source(vm, &snap, "tidepool.dev:owner").await, "local");
+    for (short, value, source) in owners(vm, &target).await {
+        if short.starts_with("tidepool_") {
+            assert_eq!(
+                (value, source),
+                (policy_owner.clone(), "local".to_owned()),
+                "{short}"
+            );
+        }
     }
     assert_eq!(
         prop(vm, &target, "mounted").await,
@@ -361,6 +249,39 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
             "{dataset}: superseded holds released: {held:?}"
         );
     }
+    // Target retention: the policy keeps its own newest KEEP_ON_TARGET (plus its held base,
+    // if older), never the unclaimed intermediate.
+    wait_for(
+        &policies,
+        "db-to-b",
+        "target retention pruned to keepLast",
+        || async {
+            let own = owners(vm, &target)
+                .await
+                .into_iter()
+                .filter(|(_, v, src)| *v == policy_owner && src == "local")
+                .count();
+            (own <= KEEP_ON_TARGET + 1 && guids(vm, &target).await.len() > own).then_some(())
+        },
+    )
+    .await;
+    let replicated_by_schedule = owned_on_source().await.len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let own: Vec<String> = owners(vm, &target)
+        .await
+        .into_iter()
+        .filter(|(_, v, src)| *v == policy_owner && src == "local")
+        .map(|(s, _, _)| s)
+        .collect();
+    assert!(
+        own.len() <= KEEP_ON_TARGET + 1,
+        "the target keeps at most keepLast (+ the held base) of the policy's own: {own:?}"
+    );
+    assert!(
+        guids(vm, &target).await.iter().any(|(s, _)| s == "manual1"),
+        "target retention destroyed an unclaimed snapshot"
+    );
+    assert!(replicated_by_schedule > 0);
     eprintln!("chain verified after {:?}", started.elapsed());
 
     // --- 2. The target is away for several intervals; the source keeps one snapshot.

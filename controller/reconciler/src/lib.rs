@@ -245,8 +245,11 @@ async fn replication_controller(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    Controller::new(policies, watcher::Config::default())
-        .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency))
+    let controller = Controller::new(policies, watcher::Config::default())
+        .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency));
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    let run = controller
         .run(
             move |obj, ctx: Arc<reconcile::Context>| {
                 let ready = ready.clone();
@@ -262,8 +265,22 @@ async fn replication_controller(
             if let Err(e) = r {
                 tracing::debug!(error = %e, "replication controller event");
             }
-        })
-        .await;
+        });
+    // A deleted policy is not reconciled again: its series go here.
+    let forget = async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            for (ns, name) in metrics.replication_objects() {
+                if store.get(&ObjectRef::new(&name).within(&ns)).is_none() {
+                    metrics.forget_replication(&ns, &name);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = forget => {}
+    }
 }
 
 /// Removes the per-object series of objects that are gone (an object with `Retain` has no

@@ -36,6 +36,9 @@ pub struct Metrics {
     /// target holds. Registered for the chart's alert; set once the reconciler drives
     /// replication (see [`Metrics::replication_lag`]).
     replication_lag: IntGaugeVec,
+    replication_bytes: IntCounterVec,
+    replication_failures: IntGaugeVec,
+    replication_duration: IntGaugeVec,
 }
 
 /// Building the metrics failed (a name clash: a programming error caught by the tests).
@@ -115,8 +118,32 @@ impl Metrics {
             ),
             &per_object,
         )?;
+        let replication_bytes = IntCounterVec::new(
+            Opts::new(
+                "tidepool_replication_sent_bytes_total",
+                "Stream bytes a ReplicationPolicy's sends moved",
+            ),
+            &per_object,
+        )?;
+        let replication_failures = IntGaugeVec::new(
+            Opts::new(
+                "tidepool_replication_consecutive_failures",
+                "Failed runs of a ReplicationPolicy since its last success",
+            ),
+            &per_object,
+        )?;
+        let replication_duration = IntGaugeVec::new(
+            Opts::new(
+                "tidepool_replication_last_sync_duration_milliseconds",
+                "How long a ReplicationPolicy's last sync that sent data took",
+            ),
+            &per_object,
+        )?;
         for c in [
-            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_bytes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_failures.clone()),
+            Box::new(replication_duration.clone()),
+            Box::new(reconciles.clone()),
             Box::new(errors.clone()),
             Box::new(snapshots_created.clone()),
             Box::new(snapshots_destroyed.clone()),
@@ -145,6 +172,9 @@ impl Metrics {
             consecutive_failures,
             expected_interval,
             replication_lag,
+            replication_bytes,
+            replication_failures,
+            replication_duration,
         })
     }
 
@@ -161,10 +191,39 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// A ReplicationPolicy's run: bytes it sent, failures in a row, and (when it sent
+    /// data) how long the sync took.
+    pub fn replication_run(
+        &self,
+        namespace: &str,
+        name: &str,
+        bytes: u64,
+        failures: i32,
+        duration_ms: Option<i64>,
+    ) {
+        let l = [namespace, name];
+        self.replication_bytes.with_label_values(&l).inc_by(bytes);
+        self.replication_failures
+            .with_label_values(&l)
+            .set(i64::from(failures));
+        if let Some(ms) = duration_ms {
+            self.replication_duration.with_label_values(&l).set(ms);
+        }
+    }
+
     /// Drops the series of a ReplicationPolicy that no longer exists.
     pub fn forget_replication(&self, namespace: &str, name: &str) {
-        // An absent series is not an error worth reporting.
-        let _ = self.replication_lag.remove_label_values(&[namespace, name]);
+        let l = [namespace, name];
+        // Absent series are not an error worth reporting.
+        let _ = self.replication_lag.remove_label_values(&l);
+        let _ = self.replication_bytes.remove_label_values(&l);
+        let _ = self.replication_failures.remove_label_values(&l);
+        let _ = self.replication_duration.remove_label_values(&l);
+    }
+
+    /// The (namespace, name) pairs of ReplicationPolicies that have series.
+    pub fn replication_objects(&self) -> Vec<(String, String)> {
+        self.objects_of("tidepool_replication_consecutive_failures")
     }
 
     /// A snapshot of `slot` the agent reported taken at `done`.
@@ -210,11 +269,15 @@ impl Metrics {
 
     /// The (namespace, name) pairs that have per-object series.
     pub fn objects(&self) -> Vec<(String, String)> {
+        self.objects_of("tidepool_schedule_consecutive_failures")
+    }
+
+    fn objects_of(&self, family: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .registry
             .gather()
             .iter()
-            .filter(|f| f.name() == "tidepool_schedule_consecutive_failures")
+            .filter(|f| f.name() == family)
             .flat_map(|f| f.get_metric().iter())
             .map(|m| {
                 let get = |k: &str| {

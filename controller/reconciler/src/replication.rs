@@ -32,7 +32,10 @@ use tidepool_plan::replication::{self as planner, ReplicationInput, ResumeFailur
 use tidepool_plan::schedule::Slots;
 use tidepool_wire::PoolInventory;
 
-use crate::agents::AgentEndpoint;
+use tidepool_plan::retention::{self, Protections, RetentionRules};
+use tidepool_wire::{DestroySnapshots, Request, Response, SnapshotRef};
+
+use crate::agents::{AgentEndpoint, AgentError};
 use crate::checks::labels_of;
 use crate::node_run::inventory;
 use crate::reconcile::{Context, ReconcileError, kube_err};
@@ -101,6 +104,32 @@ pub async fn reconcile(
         ctx.metrics.status_writes.inc();
     }
     publish_transitions(&ctx, &obj, &old, &new).await;
+    if let Outcome::Synced(sync) = &outcome {
+        if sync.pruned > 0 {
+            let note = format!(
+                "retention destroyed {} replicated snapshot(s) on the target",
+                sync.pruned
+            );
+            writes::publish(
+                &ctx,
+                obj.as_ref(),
+                EventType::Normal,
+                reasons::PRUNED,
+                note,
+                "Prune",
+            )
+            .await;
+        }
+        let took = (sync.ran.sends > 0).then(|| {
+            i64::try_from(sync.ended.duration_since(sync.started).as_millis()).unwrap_or(i64::MAX)
+        });
+        ctx.metrics
+            .replication_run(&ns, &name, sync.ran.bytes, new.consecutive_failures, took);
+    }
+    if let Some(t) = &new.last_replicated_snapshot_time {
+        ctx.metrics
+            .replication_lag(&ns, &name, Timestamp::now().duration_since(t.0).as_secs());
+    }
     let wait = match &outcome {
         Outcome::Blocked(_) => ctx.config.max_requeue,
         Outcome::Suspended => ctx.config.max_requeue,
@@ -239,7 +268,9 @@ async fn evaluate(
         resume_token_present: false,
         manual: None,
         next,
+        pruned: 0,
     };
+    let mut last_target = None;
     for _ in 0..MAX_ROUNDS {
         let (src, dst) = match inventories(ctx, epoch, &pair, &source.dataset, target).await {
             Ok(both) => both,
@@ -265,6 +296,7 @@ async fn evaluate(
         let steps = plan.steps.clone();
         sync.plan = Some(plan);
         if steps.is_empty() {
+            last_target = Some(dst);
             break;
         }
         match run::run_steps(ctx, epoch, &pair, &send, &steps).await {
@@ -285,6 +317,25 @@ async fn evaluate(
             }
         }
     }
+    // Target retention only once the replica is up to date: nothing in flight then, and
+    // the newest common snapshot (held anyway) is protected.
+    if let (None, Some(retention), Some(dst), Some(plan)) =
+        (&sync.failure, &obj.spec.retention, &last_target, &sync.plan)
+        && plan.blocked.is_none()
+    {
+        let utc = jiff::tz::TimeZone::UTC;
+        let tz = valid.schedule.as_ref().map_or(&utc, |s| &s.time_zone);
+        let prune = TargetPrune {
+            retention,
+            time_zone: tz,
+            policy: &policy,
+            owner: &owner,
+        };
+        match prune.run(ctx, epoch, pair.target, dst, plan).await {
+            Ok(n) => sync.pruned = n,
+            Err(f) => sync.failure = Some(f.with(&sync.ran)),
+        }
+    }
     sync.ended = Timestamp::now();
     if sync.failure.is_none() {
         memory.slot = slot.or(memory.slot);
@@ -292,6 +343,71 @@ async fn evaluate(
     }
     ctx.replication_memory.set(uid, memory);
     Ok(Outcome::Synced(Box::new(sync)))
+}
+
+/// Retention on the target, over the snapshots this policy received and claimed only.
+struct TargetPrune<'a> {
+    retention: &'a tidepool_api::common::Retention,
+    time_zone: &'a jiff::tz::TimeZone,
+    policy: &'a str,
+    owner: &'a Owner,
+}
+
+impl TargetPrune<'_> {
+    /// Destroys what retention lets go; how many were destroyed.
+    async fn run(
+        &self,
+        ctx: &Context,
+        epoch: LeaderEpoch,
+        target: &AgentEndpoint,
+        dst: &DatasetInventory,
+        plan: &planner::ReplicationPlan,
+    ) -> Result<u32, EarlyFailure> {
+        let mut protections = Protections::new();
+        plan.protect(self.policy, &mut protections);
+        let rules = RetentionRules {
+            retention: self.retention,
+            time_zone: self.time_zone,
+            owner: self.owner,
+            protections: &protections,
+        };
+        let snapshots: Vec<SnapshotRef> = retention::plan_dataset(&rules, dst)
+            .destroy
+            .iter()
+            .filter_map(|d| {
+                Some(SnapshotRef {
+                    snapshot: d.full_name(&dst.dataset).ok()?,
+                    guid: d.snapshot.guid,
+                })
+            })
+            .collect();
+        if snapshots.is_empty() {
+            return Ok(0);
+        }
+        let request = Request::DestroySnapshots(DestroySnapshots {
+            snapshots,
+            owner: self.owner.clone(),
+        });
+        let failed = |e: AgentError| EarlyFailure {
+            node: target.node.clone(),
+            reason: e.reason(),
+            message: e.chain(),
+        };
+        match ctx.agents.call(target, epoch, request).await {
+            Ok(Response::SnapshotsDestroyed(d)) => {
+                ctx.metrics
+                    .snapshots_destroyed
+                    .inc_by(d.destroyed.len() as u64);
+                Ok(u32::try_from(d.destroyed.len()).unwrap_or(u32::MAX))
+            }
+            Ok(other) => Err(failed(AgentError::unexpected(
+                &target.node,
+                "DestroySnapshots",
+                &other,
+            ))),
+            Err(e) => Err(failed(e)),
+        }
+    }
 }
 
 /// Whether the namespace's grants let it use `dataset` on `node` for `access`.

@@ -40,6 +40,8 @@ pub struct Sync {
     pub resume_token_present: bool,
     pub manual: Option<String>,
     pub next: Option<Timestamp>,
+    /// Snapshots target retention destroyed.
+    pub pruned: u32,
 }
 
 pub fn next(
