@@ -17,6 +17,9 @@
 //! 3. Someone snapshots the replica: `Diverged=True` (`Ready=False`), nothing on the target
 //!    is destroyed; with `onDivergence: Rotate` the diverged replica is kept under
 //!    `<dataset>-diverged-<time>` with that snapshot, and a new replica is seeded.
+//! 4. A second policy replicates the same source to another target while the first's
+//!    target is offline: the second keeps syncing, the first's base stays held on the
+//!    source (retention keeps one snapshot), and the first catches up when back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -177,15 +180,6 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         "-",
         "an intermediate the selection did not pick is not claimed"
     );
-    for (short, value, source) in owners(vm, &target).await {
-        if short.starts_with("tidepool_") {
-            assert_eq!(
-                (value, source),
-                (policy_owner.clone(), "local".to_owned()),
-                "{short}"
-            );
-        }
-    }
     assert_eq!(
         prop(vm, &target, "mounted").await,
         "no",
@@ -223,6 +217,16 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         },
     )
     .await;
+    // Claimed: every schedule snapshot up to the common one (a newer one may be arriving).
+    for (short, value, source) in owners(vm, &target).await {
+        if short.starts_with("tidepool_") && short <= common {
+            assert_eq!(
+                (value, source),
+                (policy_owner.clone(), "local".to_owned()),
+                "{short}"
+            );
+        }
+    }
     let marks = bookmarks(vm, &source).await;
     assert!(
         marks
@@ -249,43 +253,37 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
             "{dataset}: superseded holds released: {held:?}"
         );
     }
-    // Target retention: the policy keeps its own newest KEEP_ON_TARGET (plus its held base,
-    // if older), never the unclaimed intermediate.
+    // Target retention: the policy's oldest own snapshots go as newer ones arrive (keepLast
+    // KEEP_ON_TARGET), the unclaimed intermediate stays.
+    let first_own = synced
+        .iter()
+        .find(|(s, _)| s.starts_with("tidepool_"))
+        .map(|(s, _)| s.clone())
+        .unwrap_or_else(|| panic!("no schedule snapshot replicated: {synced:?}"));
     wait_for(
         &policies,
         "db-to-b",
-        "target retention pruned to keepLast",
+        "target retention pruning the oldest",
         || async {
+            let on_target = guids(vm, &target).await;
             let own = owners(vm, &target)
                 .await
                 .into_iter()
                 .filter(|(_, v, src)| *v == policy_owner && src == "local")
                 .count();
-            (own <= KEEP_ON_TARGET + 1 && guids(vm, &target).await.len() > own).then_some(())
+            (!on_target.iter().any(|(s, _)| *s == first_own) && own >= KEEP_ON_TARGET).then_some(())
         },
     )
     .await;
-    let replicated_by_schedule = owned_on_source().await.len();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let own: Vec<String> = owners(vm, &target)
-        .await
-        .into_iter()
-        .filter(|(_, v, src)| *v == policy_owner && src == "local")
-        .map(|(s, _, _)| s)
-        .collect();
-    assert!(
-        own.len() <= KEEP_ON_TARGET + 1,
-        "the target keeps at most keepLast (+ the held base) of the policy's own: {own:?}"
-    );
     assert!(
         guids(vm, &target).await.iter().any(|(s, _)| s == "manual1"),
         "target retention destroyed an unclaimed snapshot"
     );
-    assert!(replicated_by_schedule > 0);
     eprintln!("chain verified after {:?}", started.elapsed());
 
     // --- 2. The target is away for several intervals; the source keeps one snapshot.
-    let before_outage = guids(vm, &target).await;
+    // The replica dataset's own GUID: a re-seed would be a new dataset.
+    let replica_guid = prop(vm, &target, "guid").await;
     ok(agent_b.stop().await);
     schedules
         .patch(
@@ -333,12 +331,11 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         },
     )
     .await;
-    for (short, guid) in before_outage.iter().filter(|(s, _)| *s == held_base) {
-        assert!(
-            caught_up.contains(&(short.clone(), guid.clone())),
-            "the replica was re-seeded instead of caught up: {short} lost"
-        );
-    }
+    assert_eq!(
+        prop(vm, &target, "guid").await,
+        replica_guid,
+        "the replica was re-seeded instead of caught up: {caught_up:?}"
+    );
     eprintln!("caught up after {:?}", started.elapsed());
 
     // --- 3. Divergence: someone snapshots the replica.
@@ -400,4 +397,77 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         "{after:#?}"
     );
     eprintln!("divergence handled after {:?}", started.elapsed());
+
+    // --- 4. A second policy from the same source to another target (node a's own pool);
+    // node b goes away. The second keeps syncing; the first's base stays on the source,
+    // held by the first policy alone, while the schedule keeps one snapshot.
+    let copy = format!("{pool_a}/data/copy");
+    let second: ReplicationPolicy = serde_json::from_value(json!({
+        "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
+        "metadata": {"name": "db-to-a", "namespace": ns},
+        "spec": {
+            "source": {"nodeName": spec_a.node, "dataset": source,
+                       "snapshots": {"scheduleName": "db"}},
+            "target": {"node": {"nodeName": spec_a.node, "dataset": copy}},
+        },
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    policies
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap_or_else(|e| panic!("creating the second policy: {e}"));
+    wait_for(&policies, "db-to-a", "the second policy Ready", || async {
+        let s = status(&policies, "db-to-a").await;
+        (condition(&s, kind::READY).map(|c| c.0) == Some("True".into())).then_some(())
+    })
+    .await;
+    let first_base = wait_for(&policies, "db-to-b", "the first policy's base", || async {
+        let s = status(&policies, "db-to-b").await;
+        (condition(&s, kind::READY).map(|c| c.0) == Some("True".into()))
+            .then_some(s.last_common_snapshot)
+            .flatten()
+    })
+    .await;
+    ok(agent_b.stop().await);
+    let newest_then = guids(vm, &source).await.last().cloned();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let src_now = guids(vm, &source).await;
+    assert!(
+        src_now.iter().any(|(s, _)| *s == first_base),
+        "the offline target's base {first_base} was pruned on the source: {src_now:?}"
+    );
+    let first_tag = format!("tidepool:{ns}/db-to-b");
+    assert!(
+        hold_tags(vm, &format!("{source}@{first_base}"))
+            .await
+            .contains(&first_tag),
+        "the second policy released the first's hold"
+    );
+    let newest_src = src_now
+        .iter()
+        .rfind(|(n, _)| n.starts_with("tidepool_"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no schedule snapshot on the source"));
+    assert_ne!(
+        Some(&newest_src),
+        newest_then.as_ref(),
+        "the schedule kept going"
+    );
+    wait_for(
+        &policies,
+        "db-to-a",
+        "the second policy keeps syncing",
+        || async { guids(vm, &copy).await.contains(&newest_src).then_some(()) },
+    )
+    .await;
+    ok(agent_b.restart(vm, cp, &spec_b).await);
+    // Caught up: the target gets a snapshot the source took while it was away.
+    wait_for(
+        &policies,
+        "db-to-b",
+        "the first policy catches up",
+        || async { guids(vm, &target).await.contains(&newest_src).then_some(()) },
+    )
+    .await;
+    eprintln!("two targets, one offline, after {:?}", started.elapsed());
 }

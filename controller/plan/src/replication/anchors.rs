@@ -65,6 +65,21 @@ impl<'a> Planner<'a> {
         ))
     }
 
+    /// The claim a send's follow-up makes, made again for what a lost follow-up left
+    /// unclaimed (a controller gone between the receive and the claim): target snapshots
+    /// with no owner whose GUID is a source snapshot the selection picks. Anything else
+    /// unowned there (a person's snapshot, an intermediate not selected) stays unowned.
+    fn repair_claims(&self) -> Option<Step> {
+        let unclaimed: Vec<&SnapshotInfo> = self
+            .dst
+            .snapshots
+            .iter()
+            .filter(|t| t.owner.is_none())
+            .filter_map(|t| self.src.snapshot_by_guid(t.guid))
+            .collect();
+        self.claim(&unclaimed)
+    }
+
     fn hold(&self, side: Side, snapshot: SnapshotName, s: &SnapshotInfo) -> Step {
         let message = format!(
             "{snapshot} is the newest common snapshot of {}: held so no retention or person destroys the replication base",
@@ -103,7 +118,7 @@ impl<'a> Planner<'a> {
     pub(super) fn protect_common(&mut self, common: &SourceCommon<'a>) {
         let (src, dst) = (self.src, self.dst);
         let (guid, txg) = (common.guid(), common.createtxg());
-        let mut steps = Vec::new();
+        let mut steps: Vec<Step> = self.repair_claims().into_iter().collect();
         if let SourceCommon::Snapshot(s) = common {
             if !src.has_hold(s.guid, self.tag.as_str())
                 && let Ok(name) = src.dataset.snapshot(&s.name)

@@ -552,8 +552,22 @@ fn check_plan(
                 );
                 prop_assert_ne!(Some(*guid), common, "destroyed the common bookmark");
             }
-            Action::SetOwner { .. } => {
-                prop_assert!(false, "a claim outside a send's follow-up");
+            // A claim outside a send's follow-up repairs a lost one: only unowned target
+            // snapshots that are selected source snapshots, with their GUIDs.
+            Action::SetOwner { snapshots, owner } => {
+                prop_assert_eq!(owner, &owner_of_policy(policy));
+                for r in snapshots {
+                    let t = dst.snapshot_by_guid(r.guid);
+                    prop_assert!(
+                        t.is_some_and(|t| t.owner.is_none()),
+                        "claimed an owned or absent target snapshot"
+                    );
+                    let s = src.snapshot_by_guid(r.guid);
+                    prop_assert!(
+                        s.is_some_and(|s| picked(h, s)),
+                        "claimed what the selection did not pick"
+                    );
+                }
             }
         }
     }
