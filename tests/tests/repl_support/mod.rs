@@ -1,0 +1,242 @@
+//! What `replication_two_vms` and `replication_encrypted` both read: fresh zfs listings in
+//! a guest (GUIDs, properties, holds, bookmarks) and a ReplicationPolicy's status, and the
+//! user's objects (a schedule, a policy) made from JSON.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use tidepool_api::ReplicationPolicy;
+use tidepool_api::condition::find;
+use tidepool_api::replication_policy::ReplicationPolicyStatus;
+use tidepool_tests::release::ok;
+use tidepool_tests::zfs_vm::ZfsVm;
+use tokio::time::Instant;
+
+/// How long a wait for the controller may take: a sync on TCG VMs runs at a few MiB/s,
+/// and every zfs command costs 100–300 ms.
+pub const WITHIN: Duration = Duration::from_secs(180);
+
+pub async fn sh(vm: &ZfsVm, argv: &[&str]) -> String {
+    ok(vm.exec_ok(argv.iter().copied()).await)
+}
+
+/// Snapshots of `dataset` (not below it) by short name → GUID, oldest first by createtxg;
+/// none when the dataset does not exist (yet).
+pub async fn guids(vm: &ZfsVm, dataset: &str) -> Vec<(String, String)> {
+    let out = ok(vm
+        .exec([
+            "zfs",
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,guid",
+            "-t",
+            "snapshot",
+            "-s",
+            "createtxg",
+            "-d",
+            "1",
+            dataset,
+        ])
+        .await);
+    if !out.status.success() {
+        assert!(
+            out.stderr_lossy().contains("does not exist"),
+            "listing {dataset}: {}",
+            out.stderr_lossy()
+        );
+        return Vec::new();
+    }
+    out.stdout_lossy()
+        .lines()
+        .filter_map(|l| {
+            let (name, guid) = l.split_once('\t')?;
+            let short = name.split_once('@')?.1;
+            Some((short.to_owned(), guid.to_owned()))
+        })
+        .collect()
+}
+
+pub async fn exists(vm: &ZfsVm, dataset: &str) -> bool {
+    ok(vm.exec(["zfs", "list", "-H", "-o", "name", dataset]).await)
+        .status
+        .success()
+}
+
+pub async fn prop(vm: &ZfsVm, target: &str, property: &str) -> String {
+    sh(vm, &["zfs", "get", "-H", "-o", "value", property, target])
+        .await
+        .trim()
+        .to_owned()
+}
+
+pub async fn prop_source(vm: &ZfsVm, target: &str, property: &str) -> String {
+    sh(vm, &["zfs", "get", "-H", "-o", "source", property, target])
+        .await
+        .trim()
+        .to_owned()
+}
+
+/// The hold tags on `snapshot`; none when it is gone (retention runs beside the test).
+pub async fn hold_tags(vm: &ZfsVm, snapshot: &str) -> Vec<String> {
+    let out = ok(vm.exec(["zfs", "holds", "-H", snapshot]).await);
+    out.stdout_lossy()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1).map(str::to_owned))
+        .collect()
+}
+
+pub async fn bookmarks(vm: &ZfsVm, dataset: &str) -> Vec<String> {
+    sh(
+        vm,
+        &[
+            "zfs", "list", "-H", "-o", "name", "-t", "bookmark", "-d", "1", dataset,
+        ],
+    )
+    .await
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Writes `mib` MiB of random data to `path` in the guest.
+pub async fn write_random(vm: &ZfsVm, path: &str, mib: u32) {
+    sh(
+        vm,
+        &[
+            "dd",
+            "if=/dev/urandom",
+            &format!("of={path}"),
+            "bs=1M",
+            &format!("count={mib}"),
+            "status=none",
+        ],
+    )
+    .await;
+}
+
+pub async fn status(api: &Api<ReplicationPolicy>, name: &str) -> ReplicationPolicyStatus {
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status
+        .unwrap_or_default()
+}
+
+/// A condition's (status, reason).
+pub fn condition(s: &ReplicationPolicyStatus, type_: &str) -> Option<(String, String)> {
+    find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Polls `check` every second until it returns `Some`, or panics with `what` and the
+/// policy's last status after [`WITHIN`].
+pub async fn wait_for<T, F, Fut>(
+    api: &Api<ReplicationPolicy>,
+    name: &str,
+    what: &str,
+    check: F,
+) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + WITHIN;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!(
+                "{what}: not within {WITHIN:?}; status {:#?}",
+                status(api, name).await
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Creates a ReplicationPolicy (as the user) from its name and spec.
+pub async fn create_policy(api: &Api<ReplicationPolicy>, name: &str, spec: serde_json::Value) {
+    let ns = api.namespace().unwrap_or_default();
+    let obj: ReplicationPolicy = serde_json::from_value(json!({
+        "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating the policy {name}: {e}"));
+}
+
+/// The short names of `dataset`'s snapshots whose owner (`tidepool.dev:owner`, set
+/// locally) is `owner`, oldest first; one listing, so retention pruning beside the reading
+/// cannot fail it.
+pub async fn owned(vm: &ZfsVm, dataset: &str, owner: &str) -> Vec<String> {
+    let out = ok(vm
+        .exec([
+            "zfs",
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "name,value,source",
+            "-t",
+            "snapshot",
+            "-d",
+            "1",
+            "tidepool.dev:owner",
+            dataset,
+        ])
+        .await);
+    let mut found: Vec<String> = out
+        .stdout_lossy()
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let (name, value, source) = (cols.next()?, cols.next()?, cols.next()?);
+            (value == owner && source == "local")
+                .then(|| name.split_once('@').map(|(_, s)| s.to_owned()))?
+        })
+        .collect();
+    // Tidepool's names sort by time.
+    found.sort();
+    found
+}
+
+/// Waits until `dataset` on `vm` has a snapshot owned by `owner` (a schedule's); returns
+/// the newest one's short name.
+pub async fn wait_owned_snapshot(vm: &ZfsVm, dataset: &str, owner: &str) -> String {
+    let end = Instant::now() + WITHIN;
+    loop {
+        if let Some(newest) = owned(vm, dataset, owner).await.pop() {
+            return newest;
+        }
+        assert!(
+            Instant::now() < end,
+            "no snapshot of {dataset} owned by {owner} within {WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Prints the events about policy `name` (a record of the run for the log: which syncs
+/// sent how much, which failed and why).
+pub async fn print_events(cp: &tidepool_tests::control_plane::ControlPlane, ns: &str, name: &str) {
+    let mut events = tidepool_tests::release::events_about(cp, ns, name).await;
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    for e in events {
+        let count = e.series.as_ref().map_or(1, |s| s.count);
+        eprintln!(
+            "event {name}: {} {} x{count}: {}",
+            e.type_.unwrap_or_default(),
+            e.reason.unwrap_or_default(),
+            e.note.unwrap_or_default()
+        );
+    }
+}
