@@ -8,7 +8,8 @@
 //! - [`release`]: a chart release with controllers, agents and grants, as e2e tests use it.
 //! - [`replicas`]: a replica and its policy read back (GUIDs, owners, holds, status).
 //! - [`snapshots`]: a schedule's snapshots read back from zfs in the guest, checked.
-//! - [`guest_peers`]: agents in one VM reaching each other at their guest ports.
+//! - [`guest_peers`]: agents in VMs reaching each other (guest ports within a VM, the host
+//!   between VMs).
 //! - [`host_agents`]: two in-process agents over that executor, for the transport alone.
 //! - [`stream_exec`]: a zfs executor without zfs, to measure the transfer transport alone.
 

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
 use tidepool_api::ReplicationPolicy;
 use tidepool_api::condition::find;
 use tidepool_api::replication_policy::ReplicationPolicyStatus;
@@ -15,7 +17,9 @@ use crate::release::ok;
 use crate::zfs_vm::ZfsVm;
 
 /// How long [`wait_for`] waits.
-pub const WITHIN: Duration = Duration::from_secs(150);
+/// How long a wait for the controller may take: a sync on TCG VMs runs at a few MiB/s,
+/// and every zfs command costs 100–300 ms.
+pub const WITHIN: Duration = Duration::from_secs(180);
 
 pub async fn sh(vm: &ZfsVm, argv: &[&str]) -> String {
     ok(vm.exec_ok(argv.iter().copied()).await)
@@ -165,5 +169,102 @@ where
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Writes `mib` MiB of random data to `path` in the guest.
+pub async fn write_random(vm: &ZfsVm, path: &str, mib: u32) {
+    sh(
+        vm,
+        &[
+            "dd",
+            "if=/dev/urandom",
+            &format!("of={path}"),
+            "bs=1M",
+            &format!("count={mib}"),
+            "status=none",
+        ],
+    )
+    .await;
+}
+
+/// Creates a ReplicationPolicy (as the user) from its name and spec.
+pub async fn create_policy(api: &Api<ReplicationPolicy>, name: &str, spec: serde_json::Value) {
+    let ns = api.namespace().unwrap_or_default();
+    let obj: ReplicationPolicy = serde_json::from_value(json!({
+        "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating the policy {name}: {e}"));
+}
+
+/// The short names of `dataset`'s snapshots whose owner (`tidepool.dev:owner`, set
+/// locally) is `owner`, oldest first; one listing, so retention pruning beside the reading
+/// cannot fail it.
+pub async fn owned(vm: &ZfsVm, dataset: &str, owner: &str) -> Vec<String> {
+    let out = ok(vm
+        .exec([
+            "zfs",
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "name,value,source",
+            "-t",
+            "snapshot",
+            "-d",
+            "1",
+            "tidepool.dev:owner",
+            dataset,
+        ])
+        .await);
+    let mut found: Vec<String> = out
+        .stdout_lossy()
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let (name, value, source) = (cols.next()?, cols.next()?, cols.next()?);
+            (value == owner && source == "local")
+                .then(|| name.split_once('@').map(|(_, s)| s.to_owned()))?
+        })
+        .collect();
+    // Tidepool's names sort by time.
+    found.sort();
+    found
+}
+
+/// Waits until `dataset` on `vm` has a snapshot owned by `owner` (a schedule's); returns
+/// the newest one's short name.
+pub async fn wait_owned_snapshot(vm: &ZfsVm, dataset: &str, owner: &str) -> String {
+    let end = Instant::now() + WITHIN;
+    loop {
+        if let Some(newest) = owned(vm, dataset, owner).await.pop() {
+            return newest;
+        }
+        assert!(
+            Instant::now() < end,
+            "no snapshot of {dataset} owned by {owner} within {WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Prints the events about policy `name` (a record of the run for the log: which syncs
+/// sent how much, which failed and why).
+pub async fn print_events(cp: &crate::control_plane::ControlPlane, ns: &str, name: &str) {
+    let mut events = crate::release::events_about(cp, ns, name).await;
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    for e in events {
+        let count = e.series.as_ref().map_or(1, |s| s.count);
+        eprintln!(
+            "event {name}: {} {} x{count}: {}",
+            e.type_.unwrap_or_default(),
+            e.reason.unwrap_or_default(),
+            e.note.unwrap_or_default()
+        );
     }
 }

@@ -173,8 +173,9 @@ impl NodeZfs {
     }
 
     /// Sets the owner on each snapshot that has none set locally; one this owner already
-    /// claimed is left as it is, and another owner's local claim refuses the whole action
-    /// before anything is set.
+    /// claimed is left as it is, one that does not exist (any more) is skipped, and another
+    /// owner's local claim or a different GUID refuses the whole action before anything is
+    /// set.
     async fn claim(&self, owner: &Owner, snapshots: &[SnapshotRef]) -> Result<(), Failure> {
         let value: PropertyValue = owner
             .as_str()
@@ -182,11 +183,24 @@ impl NodeZfs {
             .map_err(|e| Failure::Refused(format!("owner: {e}")))?;
         let owner_property = property(OWNER_PROPERTY)?;
         let guid = property("guid")?;
+        let props = [guid.clone(), owner_property.clone()];
         let names: Vec<SnapshotName> = snapshots.iter().map(|s| s.snapshot.clone()).collect();
-        let entries = self
-            .zfs()
-            .get(&[guid.clone(), owner_property.clone()], &names)
-            .await?;
+        let entries = match self.zfs().get(&props, &names).await {
+            Ok(entries) => entries,
+            // One name that is gone fails the whole `zfs get`: read them one at a time.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let mut entries = Vec::new();
+                for name in &names {
+                    match self.zfs().get(&props, std::slice::from_ref(name)).await {
+                        Ok(found) => entries.extend(found),
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                entries
+            }
+            Err(e) => return Err(e.into()),
+        };
         let find = |s: &SnapshotName, p: &PropertyName| {
             entries
                 .iter()
@@ -194,7 +208,13 @@ impl NodeZfs {
         };
         let mut to_claim = Vec::new();
         for s in snapshots {
-            let found_guid = find(&s.snapshot, &guid).and_then(|e| e.value_opt()?.parse().ok());
+            // A snapshot that is not there is not claimed, and nothing is lost: an `-I`
+            // stream brings only the intermediates the source still had when it was sent,
+            // and the source's retention may prune one between the plan and the send.
+            let Some(found) = find(&s.snapshot, &guid) else {
+                continue;
+            };
+            let found_guid = found.value_opt().and_then(|v| v.parse().ok());
             if found_guid != Some(s.guid) {
                 return Err(Failure::Refused(format!(
                     "{} does not have guid {}",

@@ -271,7 +271,11 @@ async fn evaluate(
         pruned: 0,
     };
     let mut last_target = None;
-    for _ in 0..MAX_ROUNDS {
+    // One plan more than rounds that run: the status reports the last plan, which must
+    // see what the last round did. (Were it the plan of the round that ran, the status
+    // would name the common snapshot that round's send replaced and whose holds it
+    // released: seen on emulated nodes, where each round finds a newer schedule snapshot.)
+    for round in 0..=MAX_ROUNDS {
         let (src, dst) = match inventories(ctx, epoch, &pair, &source.dataset, target).await {
             Ok(both) => both,
             Err(f) => {
@@ -295,8 +299,10 @@ async fn evaluate(
         let plan = planner::plan(&input, Timestamp::now());
         let steps = plan.steps.clone();
         sync.plan = Some(plan);
-        if steps.is_empty() {
-            last_target = Some(dst);
+        if steps.is_empty() || round == MAX_ROUNDS {
+            if steps.is_empty() {
+                last_target = Some(dst);
+            }
             break;
         }
         match run::run_steps(ctx, epoch, &pair, &send, &steps).await {
