@@ -146,7 +146,7 @@ async fn explain(
             return answer(
                 StatusCode::NOT_IMPLEMENTED,
                 "NotImplemented",
-                "explain covers SnapshotSchedules; ReplicationPolicies come with replication in the reconciler".into(),
+                "explain covers SnapshotSchedules; for a ReplicationPolicy read its status (lastCommonSnapshot, Diverged, lastError)".into(),
             );
         }
         other => {
