@@ -13,7 +13,11 @@ use tidepool_api::condition::find;
 use tidepool_api::replication_policy::ReplicationPolicyStatus;
 use tokio::time::Instant;
 
-use crate::release::ok;
+use tidepool_reconciler::PinnedAgents;
+
+use crate::agents::{AgentSpec, GuestAgent};
+use crate::guest_peers::GuestPeers;
+use crate::release::{AGENT_CALL_TIMEOUT, Release, Replica, ok};
 use crate::zfs_vm::ZfsVm;
 
 /// How long [`wait_for`] waits.
@@ -266,5 +270,61 @@ pub async fn print_events(cp: &crate::control_plane::ControlPlane, ns: &str, nam
             e.reason.unwrap_or_default(),
             e.note.unwrap_or_default()
         );
+    }
+}
+
+/// Two simulated nodes in one VM for a replication scenario: node `<ns>-src` serves
+/// `<pool_a>/data`, node `<ns>-dst` serves `<pool_b>/replicas` (both datasets made, both
+/// granted to the release's namespace), and one controller replica with the chart's
+/// identity whose transfers reach the target at its guest port ([`GuestPeers`]).
+pub struct Pair {
+    pub pool_a: String,
+    pub pool_b: String,
+    pub spec_a: AgentSpec,
+    pub spec_b: AgentSpec,
+    pub agent_a: GuestAgent,
+    pub agent_b: GuestAgent,
+    pub controller: tokio::task::JoinHandle<()>,
+    /// The controller's Pod identity and agent token.
+    pub replica: Replica,
+}
+
+impl Pair {
+    /// Pools `<prefix>a…` and `<prefix>b…` of 512 MiB; the test makes its datasets below
+    /// the roots afterwards (an inventory lists the pool's datasets at every request).
+    pub async fn start(release: &Release, vm: &ZfsVm, prefix: &str) -> Pair {
+        let ns = &release.ns;
+        let pool_a = vm.unique_pool_name(&format!("{prefix}a"));
+        let pool_b = vm.unique_pool_name(&format!("{prefix}b"));
+        ok(vm.create_pool(&pool_a, 512 << 20).await);
+        ok(vm.create_pool(&pool_b, 512 << 20).await);
+        let (root_a, root_b) = (format!("{pool_a}/data"), format!("{pool_b}/replicas"));
+        sh(vm, &["zfs", "create", &root_a]).await;
+        sh(vm, &["zfs", "create", &root_b]).await;
+        let spec_a = release.agent_spec("src", &[&pool_a], &[&root_a], 0);
+        let spec_b = release.agent_spec("dst", &[&pool_b], &[&root_b], 1);
+        let agent_a = release.start_agent(vm, &spec_a).await;
+        let agent_b = release.start_agent(vm, &spec_b).await;
+        release
+            .grant(&format!("{ns}-grant"), &[ns], &[&root_a, &root_b])
+            .await;
+        let replica = release.replica("controller-0").await;
+        let agents = GuestPeers::new(
+            vm,
+            PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
+        );
+        let controller = release
+            .start_with(&replica, Some(ns.clone()), agents as _)
+            .await;
+        Pair {
+            pool_a,
+            pool_b,
+            spec_a,
+            spec_b,
+            agent_a,
+            agent_b,
+            controller,
+            replica,
+        }
     }
 }

@@ -29,8 +29,6 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tidepool_api::condition::kind;
 use tidepool_api::{ReplicationPolicy, SnapshotSchedule};
-use tidepool_reconciler::PinnedAgents;
-use tidepool_tests::guest_peers::GuestPeers;
 use tidepool_tests::release::*;
 use tidepool_tests::replicas::*;
 use tidepool_tests::zfs_vm::ZfsVm;
@@ -46,52 +44,17 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
     let cp = release.cp;
     let vm = ok(ZfsVm::shared().await);
     let ns = release.ns.clone();
-    let pool_a = vm.unique_pool_name("ra");
-    let pool_b = vm.unique_pool_name("rb");
-    ok(vm.create_pool(&pool_a, 512 << 20).await);
-    ok(vm.create_pool(&pool_b, 512 << 20).await);
+    let mut pair = Pair::start(&release, vm, "r").await;
+    let (pool_a, pool_b) = (pair.pool_a.clone(), pair.pool_b.clone());
+    let (spec_a, spec_b) = (pair.spec_a.clone(), pair.spec_b.clone());
     let source = format!("{pool_a}/data/db");
     let target = format!("{pool_b}/replicas/db");
-    sh(vm, &["zfs", "create", "-p", &source]).await;
-    sh(vm, &["zfs", "create", "-p", &format!("{pool_b}/replicas")]).await;
+    sh(vm, &["zfs", "create", &source]).await;
     let write = |file: &str, mib: u32| {
         let path = format!("/{source}/{file}");
-        async move {
-            sh(
-                vm,
-                &[
-                    "dd",
-                    "if=/dev/urandom",
-                    &format!("of={path}"),
-                    "bs=1M",
-                    &format!("count={mib}"),
-                    "status=none",
-                ],
-            )
-            .await;
-        }
+        async move { write_random(vm, &path, mib).await }
     };
     write("one", 4).await;
-
-    let spec_a = release.agent_spec("src", &[&pool_a], &[&format!("{pool_a}/data")], 0);
-    let spec_b = release.agent_spec("dst", &[&pool_b], &[&format!("{pool_b}/replicas")], 1);
-    let _agent_a = release.start_agent(vm, &spec_a).await;
-    let mut agent_b = release.start_agent(vm, &spec_b).await;
-    release
-        .grant(
-            &format!("{ns}-grant"),
-            &[&ns],
-            &[&format!("{pool_a}/data"), &format!("{pool_b}/replicas")],
-        )
-        .await;
-    let replica = release.replica("controller-0").await;
-    let agents = GuestPeers::new(
-        vm,
-        PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
-    );
-    let _controller = release
-        .start_with(&replica, Some(ns.clone()), agents as _)
-        .await;
     eprintln!("agents and controller up after {:?}", started.elapsed());
 
     // --- 1. The chain.
@@ -284,7 +247,7 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
     // --- 2. The target is away for several intervals; the source keeps one snapshot.
     // The replica dataset's own GUID: a re-seed would be a new dataset.
     let replica_guid = prop(vm, &target, "guid").await;
-    ok(agent_b.stop().await);
+    ok(pair.agent_b.stop().await);
     schedules
         .patch(
             "db",
@@ -313,7 +276,7 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         Some("False".into()),
         "an unreachable target is reported: {failing:#?}"
     );
-    ok(agent_b.restart(vm, cp, &spec_b).await);
+    ok(pair.agent_b.restart(vm, cp, &spec_b).await);
     let caught_up = wait_for(
         &policies,
         "db-to-b",
@@ -426,7 +389,7 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         (condition(&s, kind::READY).map(|c| c.0) == Some("True".into())).then_some(())
     })
     .await;
-    ok(agent_b.stop().await);
+    ok(pair.agent_b.stop().await);
     let newest_then = guids(vm, &source).await.last().cloned();
     tokio::time::sleep(Duration::from_secs(20)).await;
     // What the first policy needs to go on incrementally: a source snapshot held with its
@@ -467,7 +430,7 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         || async { guids(vm, &copy).await.contains(&newest_src).then_some(()) },
     )
     .await;
-    ok(agent_b.restart(vm, cp, &spec_b).await);
+    ok(pair.agent_b.restart(vm, cp, &spec_b).await);
     // Caught up: the target gets a snapshot the source took while it was away.
     wait_for(
         &policies,

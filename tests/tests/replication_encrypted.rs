@@ -28,9 +28,7 @@ use serde_json::json;
 use tidepool_agent::{AgentClient, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::condition::kind;
 use tidepool_api::{ReplicationPolicy, ZfsNode};
-use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::control_plane::ControlPlane;
-use tidepool_tests::guest_peers::GuestPeers;
 use tidepool_tests::release::*;
 use tidepool_tests::replicas::*;
 use tidepool_tests::zfs_vm::ZfsVm;
@@ -97,10 +95,9 @@ async fn an_encrypted_source_replicates_raw_and_never_as_plaintext() {
     let cp = release.cp;
     let vm = ok(ZfsVm::shared().await);
     let ns = release.ns.clone();
-    let pool_a = vm.unique_pool_name("ea");
-    let pool_b = vm.unique_pool_name("eb");
-    ok(vm.create_pool(&pool_a, 512 << 20).await);
-    ok(vm.create_pool(&pool_b, 512 << 20).await);
+    let pair = Pair::start(&release, vm, "e").await;
+    let (pool_a, pool_b) = (pair.pool_a.clone(), pair.pool_b.clone());
+    let (spec_a, spec_b) = (&pair.spec_a, &pair.spec_b);
     let source = format!("{pool_a}/data/secret");
     let target = format!("{pool_b}/replicas/secret");
     let plain_target = format!("{pool_b}/replicas/plain");
@@ -116,7 +113,6 @@ async fn an_encrypted_source_replicates_raw_and_never_as_plaintext() {
         .await);
     assert!(written.status.success(), "{}", written.stderr_lossy());
     let keylocation = format!("file://{key_file}");
-    sh(vm, &["zfs", "create", "-p", &format!("{pool_a}/data")]).await;
     sh(
         vm,
         &[
@@ -132,30 +128,10 @@ async fn an_encrypted_source_replicates_raw_and_never_as_plaintext() {
         ],
     )
     .await;
-    sh(vm, &["zfs", "create", "-p", &format!("{pool_b}/replicas")]).await;
     write_random(vm, &format!("/{source}/one"), 3).await;
     sh(vm, &["mkdir", &format!("/{source}/dir")]).await;
     write_random(vm, &format!("/{source}/dir/two"), 1).await;
 
-    let spec_a = release.agent_spec("src", &[&pool_a], &[&format!("{pool_a}/data")], 0);
-    let spec_b = release.agent_spec("dst", &[&pool_b], &[&format!("{pool_b}/replicas")], 1);
-    let _agent_a = release.start_agent(vm, &spec_a).await;
-    let _agent_b = release.start_agent(vm, &spec_b).await;
-    release
-        .grant(
-            &format!("{ns}-grant"),
-            &[&ns],
-            &[&format!("{pool_a}/data"), &format!("{pool_b}/replicas")],
-        )
-        .await;
-    let replica = release.replica("controller-0").await;
-    let agents = GuestPeers::new(
-        vm,
-        PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
-    );
-    let _controller = release
-        .start_with(&replica, Some(ns.clone()), agents as _)
-        .await;
     eprintln!("agents and controller up after {:?}", started.elapsed());
 
     let policies: Api<ReplicationPolicy> = Api::namespaced(cp.admin_client(), &ns);
@@ -336,7 +312,7 @@ async fn an_encrypted_source_replicates_raw_and_never_as_plaintext() {
     let answer = controller_client(cp, &spec_b.node)
         .await
         .call(
-            &std::fs::read_to_string(&replica.agent_token).unwrap_or_else(|e| panic!("{e}")),
+            &std::fs::read_to_string(&pair.replica.agent_token).unwrap_or_else(|e| panic!("{e}")),
             current_epoch(cp, &ns, &release.lease_name()).await,
             claim,
         )

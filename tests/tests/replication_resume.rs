@@ -20,9 +20,7 @@ use kube::api::PostParams;
 use serde_json::json;
 use tidepool_api::ReplicationPolicy;
 use tidepool_api::condition::kind;
-use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::agents::GuestAgent;
-use tidepool_tests::guest_peers::GuestPeers;
 use tidepool_tests::release::*;
 use tidepool_tests::replicas::*;
 use tidepool_tests::zfs_vm::ZfsVm;
@@ -84,53 +82,23 @@ async fn a_cut_transfer_resumes_from_the_token_and_a_stale_token_is_cleared() {
     let cp = release.cp;
     let vm = ok(ZfsVm::shared().await);
     let ns = release.ns.clone();
-    let pool_a = vm.unique_pool_name("ca");
-    let pool_b = vm.unique_pool_name("cb");
-    ok(vm.create_pool(&pool_a, 512 << 20).await);
-    ok(vm.create_pool(&pool_b, 512 << 20).await);
+    let mut pair = Pair::start(&release, vm, "c").await;
+    let (pool_a, pool_b) = (pair.pool_a.clone(), pair.pool_b.clone());
+    let (spec_a, spec_b) = (pair.spec_a.clone(), pair.spec_b.clone());
     let source = format!("{pool_a}/data/db");
     let target = format!("{pool_b}/replicas/db");
-    sh(vm, &["zfs", "create", "-p", &source]).await;
-    sh(vm, &["zfs", "create", "-p", &format!("{pool_b}/replicas")]).await;
-    let write = |file: &str, mib: u64| {
+    sh(vm, &["zfs", "create", &source]).await;
+    let write = |file: &str, mib: u32| {
         let path = format!("/{source}/{file}");
-        async move {
-            let count = format!("count={mib}");
-            let of = format!("of={path}");
-            sh(
-                vm,
-                &["dd", "if=/dev/urandom", &of, "bs=1M", &count, "status=none"],
-            )
-            .await;
-        }
+        async move { write_random(vm, &path, mib).await }
     };
     write("one", 40).await;
     sh(vm, &["zfs", "snapshot", &format!("{source}@s1")]).await;
-
-    let spec_a = release.agent_spec("src", &[&pool_a], &[&format!("{pool_a}/data")], 0);
-    let spec_b = release.agent_spec("dst", &[&pool_b], &[&format!("{pool_b}/replicas")], 1);
-    let mut agent_a = release.start_agent(vm, &spec_a).await;
-    let agent_b = release.start_agent(vm, &spec_b).await;
-    release
-        .grant(
-            &format!("{ns}-grant"),
-            &[&ns],
-            &[&format!("{pool_a}/data"), &format!("{pool_b}/replicas")],
-        )
-        .await;
-    let replica = release.replica("controller-0").await;
-    let agents = GuestPeers::new(
-        vm,
-        PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
-    );
-    let _controller = release
-        .start_with(&replica, Some(ns.clone()), agents as _)
-        .await;
     eprintln!("agents and controller up after {:?}", started.elapsed());
 
     // --- 1. A full stream cut at about half, then resumed.
     let full = stream_size(vm, &[&format!("{source}@s1")]).await;
-    let before = received(&agent_b).await;
+    let before = received(&pair.agent_b).await;
     let pool_b_before = allocated(vm, &pool_b).await;
     let policies: Api<ReplicationPolicy> = Api::namespaced(cp.admin_client(), &ns);
     let policy: ReplicationPolicy = serde_json::from_value(json!({
@@ -147,7 +115,7 @@ async fn a_cut_transfer_resumes_from_the_token_and_a_stale_token_is_cleared() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap_or_else(|e| panic!("creating the policy: {e}"));
-    cut_at(vm, &pool_b, &mut agent_a, pool_b_before, full / 3).await;
+    cut_at(vm, &pool_b, &mut pair.agent_a, pool_b_before, full / 3).await;
     let token = wait_for(
         &policies,
         POLICY,
@@ -161,10 +129,10 @@ async fn a_cut_transfer_resumes_from_the_token_and_a_stale_token_is_cleared() {
     eprintln!(
         "cut after {:?}: {} of {full} bytes received, token {}...",
         started.elapsed(),
-        received(&agent_b).await - before,
+        received(&pair.agent_b).await - before,
         &token[..token.len().min(24)]
     );
-    ok(agent_a.restart(vm, cp, &spec_a).await);
+    ok(pair.agent_a.restart(vm, cp, &spec_a).await);
     let source_guid = prop(vm, &format!("{source}@s1"), "guid").await;
     wait_for(&policies, POLICY, "s1 resumed onto the target", || async {
         let s = status(&policies, POLICY).await;
@@ -175,7 +143,7 @@ async fn a_cut_transfer_resumes_from_the_token_and_a_stale_token_is_cleared() {
     })
     .await;
     assert_eq!(prop(vm, &target, "receive_resume_token").await, "-");
-    let total = received(&agent_b).await - before;
+    let total = received(&pair.agent_b).await - before;
     let resent = total.saturating_sub(full);
     eprintln!(
         "resumed after {:?}: {total} bytes received for a {full}-byte stream ({:.2} % re-sent)",
@@ -192,7 +160,14 @@ async fn a_cut_transfer_resumes_from_the_token_and_a_stale_token_is_cleared() {
     sh(vm, &["zfs", "snapshot", &format!("{source}@s2")]).await;
     let incremental = stream_size(vm, &["-i", "@s1", &format!("{source}@s2")]).await;
     let pool_b_before = allocated(vm, &pool_b).await;
-    cut_at(vm, &pool_b, &mut agent_a, pool_b_before, incremental / 4).await;
+    cut_at(
+        vm,
+        &pool_b,
+        &mut pair.agent_a,
+        pool_b_before,
+        incremental / 4,
+    )
+    .await;
     wait_for(&policies, POLICY, "a resume token for s2", || async {
         let t = prop(vm, &target, "receive_resume_token").await;
         (t != "-" && !t.is_empty()).then_some(())
@@ -206,7 +181,7 @@ async fn a_cut_transfer_resumes_from_the_token_and_a_stale_token_is_cleared() {
     sh(vm, &["zfs", "destroy", &s2]).await;
     write("three", 2).await;
     sh(vm, &["zfs", "snapshot", &format!("{source}@s3")]).await;
-    ok(agent_a.restart(vm, cp, &spec_a).await);
+    ok(pair.agent_a.restart(vm, cp, &spec_a).await);
     let s3_guid = prop(vm, &format!("{source}@s3"), "guid").await;
     wait_for(
         &policies,

@@ -79,15 +79,16 @@ pub async fn run_steps(
     queue.reverse();
     while let Some(step) = queue.pop() {
         let Action::Send(s) = &step.action else {
-            let (side, action) = bookkeeping(&step.action);
             if let Action::RenameTarget { to, .. } = &step.action {
                 ran.rotated_to = Some(to.to_string());
             }
-            match &mut batch {
-                Some((current, actions)) if *current == side => actions.push(action),
-                _ => {
-                    flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
-                    batch = Some((side, vec![action]));
+            if let Some((side, action)) = bookkeeping(&step.action) {
+                match &mut batch {
+                    Some((current, actions)) if *current == side => actions.push(action),
+                    _ => {
+                        flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
+                        batch = Some((side, vec![action]));
+                    }
                 }
             }
             continue;
@@ -98,14 +99,14 @@ pub async fn run_steps(
         // controller crash in between), the target would be ahead of the source and no
         // incremental could follow without `receive -F`. The planner releases the hold once
         // a newer common snapshot replaces it.
-        let pre_hold = in_flight_hold(&s.stream, send.hold_tag);
-        match (&mut batch, pre_hold) {
-            (Some((Side::Source, actions)), Some(hold)) => actions.push(hold),
-            (_, Some(hold)) => {
-                flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
-                batch = Some((Side::Source, vec![hold]));
+        if let Some(hold) = in_flight_hold(&s.stream, send.hold_tag) {
+            match &mut batch {
+                Some((Side::Source, actions)) => actions.push(hold),
+                _ => {
+                    flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
+                    batch = Some((Side::Source, vec![hold]));
+                }
             }
-            (_, None) => {}
         }
         flush(ctx, epoch, ends, send.owner, batch.take(), &ran).await?;
         ran.bytes += transfer(ctx, epoch, ends, send, s, &ran).await?;
@@ -135,13 +136,13 @@ fn in_flight_hold(stream: &Stream, tag: &HoldTag) -> Option<BookkeepingAction> {
     })
 }
 
-/// The agent action of a non-send step, and where it runs.
-fn bookkeeping(action: &Action) -> (Side, BookkeepingAction) {
+/// The agent action of a non-send step, and where it runs (`None` for a send).
+fn bookkeeping(action: &Action) -> Option<(Side, BookkeepingAction)> {
     let at = |snapshot: &tidepool_api::SnapshotName, guid: u64| SnapshotRef {
         snapshot: snapshot.clone(),
         guid,
     };
-    match action {
+    Some(match action {
         Action::AbortReceive { target } => (
             Side::Target,
             BookkeepingAction::AbortReceive {
@@ -203,10 +204,8 @@ fn bookkeeping(action: &Action) -> (Side, BookkeepingAction) {
                 snapshots: snapshots.clone(),
             },
         ),
-        // Sends never reach here (see `run_steps`); a claim with nothing in it is the
-        // harmless stand-in the type system asks for.
-        Action::Send(_) => (Side::Target, BookkeepingAction::Claim { snapshots: vec![] }),
-    }
+        Action::Send(_) => return None,
+    })
 }
 
 async fn flush(
@@ -270,7 +269,7 @@ fn wire_stream(stream: &Stream) -> TransferStream {
 
 /// A step id: the policy's prefix, the GUID the stream brings, and the time, so two
 /// attempts at one step never share an id.
-fn step_id(prefix: &str, stream: &Stream) -> StepId {
+fn step_id(prefix: &str, stream: &Stream) -> Result<StepId, String> {
     let guid = match stream {
         Stream::Full { guid, .. } => Some(*guid),
         Stream::Incremental { to_guid, .. } => Some(*to_guid),
@@ -281,11 +280,7 @@ fn step_id(prefix: &str, stream: &Stream) -> StepId {
         guid.unwrap_or(0),
         Timestamp::now().as_millisecond()
     );
-    text.parse().unwrap_or_else(|_| {
-        // The prefix is the controller's own (digits and `g`), so this is not reached;
-        // a fixed id still works, only the agents' logs say less.
-        "step".parse().unwrap_or_else(|_| unreachable!())
-    })
+    text.parse().map_err(|e| format!("step id {text}: {e}"))
 }
 
 /// One brokered send: a ticket from the target, then the send from the source.
@@ -308,9 +303,11 @@ async fn transfer(
         resume_failed: None,
         ran: ran.clone(),
     };
+    let step_id = step_id(send.step_prefix, &step.stream)
+        .map_err(|m| failed(&ends.source.node, crate::reasons::AGENT_REFUSED, m))?;
     let binding = TransferBinding {
         owner: send.owner.clone(),
-        step: step_id(send.step_prefix, &step.stream),
+        step: step_id,
         source_node: ends.source.node.clone(),
     };
     let prepare = PrepareReceive {
