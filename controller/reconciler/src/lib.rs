@@ -245,9 +245,21 @@ async fn replication_controller(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let controller = Controller::new(policies, watcher::Config::default())
+    // Only spec changes (a new generation) wake a policy, not its own status writes: a
+    // failing sync writes its failure count, and that write must not start the next
+    // attempt at once (the retry interval does). Requeues still come as asked.
+    let (store, writer) = reflector::store::<ReplicationPolicy>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(policies, watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .predicate_filter(
+        kube::runtime::predicates::generation,
+        kube::runtime::PredicateConfig::default(),
+    );
+    let controller = Controller::for_stream(stream, store.clone())
         .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency));
-    let store = controller.store();
     let metrics = ctx.metrics.clone();
     let run = controller
         .run(
