@@ -10,8 +10,11 @@
 //!    interval schedule with a 5 s interval and `keepLast: 3` so something happens within a
 //!    minute), runs the hourly one now with a manual trigger, and watches: snapshots
 //!    appearing in zfs, retention pruning, status filling in, events.
-//! 6. A summary of what was created, pruned and reported; the demo fails if the product
-//!    did not do it.
+//!    The replication example (`examples/replication-node.yaml`) is applied too: a second
+//!    agent in the VM stands for node `node-b` with pool `backup`, and the hourly
+//!    schedule's snapshots are replicated there, agent to agent.
+//! 6. What the user sees (`kubectl get`, `tidepool status`), then a summary of what was
+//!    created, pruned, replicated and reported; the demo fails if the product did not do it.
 //!
 //! `--keep` leaves control plane, agent and controller running until Ctrl-C.
 
@@ -23,18 +26,21 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use show::{done, kubectl_show, node_show, step};
-use tidepool_api::SnapshotSchedule;
+use show::{done, kubectl_show, node_show, step, tidepool_show};
+use tidepool_api::{ReplicationPolicy, SnapshotSchedule};
 use tidepool_reconciler::PinnedAgents;
 use tidepool_tests::agents::AgentSpec;
 use tidepool_tests::chart::Component;
 use tidepool_tests::control_plane::repo_root;
+use tidepool_tests::guest_peers::GuestPeers;
 use tidepool_tests::release::{AGENT_CALL_TIMEOUT, Release, events_about};
 use tidepool_tests::zfs_vm::ZfsVm;
 use watch::Tracked;
 
 /// The node the examples name (`nodeName: node-a`).
 const NODE: &str = "node-a";
+/// The replication example's target node (`nodeName: node-b`).
+const NODE_B: &str = "node-b";
 /// Where the examples' users live (the grant names it).
 const USERS: &str = "default";
 const WATCH: Duration = Duration::from_secs(45);
@@ -69,6 +75,8 @@ async fn main() -> Result<()> {
     let vm = ZfsVm::boot().await?;
     done(&format!("VM up (kernel {})", vm.kernel_release()), t);
     vm.create_pool("tank", 512 << 20).await?;
+    vm.create_pool("backup", 512 << 20).await?;
+    vm.exec_ok(["zfs", "create", "backup/replicas"]).await?;
     for d in ["db", "db-wal", "web", "scratch"] {
         vm.exec_ok(["zfs", "create", "-p", &format!("tank/apps/{d}")])
             .await?;
@@ -103,6 +111,18 @@ async fn main() -> Result<()> {
         ),
         t,
     );
+    let agent_b_spec = AgentSpec {
+        node: NODE_B.to_owned(),
+        ..release.agent_spec("b", &["backup"], &["backup/replicas"], 1)
+    };
+    let agent_b = release.start_agent(&vm, &agent_b_spec).await;
+    done(
+        &format!(
+            "and the agent of {NODE_B} (pool backup) at {}",
+            agent_b.endpoint
+        ),
+        t,
+    );
     kubectl_show(cp, &["get", "zfsnodes"]).await?;
     // The interval example selects nodes by this label, as an admin would set it.
     kubectl_show(cp, &["label", "node", NODE, "tidepool.dev/zfs=true"]).await?;
@@ -115,7 +135,9 @@ async fn main() -> Result<()> {
     // The product's call timeout (`tidepool controller` uses 60 s): a prune of several
     // snapshots on this emulated node takes longer than the harness's quick 5 s.
     let agents = PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT);
-    let controller = release.start_with(&replica, None, agents).await;
+    // Both "nodes" are one VM: the source agent reaches node-b's agent at its guest port.
+    let agents = GuestPeers::new(&vm, agents);
+    let controller = release.start_with(&replica, None, agents as _).await;
     let leases: Api<Lease> = Api::namespaced(cp.admin_client(), &release.ns);
     let lease = release.lease_name();
     loop {
@@ -150,6 +172,7 @@ async fn main() -> Result<()> {
         examples.join("dataset-grant.yaml"),
         examples.join("snapshot-schedule-gfs.yaml"),
         interval_file.clone(),
+        examples.join("replication-node.yaml"),
     ] {
         let path = file.to_str().context("non-UTF-8 path")?;
         kubectl_show(cp, &["apply", "--server-side", "-n", USERS, "-f", path]).await?;
@@ -219,8 +242,32 @@ async fn main() -> Result<()> {
         );
     }
 
+    let t = step(
+        "Replication: the hourly schedule's snapshot, node-a to node-b, agent to agent",
+        "the policy looks for new source snapshots every few seconds here (30 s by default)",
+    );
+    kubectl_show(
+        cp,
+        &[
+            "wait",
+            "-n",
+            USERS,
+            "--for=condition=Ready",
+            "--timeout=120s",
+            "replicationpolicies/db-to-node-b",
+        ],
+    )
+    .await?;
+    done("db-to-node-b Ready", t);
+
     step("What the user sees", "");
     kubectl_show(cp, &["get", "snapshotschedules", "-n", USERS, "-o", "wide"]).await?;
+    kubectl_show(
+        cp,
+        &["get", "replicationpolicies", "-n", USERS, "-o", "wide"],
+    )
+    .await?;
+    tidepool_show(cp, &["status", "-n", USERS]).await?;
     kubectl_show(
         cp,
         &[
@@ -247,6 +294,7 @@ async fn main() -> Result<()> {
             "name,tidepool.dev:owner",
             "-r",
             "tank",
+            "backup",
         ],
     )
     .await?;
@@ -264,6 +312,7 @@ async fn main() -> Result<()> {
     }
     controller.abort();
     drop(agent);
+    drop(agent_b);
     Ok(())
 }
 
@@ -377,8 +426,44 @@ async fn summary(release: &Release, vm: &ZfsVm, tracked: &[Tracked]) -> Result<(
         scratch.lines().count()
     );
 
+    // The replica: the hourly schedule's snapshot on node-b with the source's GUID.
+    let policies: Api<ReplicationPolicy> = Api::namespaced(release.cp.admin_client(), USERS);
+    let policy = policies
+        .get("db-to-node-b")
+        .await?
+        .status
+        .unwrap_or_default();
+    let common = policy.last_common_snapshot.clone().unwrap_or_default();
+    let guid = |dataset: &str| {
+        let name = format!("{dataset}@{common}");
+        async move {
+            vm.exec_ok(["zfs", "get", "-H", "-o", "value", "guid", &name])
+                .await
+                .map(|g| g.trim().to_owned())
+                .unwrap_or_default()
+        }
+    };
+    let (source_guid, replica_guid) =
+        (guid("tank/apps/db").await, guid("backup/replicas/db").await);
+    println!(
+        "   db-to-node-b: {common} on node-b, GUID {} the source's; {} bytes sent, last sync {}",
+        if !common.is_empty() && source_guid == replica_guid {
+            "equal to"
+        } else {
+            "DIFFERENT from"
+        },
+        policy.last_sync_bytes.unwrap_or(0),
+        policy
+            .last_sync_time
+            .as_ref()
+            .map_or("-".to_owned(), |t| t.0.to_string()),
+    );
+
     let frequent = &tracked[0];
     let hourly = &tracked[1];
+    if common.is_empty() || source_guid.is_empty() || source_guid != replica_guid {
+        bail!("db-to-node-b did not replicate the hourly snapshot to node-b: {policy:?}");
+    }
     if frequent.seen.len() < 4 || frequent.pruned() == 0 {
         bail!(
             "apps-frequent took {} sets and pruned {} in {WATCH:?}",

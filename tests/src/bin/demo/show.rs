@@ -45,6 +45,27 @@ pub async fn kubectl_show(cp: &ControlPlane, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs the `tidepool` CLI as the admin (the user), shown with its command line.
+pub async fn tidepool_show(cp: &ControlPlane, args: &[&str]) -> Result<()> {
+    let binary = tidepool_tests::agents::tidepool_binary()?;
+    println!("$ tidepool {}", args.join(" "));
+    let out = tokio::process::Command::new(&binary)
+        .args(args)
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .output()
+        .await
+        .with_context(|| format!("running tidepool {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "tidepool {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
+    Ok(())
+}
+
 /// Runs a command in the VM (the node's shell), shown with its command line.
 pub async fn node_show(vm: &ZfsVm, argv: &[&str]) -> Result<()> {
     println!("node-a$ {}", argv.join(" "));
