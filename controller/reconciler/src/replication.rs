@@ -131,28 +131,15 @@ pub async fn reconcile(
             .replication_lag(&ns, &name, Timestamp::now().duration_since(t.0).as_secs());
     }
     let wait = match &outcome {
-        // Policies have no grant or ZfsNode triggers: a blocker fixed outside the spec (a
-        // grant, an agent that registers) is seen at the next look.
-        Outcome::Blocked(_) => ctx.config.replication_poll,
+        Outcome::Blocked(_) => ctx.config.max_requeue,
         Outcome::Suspended => ctx.config.max_requeue,
         Outcome::NotDue { next } => until(*next),
-        Outcome::Synced(sync) if sync.failure.is_some() => {
-            retry_after(ctx.config.retry, new.consecutive_failures)
-        }
+        Outcome::Synced(sync) if sync.failure.is_some() => ctx.config.retry,
         Outcome::Synced(sync) => sync.next.map_or(ctx.config.replication_poll, until),
     };
     Ok(Action::requeue(
         wait.min(ctx.config.max_requeue) + Duration::from_millis(5),
     ))
-}
-
-/// A failing sync's next attempt: `retry`, doubled with each failure in a row up to 32
-/// times it (a target away for hours is not asked every few seconds).
-pub fn retry_after(retry: Duration, failures: i32) -> Duration {
-    let doublings = u32::try_from(failures.saturating_sub(1))
-        .unwrap_or(0)
-        .min(5);
-    retry.saturating_mul(1 << doublings)
 }
 
 fn until(t: Timestamp) -> Duration {
@@ -599,20 +586,5 @@ async fn publish_transitions(
             "Replicate",
         )
         .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_sync_backs_off_to_thirty_two_times_the_retry() {
-        let r = Duration::from_secs(10);
-        let waits: Vec<u64> = [0, 1, 2, 3, 6, 7, 1000]
-            .iter()
-            .map(|f| retry_after(r, *f).as_secs())
-            .collect();
-        assert_eq!(waits, [10, 10, 20, 40, 320, 320, 320]);
     }
 }

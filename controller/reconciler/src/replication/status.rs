@@ -59,14 +59,9 @@ pub fn next(
             condition::condition(t, ok, r, m, generation, now),
         );
     };
-    // A blocker is not a run: the same one seen again is not another failure (and not
-    // another status write).
-    let blocked = |s: &mut ReplicationPolicyStatus, r: &str, m: &str| {
-        let error = last_error(old.last_error.as_ref(), None, r, m, now);
-        if old.last_error.as_ref() != Some(&error) {
-            s.consecutive_failures = old.consecutive_failures.saturating_add(1);
-        }
-        s.last_error = Some(error);
+    let fail = |s: &mut ReplicationPolicyStatus, node: Option<&str>, r: &str, m: &str| {
+        s.last_error = Some(last_error(old.last_error.as_ref(), node, r, m, now));
+        s.consecutive_failures = old.consecutive_failures.saturating_add(1);
     };
     match outcome {
         Outcome::Blocked(b) => {
@@ -74,7 +69,7 @@ pub fn next(
             set(&mut s, kind::DEGRADED, true, b.reason, &b.message);
             let idle = "nothing is sent until this is fixed";
             set(&mut s, kind::PROGRESSING, false, b.reason, idle);
-            blocked(&mut s, b.reason, &b.message);
+            fail(&mut s, None, b.reason, &b.message);
             s.next_sync_time = None;
         }
         Outcome::Suspended => {
@@ -180,34 +175,5 @@ fn synced(
         s.last_sync_time = Some(Time(sync.ended));
         let took = sync.ended.duration_since(sync.started);
         s.last_sync_duration = Some(format!("{:.1}s", took.as_secs_f64()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn the_same_blocker_seen_again_changes_nothing_and_a_new_one_counts() {
-        let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let blocker = |message: &str| {
-            Outcome::Blocked(Blocker {
-                reason: reasons::NOT_PERMITTED,
-                message: message.to_owned(),
-            })
-        };
-        let first = next(
-            &ReplicationPolicyStatus::default(),
-            &blocker("no grant"),
-            Some(1),
-            now,
-        );
-        assert_eq!(first.consecutive_failures, 1);
-        let later = Timestamp::from_second(1_800_000_030).unwrap();
-        let again = next(&first, &blocker("no grant"), Some(1), later);
-        assert_eq!(again, first, "a repeat must not write status");
-        let other = next(&again, &blocker("another grant missing"), Some(1), later);
-        assert_eq!(other.consecutive_failures, 2);
     }
 }
