@@ -16,11 +16,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
-use serde_json::json;
 use tidepool_agent::LeaderEpoch;
 use tidepool_api::condition::{find, kind};
 use tidepool_api::dataset_grant::Access;
@@ -38,7 +36,7 @@ use tidepool_wire::{DestroySnapshots, Request, Response, SnapshotRef};
 use crate::agents::{AgentEndpoint, AgentError};
 use crate::checks::labels_of;
 use crate::node_run::inventory;
-use crate::reconcile::{Context, ReconcileError, kube_err};
+use crate::reconcile::{Context, ReconcileError};
 use crate::status::Blocker;
 use crate::{reasons, resolve, writes};
 use run::{Ends, Ran, SendContext, StepFailed};
@@ -100,7 +98,7 @@ pub async fn reconcile(
     let outcome = evaluate(&obj, &ctx, epoch, &ns, &uid, &old, now).await?;
     let new = status::next(&old, &outcome, obj.metadata.generation, now);
     if new != old {
-        write_status(&ctx, &ns, &name, &new).await?;
+        writes::apply_status::<ReplicationPolicy>(&ctx, &ns, &name, &new).await?;
         ctx.metrics.status_writes.inc();
     }
     publish_transitions(&ctx, &obj, &old, &new).await;
@@ -513,28 +511,6 @@ async fn inventories(
         read(ends.target, target.dataset.clone())
     );
     Ok((src?, dst?))
-}
-
-async fn write_status(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    status: &ReplicationPolicyStatus,
-) -> Result<(), ReconcileError> {
-    let api: Api<ReplicationPolicy> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({
-        "apiVersion": "tidepool.dev/v1alpha1",
-        "kind": "ReplicationPolicy",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(&ctx.config.field_manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(kube_err("applying the status"))?;
-    Ok(())
 }
 
 /// Events for the transitions of `Ready` and `Diverged`, and a Normal event per sync that

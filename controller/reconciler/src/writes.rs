@@ -58,10 +58,27 @@ pub async fn write_status(
     name: &str,
     status: &tidepool_api::snapshot_schedule::SnapshotScheduleStatus,
 ) -> Result<(), ReconcileError> {
-    let api: Api<SnapshotSchedule> = Api::namespaced(ctx.client.clone(), ns);
+    apply_status::<SnapshotSchedule>(ctx, ns, name, status).await
+}
+
+/// Applies `status` to object `name` of kind `K` (server-side apply, the controller's
+/// field manager, the status subresource).
+pub async fn apply_status<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), ReconcileError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({
-        "apiVersion": "tidepool.dev/v1alpha1",
-        "kind": "SnapshotSchedule",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(
