@@ -17,7 +17,7 @@ use tidepool_reconciler::PinnedAgents;
 
 use crate::agents::{AgentSpec, GuestAgent};
 use crate::guest_peers::GuestPeers;
-use crate::release::{AGENT_CALL_TIMEOUT, Release, Replica, ok};
+use crate::release::{AGENT_CALL_TIMEOUT, Release, Replica, ok, test_reconciler_config};
 use crate::zfs_vm::ZfsVm;
 
 /// How long [`wait_for`] waits.
@@ -293,6 +293,16 @@ impl Pair {
     /// Pools `<prefix>a…` and `<prefix>b…` of 512 MiB; the test makes its datasets below
     /// the roots afterwards (an inventory lists the pool's datasets at every request).
     pub async fn start(release: &Release, vm: &ZfsVm, prefix: &str) -> Pair {
+        Self::start_configured(release, vm, prefix, test_reconciler_config()).await
+    }
+
+    /// [`Self::start`] with the controller's own reconciler settings.
+    pub async fn start_configured(
+        release: &Release,
+        vm: &ZfsVm,
+        prefix: &str,
+        config: tidepool_reconciler::ReconcilerConfig,
+    ) -> Pair {
         let ns = &release.ns;
         let pool_a = vm.unique_pool_name(&format!("{prefix}a"));
         let pool_b = vm.unique_pool_name(&format!("{prefix}b"));
@@ -314,7 +324,7 @@ impl Pair {
             PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
         );
         let controller = release
-            .start_with(&replica, Some(ns.clone()), agents as _)
+            .start_configured(&replica, Some(ns.clone()), agents as _, config)
             .await;
         Pair {
             pool_a,

@@ -13,7 +13,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::ZfsNode;
-use tidepool_wire::transfer::{PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer};
+use tidepool_wire::transfer::{
+    ListTransfers, PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer,
+    TransfersInFlight,
+};
 use tidepool_wire::{OperationError, Request, Response};
 
 use crate::reasons;
@@ -205,12 +208,15 @@ pub trait Agents: Send + Sync {
 pub enum TransferCall {
     Prepare(PrepareReceive),
     Send(Box<SendToPeer>),
+    /// The agent's transfers in flight, with their progress.
+    List,
 }
 
 #[derive(Debug, Clone)]
 pub enum TransferAnswer {
     Prepared(PrepareReceiveAnswer),
     Sent(SendToPeerAnswer),
+    Listed(TransfersInFlight),
 }
 
 /// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
@@ -296,6 +302,10 @@ impl Agents for PinnedAgents {
                     .call(&token, epoch, *s)
                     .await
                     .map(TransferAnswer::Sent),
+                TransferCall::List => client
+                    .call(&token, epoch, ListTransfers {})
+                    .await
+                    .map(TransferAnswer::Listed),
             };
             answer.map_err(|source| AgentError::Call {
                 node: agent.node.clone(),

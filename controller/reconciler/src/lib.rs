@@ -40,6 +40,8 @@ use kube::{Api, Client, ResourceExt as _};
 use tidepool_api::{DatasetGrant, ReplicationPolicy, SnapshotSchedule, ZfsNode};
 use tokio::sync::watch;
 
+use replication::triggers::{NewSnapshots, PolicyTrigger, PolicyTriggers, policy_refs};
+
 pub use agents::{AgentEndpoint, AgentError, Agents, PinnedAgents};
 pub use leader::LeaseConfig;
 pub use reconcile::ReconcilerConfig;
@@ -155,13 +157,25 @@ async fn lead(
     // `managedFields` (the bulk of a small object, and never read here) 10,000 schedules
     // fit the memory goal.
     let (all3, schedule_writer) = reflector::store::<SnapshotSchedule>();
+    let (policy_triggers, policy_trigger_rx) = PolicyTriggers::channel();
+    let mut new_snapshots = NewSnapshots::default();
+    let snapshot_triggers = policy_triggers.clone();
     let schedule_stream = reflector::reflector(
         schedule_writer,
         watcher(schedules, watcher::Config::default())
             .default_backoff()
             .modify(|o| o.managed_fields_mut().clear()),
     )
-    .applied_objects();
+    .applied_objects()
+    .inspect(move |applied| {
+        if let Some(t) = applied
+            .as_ref()
+            .ok()
+            .and_then(|s| new_snapshots.on_applied(s))
+        {
+            snapshot_triggers.send(t);
+        }
+    });
     let controller = Controller::for_stream(schedule_stream, all3.clone())
         // One object is never reconciled twice at once; many objects are.
         .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency));
@@ -199,8 +213,13 @@ async fn lead(
     // A ZfsNode or grant change re-queues only the schedules it can affect, and only when
     // it changed what they read (not a heartbeat); polling these streams also keeps the
     // two stores current.
-    let node_triggers = watches::node_triggers(zfs_stream, all3.clone(), client.clone());
-    let grant_triggers = watches::grant_triggers(grant_stream, all3.clone());
+    let node_triggers = watches::node_triggers(
+        zfs_stream,
+        all3.clone(),
+        client.clone(),
+        policy_triggers.clone(),
+    );
+    let grant_triggers = watches::grant_triggers(grant_stream, all3.clone(), policy_triggers);
     let ctx_for_policies = ctx.clone();
     let ready_policies = ready_stores.clone();
     let run = controller
@@ -222,7 +241,13 @@ async fn lead(
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    let policies = replication_controller(client.clone(), config, ctx_for_policies, ready_policies);
+    let policies = replication_controller(
+        client.clone(),
+        config,
+        ctx_for_policies,
+        ready_policies,
+        policy_trigger_rx,
+    );
     let forget = forget_deleted(metrics, all3);
     let lost = leader.wait_for(Option::is_none).map(|_| ());
     tokio::select! {
@@ -240,6 +265,7 @@ async fn replication_controller(
     config: &ControllerConfig,
     ctx: Arc<reconcile::Context>,
     ready: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
+    triggers: tokio::sync::mpsc::UnboundedReceiver<PolicyTrigger>,
 ) {
     let policies: Api<ReplicationPolicy> = match &config.watch_namespace {
         Some(ns) => Api::namespaced(client, ns),
@@ -262,6 +288,7 @@ async fn replication_controller(
         .with_config(ControllerSettings::default().concurrency(config.reconciler.concurrency));
     let metrics = ctx.metrics.clone();
     let run = controller
+        .reconcile_on(policy_refs(triggers, store.clone()))
         .run(
             move |obj, ctx: Arc<reconcile::Context>| {
                 let ready = ready.clone();

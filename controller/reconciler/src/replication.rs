@@ -8,8 +8,12 @@
 //! that time); at once for a new `trigger.manual`. Every run plans from fresh inventories,
 //! so a run after a crash, a cut transfer or a lost bookkeeping call repairs what is left.
 
+pub mod dataset;
+pub mod deletion;
+pub mod progress;
 pub mod run;
 pub mod status;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,28 +27,24 @@ use tidepool_agent::LeaderEpoch;
 use tidepool_api::condition::{find, kind};
 use tidepool_api::dataset_grant::Access;
 use tidepool_api::owner::OwnerKind;
-use tidepool_api::replication_policy::{NodeTarget, ReplicationPolicyStatus};
+use tidepool_api::replication_policy::ReplicationPolicyStatus;
 use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy};
-use tidepool_plan::DatasetInventory;
-use tidepool_plan::replication::{self as planner, ReplicationInput, ResumeFailure};
+use tidepool_plan::replication::{self as planner, ResumeFailure};
 use tidepool_plan::schedule::Slots;
-use tidepool_wire::PoolInventory;
 
-use tidepool_plan::retention::{self, Protections, RetentionRules};
-use tidepool_wire::{DestroySnapshots, Request, Response, SnapshotRef};
-
-use crate::agents::{AgentEndpoint, AgentError};
+use crate::agents::AgentEndpoint;
 use crate::checks::labels_of;
-use crate::node_run::inventory;
 use crate::reconcile::{Context, ReconcileError};
 use crate::status::Blocker;
 use crate::{reasons, resolve, writes};
-use run::{Ends, Ran, SendContext, StepFailed};
+use dataset::PolicySync;
+use progress::ProgressReport;
+use run::{Ends, Ran, SendContext};
 use status::{Outcome, Sync};
 
 /// At most this many plan-and-run rounds per reconcile: a full send with intermediates is
 /// two sends, then the round that finds nothing left.
-const MAX_ROUNDS: usize = 4;
+pub(crate) const MAX_ROUNDS: usize = 4;
 
 /// What the reconciler remembers between runs of one policy (by uid): the slot it last
 /// synced for, and a resume that failed (so the next plan aborts the token).
@@ -54,9 +54,9 @@ pub struct Memory {
 }
 
 #[derive(Debug, Default, Clone)]
-struct Remembered {
+pub struct Remembered {
     slot: Option<Timestamp>,
-    resume_failed: Option<ResumeFailure>,
+    pub resume_failed: Option<ResumeFailure>,
 }
 
 impl Memory {
@@ -84,9 +84,9 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     };
     if obj.metadata.deletion_timestamp.is_some() {
-        // No finalizer yet: the replica stays (as `deletionPolicy: Retain`).
-        return Ok(Action::await_change());
+        return deletion::handle(&obj, &ctx, epoch, Timestamp::now()).await;
     }
+    deletion::ensure_finalizer(&obj, &ctx).await?;
     ctx.metrics.reconciles.inc();
     let now = Timestamp::now();
     let ns = obj
@@ -95,9 +95,10 @@ pub async fn reconcile(
     let name = obj.name_any();
     let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
     let old = obj.status.clone().unwrap_or_default();
-    let outcome = evaluate(&obj, &ctx, epoch, &ns, &uid, &old, now).await?;
+    let progress = ProgressReport::new(&ns, &name, &old);
+    let outcome = evaluate(&obj, &ctx, epoch, &uid, &progress, now).await?;
     let new = status::next(&old, &outcome, obj.metadata.generation, now);
-    if new != old {
+    if new != old || progress.written() {
         writes::apply_status::<ReplicationPolicy>(&ctx, &ns, &name, &new).await?;
         ctx.metrics.status_writes.inc();
     }
@@ -132,7 +133,10 @@ pub async fn reconcile(
         Outcome::Blocked(_) => ctx.config.max_requeue,
         Outcome::Suspended => ctx.config.max_requeue,
         Outcome::NotDue { next } => until(*next),
-        Outcome::Synced(sync) if sync.failure.is_some() => ctx.config.retry,
+        // Backing off: the target coming back (its ZfsNode changes) ends the wait at once.
+        Outcome::Synced(sync) if sync.failure.is_some() => {
+            backoff(ctx.config.retry, new.consecutive_failures)
+        }
         Outcome::Synced(sync) => sync.next.map_or(ctx.config.replication_poll, until),
     };
     Ok(Action::requeue(
@@ -140,8 +144,25 @@ pub async fn reconcile(
     ))
 }
 
+/// `retry` doubled per failure after the first, at most 32 times `retry`.
+fn backoff(retry: Duration, consecutive_failures: i32) -> Duration {
+    let doublings = u32::try_from(consecutive_failures.saturating_sub(1)).unwrap_or(0);
+    retry.saturating_mul(1 << doublings.min(5))
+}
+
 fn until(t: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+#[test]
+fn failures_back_off_doubling_up_to_32_times() {
+    let r = Duration::from_secs(2);
+    let waits: Vec<u64> = [0, 1, 2, 3, 6, 7, 100, i32::MAX]
+        .iter()
+        .map(|&n| backoff(r, n).as_secs())
+        .collect();
+    assert_eq!(waits, [2, 2, 4, 8, 64, 64, 64, 64]);
 }
 
 pub fn error_policy(
@@ -165,11 +186,11 @@ async fn evaluate(
     obj: &ReplicationPolicy,
     ctx: &Context,
     epoch: LeaderEpoch,
-    ns: &str,
     uid: &str,
-    old: &ReplicationPolicyStatus,
+    progress: &ProgressReport<'_>,
     now: Timestamp,
 ) -> Result<Outcome, ReconcileError> {
+    let (ns, old) = (progress.namespace, progress.base);
     let valid = match obj.spec.validate() {
         Ok(v) => v,
         Err(e) => return Ok(blocked(e.reason(), e.to_string())),
@@ -251,10 +272,23 @@ async fn evaluate(
         hold_tag: &hold_tag,
         step_prefix: &step_prefix,
         bandwidth_limit: valid.bandwidth_limit,
+        progress,
     };
     let pair = Ends {
         source: &ends.0,
         target: &ends.1,
+    };
+    let utc = jiff::tz::TimeZone::UTC;
+    let policy_sync = PolicySync {
+        ctx,
+        epoch,
+        ends: &pair,
+        send: &send,
+        spec: &obj.spec,
+        policy: &policy,
+        owner: &owner,
+        selection_owner: selection_owner.as_ref(),
+        time_zone: valid.schedule.as_ref().map_or(&utc, |s| &s.time_zone),
     };
     let mut sync = Sync {
         started: now,
@@ -267,78 +301,22 @@ async fn evaluate(
         manual: None,
         next,
         pruned: 0,
+        replicas: 0,
     };
-    let mut last_target = None;
-    // One plan more than rounds that run: the status reports the last plan, which must
-    // see what the last round did. (Were it the plan of the round that ran, the status
-    // would name the common snapshot that round's send replaced and whose holds it
-    // released: seen on emulated nodes, where each round finds a newer schedule snapshot.)
-    for round in 0..=MAX_ROUNDS {
-        let (src, dst) = match inventories(ctx, epoch, &pair, &source.dataset, target).await {
-            Ok(both) => both,
-            Err(f) => {
-                sync.failure = Some(f.with(&sync.ran));
-                break;
-            }
-        };
-        sync.target_newest = dst.snapshots.iter().map(|s| s.creation).max();
-        sync.resume_token_present = dst.receive_resume_token.is_some();
-        let input = ReplicationInput {
-            policy: &policy,
-            source: &src,
-            target: &dst,
-            send: &obj.spec.send,
-            selection: &source.snapshots,
-            selection_owner: selection_owner.as_ref(),
-            owner: &owner,
-            on_divergence: obj.spec.on_divergence,
-            resume_failed: memory.resume_failed.as_ref(),
-        };
-        let plan = planner::plan(&input, Timestamp::now());
-        let steps = plan.steps.clone();
-        sync.plan = Some(plan);
-        if steps.is_empty() || round == MAX_ROUNDS {
-            if steps.is_empty() {
-                last_target = Some(dst);
-            }
-            break;
-        }
-        match run::run_steps(ctx, epoch, &pair, &send, &steps).await {
-            Ok(ran) => {
-                // A resume that went through, or a token aborted: the failure is history.
-                memory.resume_failed = None;
-                sync.ran.sends += ran.sends;
-                sync.ran.bytes += ran.bytes;
-                sync.ran.rotated_to = ran.rotated_to.or(sync.ran.rotated_to.take());
-            }
-            Err(f) => {
-                sync.ran.sends += f.ran.sends;
-                sync.ran.bytes += f.ran.bytes;
-                memory.resume_failed = f.resume_failed.clone();
-                ctx.metrics.error(f.reason);
-                sync.failure = Some(f);
-                break;
+    match policy_sync.replicas().await {
+        Ok(replicas) => {
+            sync.replicas = replicas.len();
+            for (i, replica) in replicas.iter().enumerate() {
+                let one = policy_sync.dataset(replica, &mut memory).await;
+                sync.add(i == 0, one);
+                // A failed step stops the sync (a child's replica needs its parent's); a
+                // blocked dataset (e.g. diverged) does not keep the others from syncing.
+                if sync.failure.is_some() {
+                    break;
+                }
             }
         }
-    }
-    // Target retention only once the replica is up to date: nothing in flight then, and
-    // the newest common snapshot (held anyway) is protected.
-    if let (None, Some(retention), Some(dst), Some(plan)) =
-        (&sync.failure, &obj.spec.retention, &last_target, &sync.plan)
-        && plan.blocked.is_none()
-    {
-        let utc = jiff::tz::TimeZone::UTC;
-        let tz = valid.schedule.as_ref().map_or(&utc, |s| &s.time_zone);
-        let prune = TargetPrune {
-            retention,
-            time_zone: tz,
-            policy: &policy,
-            owner: &owner,
-        };
-        match prune.run(ctx, epoch, pair.target, dst, plan).await {
-            Ok(n) => sync.pruned = n,
-            Err(f) => sync.failure = Some(f.with(&sync.ran)),
-        }
+        Err(f) => sync.failure = Some(f),
     }
     sync.ended = Timestamp::now();
     if sync.failure.is_none() {
@@ -347,71 +325,6 @@ async fn evaluate(
     }
     ctx.replication_memory.set(uid, memory);
     Ok(Outcome::Synced(Box::new(sync)))
-}
-
-/// Retention on the target, over the snapshots this policy received and claimed only.
-struct TargetPrune<'a> {
-    retention: &'a tidepool_api::common::Retention,
-    time_zone: &'a jiff::tz::TimeZone,
-    policy: &'a str,
-    owner: &'a Owner,
-}
-
-impl TargetPrune<'_> {
-    /// Destroys what retention lets go; how many were destroyed.
-    async fn run(
-        &self,
-        ctx: &Context,
-        epoch: LeaderEpoch,
-        target: &AgentEndpoint,
-        dst: &DatasetInventory,
-        plan: &planner::ReplicationPlan,
-    ) -> Result<u32, EarlyFailure> {
-        let mut protections = Protections::new();
-        plan.protect(self.policy, &mut protections);
-        let rules = RetentionRules {
-            retention: self.retention,
-            time_zone: self.time_zone,
-            owner: self.owner,
-            protections: &protections,
-        };
-        let snapshots: Vec<SnapshotRef> = retention::plan_dataset(&rules, dst)
-            .destroy
-            .iter()
-            .filter_map(|d| {
-                Some(SnapshotRef {
-                    snapshot: d.full_name(&dst.dataset).ok()?,
-                    guid: d.snapshot.guid,
-                })
-            })
-            .collect();
-        if snapshots.is_empty() {
-            return Ok(0);
-        }
-        let request = Request::DestroySnapshots(DestroySnapshots {
-            snapshots,
-            owner: self.owner.clone(),
-        });
-        let failed = |e: AgentError| EarlyFailure {
-            node: target.node.clone(),
-            reason: e.reason(),
-            message: e.chain(),
-        };
-        match ctx.agents.call(target, epoch, request).await {
-            Ok(Response::SnapshotsDestroyed(d)) => {
-                ctx.metrics
-                    .snapshots_destroyed
-                    .inc_by(d.destroyed.len() as u64);
-                Ok(u32::try_from(d.destroyed.len()).unwrap_or(u32::MAX))
-            }
-            Ok(other) => Err(failed(AgentError::unexpected(
-                &target.node,
-                "DestroySnapshots",
-                &other,
-            ))),
-            Err(e) => Err(failed(e)),
-        }
-    }
 }
 
 /// Whether the namespace's grants let it use `dataset` on `node` for `access`.
@@ -460,57 +373,6 @@ fn endpoints(
         })
     };
     Ok((of(source)?, of(target)?))
-}
-
-/// A failure before any step ran (an inventory), as a step failure.
-struct EarlyFailure {
-    node: String,
-    reason: &'static str,
-    message: String,
-}
-
-impl EarlyFailure {
-    fn with(self, ran: &Ran) -> StepFailed {
-        StepFailed {
-            node: self.node,
-            reason: self.reason,
-            message: self.message,
-            resume_failed: None,
-            ran: ran.clone(),
-        }
-    }
-}
-
-/// Both datasets' inventories, read at once.
-async fn inventories(
-    ctx: &Context,
-    epoch: LeaderEpoch,
-    ends: &Ends<'_>,
-    source: &DatasetName,
-    target: &NodeTarget,
-) -> Result<(DatasetInventory, DatasetInventory), EarlyFailure> {
-    let read = |agent: &AgentEndpoint, dataset: DatasetName| {
-        let agent = agent.clone();
-        async move {
-            let pool: Arc<PoolInventory> = inventory(ctx, &agent, epoch, dataset.pool())
-                .await
-                .map_err(|p| EarlyFailure {
-                    node: agent.node.clone(),
-                    reason: p.reason(),
-                    message: p.message(),
-                })?;
-            Ok::<_, EarlyFailure>(
-                pool.dataset(&dataset)
-                    .cloned()
-                    .unwrap_or_else(|| DatasetInventory::absent(dataset)),
-            )
-        }
-    };
-    let (src, dst) = futures::join!(
-        read(ends.source, source.clone()),
-        read(ends.target, target.dataset.clone())
-    );
-    Ok((src?, dst?))
 }
 
 /// Events for the transitions of `Ready` and `Diverged`, and a Normal event per sync that

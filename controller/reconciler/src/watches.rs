@@ -9,6 +9,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tidepool_api::{DatasetGrant, SnapshotSchedule, ZfsNode};
 
+use crate::replication::triggers::{PolicyTrigger, PolicyTriggers};
 use crate::resolve::Labels;
 use crate::triggers::{
     Change, Changes, GrantView, NodeView, grant_namespaces, node_affects, selector_matches,
@@ -16,28 +17,35 @@ use crate::triggers::{
 
 type Events<K> = dyn Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send;
 
-/// The schedules each relevant `ZfsNode` change can affect.
+/// The schedules each relevant `ZfsNode` change can affect (and the node, to `policies`).
 pub fn node_triggers(
     events: impl Stream<Item = Result<watcher::Event<ZfsNode>, watcher::Error>> + Send + 'static,
     schedules: Store<SnapshotSchedule>,
     client: Client,
+    policies: PolicyTriggers,
 ) -> impl Stream<Item = ObjectRef<SnapshotSchedule>> + Send + 'static {
     changes(Box::pin(events), NodeView::of)
         .then(move |change| {
             let (schedules, client) = (schedules.clone(), client.clone());
+            if let Some(v) = change.after.as_ref().or(change.before.as_ref()) {
+                policies.send(PolicyTrigger::Node(v.node.clone()));
+            }
             async move { on_node(&change, &schedules, &client).await }
         })
         .flat_map(futures::stream::iter)
 }
 
-/// The schedules of the namespaces each grant change reaches.
+/// The schedules of the namespaces each grant change reaches (and the namespaces, to
+/// `policies`).
 pub fn grant_triggers(
     events: impl Stream<Item = Result<watcher::Event<DatasetGrant>, watcher::Error>> + Send + 'static,
     schedules: Store<SnapshotSchedule>,
+    policies: PolicyTriggers,
 ) -> impl Stream<Item = ObjectRef<SnapshotSchedule>> + Send + 'static {
     changes(Box::pin(events), GrantView::of)
         .map(move |change| {
             let namespaces = grant_namespaces(&change);
+            policies.send(PolicyTrigger::Namespaces(namespaces.clone()));
             schedules
                 .state()
                 .iter()

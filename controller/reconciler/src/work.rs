@@ -8,7 +8,9 @@ use jiff::Timestamp;
 use tidepool_api::{DatasetName, DatasetSelector, Retention, SnapshotShortName};
 use tidepool_plan::parse_snapshot_time;
 use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
-use tidepool_wire::{Owner, PoolInventory, SetCreated, SnapshotInfo, SnapshotRef};
+use tidepool_wire::{
+    DatasetInventory, Owner, PoolInventory, SetCreated, SnapshotInfo, SnapshotRef,
+};
 
 /// A dataset the schedule names is not on the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,18 +205,22 @@ pub fn all_owned(inventory: &PoolInventory, owner: &Owner) -> Vec<SnapshotRef> {
     inventory
         .datasets
         .iter()
-        .flat_map(|d| {
-            d.snapshots
-                .iter()
-                .filter(|s| s.owner.as_ref() == Some(owner))
-                .filter_map(|s| {
-                    d.dataset
-                        .snapshot(&s.name)
-                        .ok()
-                        .map(|snapshot| SnapshotRef {
-                            snapshot,
-                            guid: s.guid,
-                        })
+        .flat_map(|d| owned_in(d, owner))
+        .collect()
+}
+
+/// The snapshots of one dataset that `owner` claimed.
+pub fn owned_in(d: &DatasetInventory, owner: &Owner) -> Vec<SnapshotRef> {
+    d.snapshots
+        .iter()
+        .filter(|s| s.owner.as_ref() == Some(owner))
+        .filter_map(|s| {
+            d.dataset
+                .snapshot(&s.name)
+                .ok()
+                .map(|snapshot| SnapshotRef {
+                    snapshot,
+                    guid: s.guid,
                 })
         })
         .collect()

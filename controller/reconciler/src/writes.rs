@@ -31,15 +31,21 @@ pub async fn ensure_finalizer(obj: &SnapshotSchedule, ctx: &Context) -> Result<(
 
 /// Replaces `metadata.finalizers`, guarded by the resourceVersion read (the chart's
 /// admission policy lets the controller change nothing else on the object).
-pub async fn patch_finalizers(
-    obj: &SnapshotSchedule,
+pub async fn patch_finalizers<K>(
+    obj: &K,
     ctx: &Context,
     finalizers: Vec<String>,
-) -> Result<(), ReconcileError> {
+) -> Result<(), ReconcileError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let ns = obj
         .namespace()
         .ok_or(ReconcileError::Incomplete("namespace"))?;
-    let api: Api<SnapshotSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let patch =
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
     api.patch(

@@ -16,6 +16,7 @@ use tidepool_wire::transfer::{
 };
 use tidepool_wire::{Request, Response, SnapshotRef};
 
+use super::progress::ProgressReport;
 use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
 use crate::reconcile::Context;
 
@@ -43,6 +44,17 @@ pub struct Ran {
     pub rotated_to: Option<String>,
 }
 
+impl Ran {
+    /// Adds what a later run did.
+    pub fn add(&mut self, later: &Ran) {
+        self.sends += later.sends;
+        self.bytes += later.bytes;
+        if later.rotated_to.is_some() {
+            self.rotated_to.clone_from(&later.rotated_to);
+        }
+    }
+}
+
 /// Why a step failed, where, and whether it was a resume that failed (the next plan then
 /// aborts the token instead of resuming it again).
 #[derive(Debug, Clone)]
@@ -63,6 +75,8 @@ pub struct SendContext<'a> {
     /// Prefix of the step ids (the policy's generation), for the agents' logs and tickets.
     pub step_prefix: &'a str,
     pub bandwidth_limit: Option<u64>,
+    /// Where the progress of a running send goes.
+    pub progress: &'a ProgressReport<'a>,
 }
 
 /// Runs `steps` in order.
@@ -307,7 +321,7 @@ async fn transfer(
         .map_err(|m| failed(&ends.source.node, crate::reasons::AGENT_REFUSED, m))?;
     let binding = TransferBinding {
         owner: send.owner.clone(),
-        step: step_id,
+        step: step_id.clone(),
         source_node: ends.source.node.clone(),
     };
     let prepare = PrepareReceive {
@@ -329,7 +343,7 @@ async fn transfer(
             };
             return Err(failed(target, e.reason(), e.chain()));
         }
-        Ok(TransferAnswer::Sent(_)) => {
+        Ok(TransferAnswer::Sent(_) | TransferAnswer::Listed(_)) => {
             return Err(failed(
                 target,
                 crate::reasons::AGENT_REFUSED,
@@ -352,11 +366,14 @@ async fn transfer(
         stall_timeout_seconds: None,
     };
     let source = &ends.source.node;
-    match ctx
+    let sending = ctx
         .agents
-        .transfer(ends.source, epoch, TransferCall::Send(Box::new(call)))
-        .await
-    {
+        .transfer(ends.source, epoch, TransferCall::Send(Box::new(call)));
+    let answer = send
+        .progress
+        .around(ctx, epoch, ends.source, send.owner, &step_id, sending)
+        .await;
+    match answer {
         Ok(TransferAnswer::Sent(SendToPeerAnswer::Sent(report))) => Ok(report.bytes_sent),
         Ok(TransferAnswer::Sent(SendToPeerAnswer::Failed(e))) => {
             let node = match &e {
@@ -374,7 +391,7 @@ async fn transfer(
             });
             Err(f)
         }
-        Ok(TransferAnswer::Prepared(_)) => Err(failed(
+        Ok(TransferAnswer::Prepared(_) | TransferAnswer::Listed(_)) => Err(failed(
             source,
             crate::reasons::AGENT_REFUSED,
             "the source answered a prepare to a send".into(),

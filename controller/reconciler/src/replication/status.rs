@@ -9,6 +9,7 @@ use tidepool_api::condition::{self, kind, reason};
 use tidepool_api::replication_policy::ReplicationPolicyStatus;
 use tidepool_plan::replication::ReplicationPlan;
 
+use super::dataset::DatasetSync;
 use super::run::{Ran, StepFailed};
 use crate::reasons;
 use crate::status::{Blocker, last_error};
@@ -42,6 +43,32 @@ pub struct Sync {
     pub next: Option<Timestamp>,
     /// Snapshots target retention destroyed.
     pub pruned: u32,
+    /// How many datasets the policy replicates (more than one when `recursive`).
+    pub replicas: usize,
+}
+
+impl Sync {
+    /// Adds one dataset's sync. The plan reported is the root's, unless a later dataset's
+    /// is blocked or diverged (then the first such, so the status says what is wrong);
+    /// the lag is the root's.
+    pub fn add(&mut self, root: bool, one: DatasetSync) {
+        self.ran.add(&one.ran);
+        self.pruned += one.pruned;
+        self.resume_token_present |= one.resume_token_present;
+        if root {
+            self.target_newest = one.target_newest;
+        }
+        let troubled = |p: &Option<ReplicationPlan>| {
+            p.as_ref()
+                .is_some_and(|p| p.blocked.is_some() || p.divergence.is_some())
+        };
+        if root || (troubled(&one.plan) && !troubled(&self.plan)) {
+            self.plan = one.plan;
+        }
+        if self.failure.is_none() {
+            self.failure = one.failure;
+        }
+    }
 }
 
 pub fn next(
