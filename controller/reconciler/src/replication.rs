@@ -24,13 +24,13 @@ use tidepool_api::condition::{find, kind};
 use tidepool_api::dataset_grant::Access;
 use tidepool_api::owner::OwnerKind;
 use tidepool_api::replication_policy::{NodeTarget, ReplicationPolicyStatus};
-use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy};
+use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy, ValidReplicationPolicy};
 use tidepool_plan::DatasetInventory;
 use tidepool_plan::replication::{self as planner, ReplicationInput, ResumeFailure};
 use tidepool_plan::schedule::Slots;
 use tidepool_wire::PoolInventory;
 
-use tidepool_plan::retention::{self, Protections, RetentionRules};
+use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
 use tidepool_wire::{DestroySnapshots, Request, Response, SnapshotRef};
 
 use crate::agents::{AgentEndpoint, AgentError};
@@ -63,6 +63,11 @@ impl Memory {
     fn get(&self, uid: &str) -> Remembered {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.get(uid).cloned().unwrap_or_default()
+    }
+
+    /// The resume that failed last, which the next plan aborts instead of resuming.
+    pub(crate) fn resume_failed(&self, uid: &str) -> Option<ResumeFailure> {
+        self.get(uid).resume_failed
     }
 
     fn set(&self, uid: &str, r: Remembered) {
@@ -161,6 +166,119 @@ fn blocked(reason: &'static str, message: impl Into<String>) -> Outcome {
     })
 }
 
+/// What both the reconcile and `explain` establish before anything else: a valid spec, a
+/// `node` target, and grants on both ends (`Send` on the source, `Receive` on the target).
+pub(crate) struct Admitted<'a> {
+    pub valid: ValidReplicationPolicy<'a>,
+    pub target: &'a NodeTarget,
+}
+
+pub(crate) async fn admit<'a>(
+    obj: &'a ReplicationPolicy,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<Admitted<'a>, Blocker>, ReconcileError> {
+    let block = |reason: &'static str, message: String| Ok(Err(Blocker { reason, message }));
+    let valid = match obj.spec.validate() {
+        Ok(v) => v,
+        Err(e) => return block(e.reason(), e.to_string()),
+    };
+    let Some(target) = &obj.spec.target.node else {
+        return block(
+            reasons::TARGET_KIND_UNSUPPORTED,
+            "only `node` targets are served by this version; `ssh` and `objectStore` targets come later".into(),
+        );
+    };
+    let source = &obj.spec.source;
+    if let Err(b) = permitted(ctx, ns, &source.node_name, &source.dataset, Access::Send).await? {
+        return Ok(Err(b));
+    }
+    if let Err(b) = permitted(ctx, ns, &target.node_name, &target.dataset, Access::Receive).await? {
+        return Ok(Err(b));
+    }
+    Ok(Ok(Admitted { valid, target }))
+}
+
+/// Who takes part in a sync: the two agents, the owner the policy records on what it
+/// receives, the owner its selection picks, and `<namespace>/<name>` (its holds and
+/// bookmarks).
+pub(crate) struct Parties {
+    pub ends: (AgentEndpoint, AgentEndpoint),
+    pub owner: Owner,
+    pub selection_owner: Option<Owner>,
+    pub policy: String,
+}
+
+impl Parties {
+    pub(crate) fn of(
+        ctx: &Context,
+        obj: &ReplicationPolicy,
+        target: &NodeTarget,
+        ns: &str,
+    ) -> Result<Parties, Blocker> {
+        let source = &obj.spec.source;
+        let invalid = |e: tidepool_api::owner::OwnerError| Blocker {
+            reason: tidepool_api::condition::reason::INVALID_SPEC,
+            message: e.to_string(),
+        };
+        let ends = endpoints(ctx, &source.node_name, &target.node_name)?;
+        let owner = policy_owner(ns, &obj.name_any()).map_err(invalid)?;
+        let selection_owner = source
+            .snapshots
+            .schedule_name
+            .as_ref()
+            .map(|s| crate::owner::schedule_owner(ns, s))
+            .transpose()
+            .map_err(invalid)?;
+        Ok(Parties {
+            ends,
+            owner,
+            selection_owner,
+            policy: format!("{ns}/{}", obj.name_any()),
+        })
+    }
+
+    pub(crate) fn pair(&self) -> Ends<'_> {
+        Ends {
+            source: &self.ends.0,
+            target: &self.ends.1,
+        }
+    }
+}
+
+/// One plan from fresh inventories of both ends, and the inventories it was made from.
+pub(crate) struct Planned {
+    pub target: DatasetInventory,
+    pub plan: planner::ReplicationPlan,
+}
+
+/// Reads both inventories (through the shared cache) and plans. Sends nothing.
+pub(crate) async fn plan_once(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    obj: &ReplicationPolicy,
+    parties: &Parties,
+    target: &NodeTarget,
+    resume_failed: Option<&ResumeFailure>,
+    now: Timestamp,
+) -> Result<Planned, EarlyFailure> {
+    let source = &obj.spec.source;
+    let (src, dst) = inventories(ctx, epoch, &parties.pair(), &source.dataset, target).await?;
+    let input = ReplicationInput {
+        policy: &parties.policy,
+        source: &src,
+        target: &dst,
+        send: &obj.spec.send,
+        selection: &source.snapshots,
+        selection_owner: parties.selection_owner.as_ref(),
+        owner: &parties.owner,
+        on_divergence: obj.spec.on_divergence,
+        resume_failed,
+    };
+    let plan = planner::plan(&input, now);
+    Ok(Planned { target: dst, plan })
+}
+
 async fn evaluate(
     obj: &ReplicationPolicy,
     ctx: &Context,
@@ -170,23 +288,10 @@ async fn evaluate(
     old: &ReplicationPolicyStatus,
     now: Timestamp,
 ) -> Result<Outcome, ReconcileError> {
-    let valid = match obj.spec.validate() {
-        Ok(v) => v,
-        Err(e) => return Ok(blocked(e.reason(), e.to_string())),
+    let Admitted { valid, target } = match admit(obj, ctx, ns).await? {
+        Ok(a) => a,
+        Err(b) => return Ok(Outcome::Blocked(b)),
     };
-    let Some(target) = &obj.spec.target.node else {
-        return Ok(blocked(
-            reasons::TARGET_KIND_UNSUPPORTED,
-            "only `node` targets are served by this version; `ssh` and `objectStore` targets come later",
-        ));
-    };
-    let source = &obj.spec.source;
-    if let Err(b) = permitted(ctx, ns, &source.node_name, &source.dataset, Access::Send).await? {
-        return Ok(Outcome::Blocked(b));
-    }
-    if let Err(b) = permitted(ctx, ns, &target.node_name, &target.dataset, Access::Receive).await? {
-        return Ok(Outcome::Blocked(b));
-    }
     if obj.spec.suspend {
         return Ok(Outcome::Suspended);
     }
@@ -218,44 +323,20 @@ async fn evaluate(
             None => blocked(reasons::INVALID_SCHEDULE, "the schedule has no next slot"),
         });
     }
-    let ends = match endpoints(ctx, &source.node_name, &target.node_name) {
-        Ok(e) => e,
+    let parties = match Parties::of(ctx, obj, target, ns) {
+        Ok(p) => p,
         Err(b) => return Ok(Outcome::Blocked(b)),
     };
-    let owner = match policy_owner(ns, &obj.name_any()) {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(blocked(
-                tidepool_api::condition::reason::INVALID_SPEC,
-                e.to_string(),
-            ));
-        }
-    };
-    let selection_owner = match &source.snapshots.schedule_name {
-        Some(s) => match crate::owner::schedule_owner(ns, s) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                return Ok(blocked(
-                    tidepool_api::condition::reason::INVALID_SPEC,
-                    e.to_string(),
-                ));
-            }
-        },
-        None => None,
-    };
-    let policy = format!("{ns}/{}", obj.name_any());
+    let Parties { owner, policy, .. } = &parties;
     let step_prefix = format!("g{}", obj.metadata.generation.unwrap_or(0));
-    let hold_tag = planner::hold_tag(&policy);
+    let hold_tag = planner::hold_tag(policy);
     let send = SendContext {
-        owner: &owner,
+        owner,
         hold_tag: &hold_tag,
         step_prefix: &step_prefix,
         bandwidth_limit: valid.bandwidth_limit,
     };
-    let pair = Ends {
-        source: &ends.0,
-        target: &ends.1,
-    };
+    let pair = parties.pair();
     let mut sync = Sync {
         started: now,
         ended: now,
@@ -274,29 +355,29 @@ async fn evaluate(
     // would name the common snapshot that round's send replaced and whose holds it
     // released: seen on emulated nodes, where each round finds a newer schedule snapshot.)
     for round in 0..=MAX_ROUNDS {
-        let (src, dst) = match inventories(ctx, epoch, &pair, &source.dataset, target).await {
-            Ok(both) => both,
+        let resume_failed = memory.resume_failed.as_ref();
+        let planned = match plan_once(
+            ctx,
+            epoch,
+            obj,
+            &parties,
+            target,
+            resume_failed,
+            Timestamp::now(),
+        )
+        .await
+        {
+            Ok(p) => p,
             Err(f) => {
                 sync.failure = Some(f.with(&sync.ran));
                 break;
             }
         };
+        let dst = planned.target;
         sync.target_newest = dst.snapshots.iter().map(|s| s.creation).max();
         sync.resume_token_present = dst.receive_resume_token.is_some();
-        let input = ReplicationInput {
-            policy: &policy,
-            source: &src,
-            target: &dst,
-            send: &obj.spec.send,
-            selection: &source.snapshots,
-            selection_owner: selection_owner.as_ref(),
-            owner: &owner,
-            on_divergence: obj.spec.on_divergence,
-            resume_failed: memory.resume_failed.as_ref(),
-        };
-        let plan = planner::plan(&input, Timestamp::now());
-        let steps = plan.steps.clone();
-        sync.plan = Some(plan);
+        let steps = planned.plan.steps.clone();
+        sync.plan = Some(planned.plan);
         if steps.is_empty() || round == MAX_ROUNDS {
             if steps.is_empty() {
                 last_target = Some(dst);
@@ -323,18 +404,13 @@ async fn evaluate(
     }
     // Target retention only once the replica is up to date: nothing in flight then, and
     // the newest common snapshot (held anyway) is protected.
-    if let (None, Some(retention), Some(dst), Some(plan)) =
-        (&sync.failure, &obj.spec.retention, &last_target, &sync.plan)
-        && plan.blocked.is_none()
+    if let (None, Some(prune), Some(dst), Some(plan)) = (
+        &sync.failure,
+        TargetPrune::of(&valid, policy, owner),
+        &last_target,
+        &sync.plan,
+    ) && plan.blocked.is_none()
     {
-        let utc = jiff::tz::TimeZone::UTC;
-        let tz = valid.schedule.as_ref().map_or(&utc, |s| &s.time_zone);
-        let prune = TargetPrune {
-            retention,
-            time_zone: tz,
-            policy: &policy,
-            owner: &owner,
-        };
         match prune.run(ctx, epoch, pair.target, dst, plan).await {
             Ok(n) => sync.pruned = n,
             Err(f) => sync.failure = Some(f.with(&sync.ran)),
@@ -349,15 +425,52 @@ async fn evaluate(
     Ok(Outcome::Synced(Box::new(sync)))
 }
 
-/// Retention on the target, over the snapshots this policy received and claimed only.
-struct TargetPrune<'a> {
+/// Retention on the target, over the snapshots this policy received and claimed only. It
+/// runs once the replica is up to date (a plan with no steps left); the newest common
+/// snapshot is protected.
+pub(crate) struct TargetPrune<'a> {
     retention: &'a tidepool_api::common::Retention,
-    time_zone: &'a jiff::tz::TimeZone,
+    time_zone: jiff::tz::TimeZone,
     policy: &'a str,
     owner: &'a Owner,
 }
 
-impl TargetPrune<'_> {
+impl<'a> TargetPrune<'a> {
+    /// `None` when the policy has no retention: every snapshot on the target is kept.
+    pub(crate) fn of(
+        valid: &ValidReplicationPolicy<'a>,
+        policy: &'a str,
+        owner: &'a Owner,
+    ) -> Option<Self> {
+        Some(Self {
+            retention: valid.spec.retention.as_ref()?,
+            // Periods are counted in the schedule's time zone, UTC without one.
+            time_zone: valid
+                .schedule
+                .as_ref()
+                .map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone.clone()),
+            policy,
+            owner,
+        })
+    }
+
+    /// What retention destroys and keeps on the target, and why.
+    pub(crate) fn plan<'d>(
+        &self,
+        dst: &'d DatasetInventory,
+        plan: &planner::ReplicationPlan,
+    ) -> DatasetRetention<'d> {
+        let mut protections = Protections::new();
+        plan.protect(self.policy, &mut protections);
+        let rules = RetentionRules {
+            retention: self.retention,
+            time_zone: &self.time_zone,
+            owner: self.owner,
+            protections: &protections,
+        };
+        retention::plan_dataset(&rules, dst)
+    }
+
     /// Destroys what retention lets go; how many were destroyed.
     async fn run(
         &self,
@@ -367,15 +480,8 @@ impl TargetPrune<'_> {
         dst: &DatasetInventory,
         plan: &planner::ReplicationPlan,
     ) -> Result<u32, EarlyFailure> {
-        let mut protections = Protections::new();
-        plan.protect(self.policy, &mut protections);
-        let rules = RetentionRules {
-            retention: self.retention,
-            time_zone: self.time_zone,
-            owner: self.owner,
-            protections: &protections,
-        };
-        let snapshots: Vec<SnapshotRef> = retention::plan_dataset(&rules, dst)
+        let snapshots: Vec<SnapshotRef> = self
+            .plan(dst, plan)
             .destroy
             .iter()
             .filter_map(|d| {
@@ -463,10 +569,10 @@ fn endpoints(
 }
 
 /// A failure before any step ran (an inventory), as a step failure.
-struct EarlyFailure {
-    node: String,
-    reason: &'static str,
-    message: String,
+pub(crate) struct EarlyFailure {
+    pub node: String,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 impl EarlyFailure {
