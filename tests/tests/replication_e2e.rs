@@ -402,12 +402,12 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Step 2 reads the common snapshot from the status: wait until it has moved on.
     wait_for(&policies, "db-to-b", "a sync after resuming", || async {
-        guids(vm, &target)
-            .await
-            .iter()
-            .any(|(s, _)| *s == newest)
-            .then_some(())
+        let s = status(&policies, "db-to-b").await;
+        (condition(&s, kind::READY).map(|c| c.0) == Some("True".into())
+            && s.last_common_snapshot.is_some_and(|c| c >= newest))
+        .then_some(())
     })
     .await;
     eprintln!("explained after {:?}", started.elapsed());
