@@ -184,14 +184,27 @@ impl Release {
         http: std::net::SocketAddr,
     ) -> tokio::task::JoinHandle<()> {
         let agents = PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT);
-        self.spawn_replica(
+        self.start_serving_with(
             replica,
             watch_namespace,
             agents,
             test_reconciler_config(),
-            Some(http),
+            http,
         )
         .await
+    }
+
+    /// [`Release::start_serving`] with agents reached through `agents`.
+    pub async fn start_serving_with(
+        &self,
+        replica: &Replica,
+        watch_namespace: Option<String>,
+        agents: Arc<dyn tidepool_reconciler::Agents>,
+        reconciler: ReconcilerConfig,
+        http: std::net::SocketAddr,
+    ) -> tokio::task::JoinHandle<()> {
+        self.spawn_replica(replica, watch_namespace, agents, reconciler, Some(http))
+            .await
     }
 
     async fn spawn_replica(

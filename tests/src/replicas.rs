@@ -276,7 +276,8 @@ pub async fn print_events(cp: &crate::control_plane::ControlPlane, ns: &str, nam
 /// Two simulated nodes in one VM for a replication scenario: node `<ns>-src` serves
 /// `<pool_a>/data`, node `<ns>-dst` serves `<pool_b>/replicas` (both datasets made, both
 /// granted to the release's namespace), and one controller replica with the chart's
-/// identity whose transfers reach the target at its guest port ([`GuestPeers`]).
+/// identity whose transfers reach the target at its guest port ([`GuestPeers`]), serving
+/// its HTTP port (the explain route) on [`Pair::http`].
 pub struct Pair {
     pub pool_a: String,
     pub pool_b: String,
@@ -287,6 +288,8 @@ pub struct Pair {
     pub controller: tokio::task::JoinHandle<()>,
     /// The controller's Pod identity and agent token.
     pub replica: Replica,
+    /// Where the controller serves `/metrics` and the explain route (loopback).
+    pub http: std::net::SocketAddr,
 }
 
 impl Pair {
@@ -323,8 +326,12 @@ impl Pair {
             vm,
             PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
         );
+        let http = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        };
         let controller = release
-            .start_configured(&replica, Some(ns.clone()), agents as _, config)
+            .start_serving_with(&replica, Some(ns.clone()), agents as _, config, http)
             .await;
         Pair {
             pool_a,
@@ -335,6 +342,7 @@ impl Pair {
             agent_b,
             controller,
             replica,
+            http,
         }
     }
 }

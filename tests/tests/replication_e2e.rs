@@ -20,15 +20,23 @@
 //! 4. A second policy replicates the same source to another target while the first's
 //!    target is offline: the second keeps syncing, the first's base stays held on the
 //!    source (retention keeps one snapshot), and the first catches up when back.
+//!
+//! Between steps 1 and 2, and in 3, `tidepool explain` (the built binary, against the
+//! controller's explain route) of the suspended policy lists the `-I` send from the last
+//! common snapshot to the source's newest, and target retention keeping the common one as
+//! the replication base; of the diverged policy, the divergence with the replica's own
+//! snapshot, blocked, and no prune.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::Value;
 use serde_json::json;
 use tidepool_api::condition::kind;
 use tidepool_api::{ReplicationPolicy, SnapshotSchedule};
+use tidepool_tests::agents::tidepool_binary;
 use tidepool_tests::release::*;
 use tidepool_tests::replicas::*;
 use tidepool_tests::zfs_vm::ZfsVm;
@@ -36,6 +44,38 @@ use tokio::time::Instant;
 
 /// The policy's own retention on the target (the source's schedule keeps 3, later 1).
 const KEEP_ON_TARGET: usize = 2;
+
+/// `tidepool explain replicationpolicy/NAME` (plus `extra`) as the controller's
+/// ServiceAccount (it may `get` policies), against the replica's explain route: stdout.
+async fn explain(pair: &Pair, ns: &str, name: &str, extra: &[&str]) -> String {
+    let binary = ok(tidepool_binary());
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&binary)
+            .args(["explain", &format!("replicationpolicy/{name}"), "-n", ns])
+            .args(["--controller", &format!("http://{}", pair.http)])
+            .args(["--token", pair.replica.identity.token()])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("tidepool explain did not end within 120 s"))
+    .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tidepool explain {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn explain_json(pair: &Pair, ns: &str, name: &str) -> Value {
+    let out = explain(pair, ns, name, &["-o", "json"]).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain -o json: {e}\n{out}"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_handles_divergence() {
@@ -244,6 +284,134 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
     );
     eprintln!("chain verified after {:?}", started.elapsed());
 
+    // --- Explain, suspended: the source runs ahead of the replica, nothing is sent.
+    policies
+        .patch(
+            "db-to-b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The replica stands still once a sync in flight has ended; then the schedule takes a
+    // newer snapshot on the source. Expected from fresh zfs reads, compared with explain.
+    let (e, common, newest) = wait_for(
+        &policies,
+        "db-to-b",
+        "explain of a replica behind its source",
+        || async {
+            let on_target = guids(vm, &target).await;
+            let on_source = guids(vm, &source).await;
+            let common = on_target
+                .iter()
+                .rfind(|t| on_source.contains(t))
+                .map(|(s, _)| s.clone())?;
+            let newest = owned(vm, &source, &schedule_owner).await.pop()?;
+            let e = explain_json(&pair, &ns, "db-to-b").await;
+            let stable = guids(vm, &target).await == on_target
+                && owned(vm, &source, &schedule_owner).await.last() == Some(&newest);
+            (stable && newest > common && e["replication"]["lastCommon"]["name"] == common.as_str())
+                .then_some((e, common, newest))
+        },
+    )
+    .await;
+    eprintln!("explain -o json (suspended):\n{e:#}");
+    let r = &e["replication"];
+    assert_eq!(e["kind"], "ReplicationPolicy");
+    assert!(e.get("blocked").is_none(), "{e:#}");
+    assert_eq!(r["suspended"], true);
+    assert_eq!(r["source"]["node"], spec_a.node.as_str());
+    assert_eq!(r["source"]["dataset"], source.as_str());
+    assert_eq!(r["target"]["node"], spec_b.node.as_str());
+    assert_eq!(r["target"]["dataset"], target.as_str());
+    let sends: Vec<&Value> = r["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps: {r:#}"))
+        .iter()
+        .filter(|s| s["action"].as_str().is_some_and(|a| a.ends_with("Send")))
+        .collect();
+    assert_eq!(sends.len(), 1, "one incremental catches up: {r:#}");
+    let send = sends[0];
+    assert_eq!(send["action"], "IncrementalSend", "{send:#}");
+    assert_eq!(send["reason"], "Incremental", "{send:#}");
+    assert_eq!(
+        send["base"]["snapshot"],
+        format!("{source}@{common}"),
+        "{send:#}"
+    );
+    assert_eq!(send["to"], format!("{source}@{newest}"), "{send:#}");
+    assert_eq!(send["intermediates"], true, "-I: {send:#}");
+    let then: Vec<String> = send["then"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| format!("{} {}", t["action"], t["snapshot"]))
+        .collect();
+    assert!(
+        then.iter()
+            .any(|t| *t == format!("\"Hold\" \"{target}@{newest}\"")),
+        "after the send the new common snapshot is held on the target: {then:?}"
+    );
+    // Target retention: the policy's own snapshots only, the common one kept as the base.
+    let retention = &r["targetRetention"];
+    assert_eq!(retention["afterSteps"], true, "{retention:#}");
+    assert_eq!(retention["dataset"], target.as_str());
+    let listed: BTreeSet<String> = ["destroy", "keep"]
+        .iter()
+        .flat_map(|k| retention[*k].as_array().cloned().unwrap_or_default())
+        .map(|s| s["snapshot"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let own: BTreeSet<String> = owned(vm, &target, &policy_owner)
+        .await
+        .into_iter()
+        .map(|s| format!("{target}@{s}"))
+        .collect();
+    assert_eq!(listed, own, "retention considers exactly the policy's own");
+    let base = retention["keep"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["snapshot"] == format!("{target}@{common}"))
+        .unwrap_or_else(|| panic!("the common snapshot is not kept: {retention:#}"));
+    assert!(
+        base["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "replication base")),
+        "{base:#}"
+    );
+    let text = explain(&pair, &ns, "db-to-b", &[]).await;
+    eprintln!("tidepool explain (suspended):\n{text}");
+    for line in [
+        format!("ReplicationPolicy {ns}/db-to-b"),
+        format!(
+            "source {source} on node {} -> target {target} on node {}",
+            spec_a.node, spec_b.node
+        ),
+        "suspended: nothing is sent or destroyed".to_owned(),
+        format!("last common snapshot: {common} (guid"),
+        format!("  SEND     -I {source}@{common} {source}@"),
+        format!("target retention on {target} (once the steps above are done"),
+    ] {
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    }
+    policies
+        .patch(
+            "db-to-b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Step 2 reads the common snapshot from the status: wait until it has moved on.
+    wait_for(&policies, "db-to-b", "a sync after resuming", || async {
+        let s = status(&policies, "db-to-b").await;
+        (condition(&s, kind::READY).map(|c| c.0) == Some("True".into())
+            && s.last_common_snapshot.is_some_and(|c| c >= newest))
+        .then_some(())
+    })
+    .await;
+    eprintln!("explained after {:?}", started.elapsed());
+
     // --- 2. The target is away for several intervals; the source keeps one snapshot.
     // The replica dataset's own GUID: a re-seed would be a new dataset.
     let replica_guid = prop(vm, &target, "guid").await;
@@ -317,6 +485,30 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
     assert!(
         exists(vm, &local).await,
         "the target's own snapshot was destroyed"
+    );
+    let e = explain_json(&pair, &ns, "db-to-b").await;
+    eprintln!("explain -o json (diverged):\n{e:#}");
+    assert_eq!(e["blocked"]["reason"], "Diverged", "{e:#}");
+    let d = &e["replication"]["divergence"];
+    assert_eq!(d["kind"], "SnapshotsAfterCommon", "{e:#}");
+    assert_eq!(d["newer"], json!(["by-hand"]), "{e:#}");
+    assert!(
+        d["message"].as_str().is_some_and(|m| m.contains(&target)),
+        "{d:#}"
+    );
+    assert_eq!(
+        e["replication"]["steps"],
+        json!([]),
+        "nothing is planned: {e:#}"
+    );
+    assert!(
+        e["replication"].get("targetRetention").is_none(),
+        "a blocked plan prunes nothing: {e:#}"
+    );
+    let text = explain(&pair, &ns, "db-to-b", &[]).await;
+    assert!(
+        text.contains("blocked: Diverged:") && text.contains("diverged: SnapshotsAfterCommon:"),
+        "{text}"
     );
     policies
         .patch(

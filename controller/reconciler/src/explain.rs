@@ -1,11 +1,12 @@
 //! `GET /explain/v1/namespaces/{namespace}/{resource}/{name}` on the controller's HTTP
 //! port: the dry run of one object. What a reconcile now would take and destroy on each
-//! node, and why, from the same decision functions a reconcile uses and a fresh inventory
+//! node, or send, hold, claim and destroy between a policy's two ends, and why, from the same decision functions a reconcile uses and a fresh inventory
 //! read (the only agent call it makes; only the controller may call agents, and only the
 //! leader is heard by them). Read-only, and refused unless the caller's token may `get`
 //! the object ([`auth`]).
 
 pub mod auth;
+mod policy;
 mod schedule;
 pub mod view;
 
@@ -18,7 +19,7 @@ use http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tidepool_api::SnapshotSchedule;
+use tidepool_api::{ReplicationPolicy, SnapshotSchedule};
 
 use crate::leader::LeaseConfig;
 use crate::reconcile::Context;
@@ -140,15 +141,16 @@ async fn explain(
             "this replica is no longer the leader".into(),
         );
     };
-    match resource.as_str() {
-        "snapshotschedules" => {}
-        "replicationpolicies" => {
-            return answer(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                "explain covers SnapshotSchedules; for a ReplicationPolicy read its status (lastCommonSnapshot, Diverged, lastError)".into(),
-            );
-        }
+    let now = Timestamp::now();
+    let answered = match resource.as_str() {
+        "snapshotschedules" => match fetch::<SnapshotSchedule>(&ctx, &namespace, &name).await {
+            Ok(obj) => schedule::explain(&ctx, epoch, &obj, now).await,
+            Err(r) => return r,
+        },
+        "replicationpolicies" => match fetch::<ReplicationPolicy>(&ctx, &namespace, &name).await {
+            Ok(obj) => policy::explain(&ctx, epoch, &obj, now).await,
+            Err(r) => return r,
+        },
         other => {
             return answer(
                 StatusCode::NOT_FOUND,
@@ -156,23 +158,35 @@ async fn explain(
                 format!("no resource {other:?} here: snapshotschedules or replicationpolicies"),
             );
         }
-    }
-    let obj = match Api::<SnapshotSchedule>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&name)
-        .await
-    {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            return answer(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("snapshotschedule {namespace}/{name} not found"),
-            );
-        }
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, "ApiError", e.to_string()),
     };
-    match schedule::explain(&ctx, epoch, &obj, Timestamp::now()).await {
+    match answered {
         Ok(e) => Json(e).into_response(),
         Err(e) => answer(StatusCode::BAD_GATEWAY, e.reason(), e.to_string()),
+    }
+}
+
+/// The object from the API server, or the answer that it is not there.
+async fn fetch<K>(ctx: &Context, namespace: &str, name: &str) -> Result<K, Response>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match Api::<K>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => Err(answer(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "{} {namespace}/{name} not found",
+                K::kind(&K::DynamicType::default()).to_lowercase()
+            ),
+        )),
+        Err(e) => Err(answer(StatusCode::BAD_GATEWAY, "ApiError", e.to_string())),
     }
 }

@@ -27,8 +27,8 @@ use tidepool_agent::LeaderEpoch;
 use tidepool_api::condition::{find, kind};
 use tidepool_api::dataset_grant::Access;
 use tidepool_api::owner::OwnerKind;
-use tidepool_api::replication_policy::ReplicationPolicyStatus;
-use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy};
+use tidepool_api::replication_policy::{NodeTarget, ReplicationPolicyStatus};
+use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy, ValidReplicationPolicy};
 use tidepool_plan::replication::{self as planner, ResumeFailure};
 use tidepool_plan::schedule::Slots;
 
@@ -38,6 +38,7 @@ use crate::reconcile::{Context, ReconcileError};
 use crate::status::Blocker;
 use crate::{reasons, resolve, writes};
 use dataset::PolicySync;
+pub(crate) use dataset::{Replica, TargetPrune, plan_once};
 use progress::ProgressReport;
 use run::{Ends, Ran, SendContext};
 use status::{Outcome, Sync};
@@ -63,6 +64,11 @@ impl Memory {
     fn get(&self, uid: &str) -> Remembered {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.get(uid).cloned().unwrap_or_default()
+    }
+
+    /// The resume that failed last, which the next plan aborts instead of resuming.
+    pub(crate) fn resume_failed(&self, uid: &str) -> Option<ResumeFailure> {
+        self.get(uid).resume_failed
     }
 
     fn set(&self, uid: &str, r: Remembered) {
@@ -182,6 +188,86 @@ fn blocked(reason: &'static str, message: impl Into<String>) -> Outcome {
     })
 }
 
+/// What both the reconcile and `explain` establish before anything else: a valid spec, a
+/// `node` target, and grants on both ends (`Send` on the source, `Receive` on the target).
+pub(crate) struct Admitted<'a> {
+    pub valid: ValidReplicationPolicy<'a>,
+    pub target: &'a NodeTarget,
+}
+
+pub(crate) async fn admit<'a>(
+    obj: &'a ReplicationPolicy,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<Admitted<'a>, Blocker>, ReconcileError> {
+    let block = |reason: &'static str, message: String| Ok(Err(Blocker { reason, message }));
+    let valid = match obj.spec.validate() {
+        Ok(v) => v,
+        Err(e) => return block(e.reason(), e.to_string()),
+    };
+    let Some(target) = &obj.spec.target.node else {
+        return block(
+            reasons::TARGET_KIND_UNSUPPORTED,
+            "only `node` targets are served by this version; `ssh` and `objectStore` targets come later".into(),
+        );
+    };
+    let source = &obj.spec.source;
+    if let Err(b) = permitted(ctx, ns, &source.node_name, &source.dataset, Access::Send).await? {
+        return Ok(Err(b));
+    }
+    if let Err(b) = permitted(ctx, ns, &target.node_name, &target.dataset, Access::Receive).await? {
+        return Ok(Err(b));
+    }
+    Ok(Ok(Admitted { valid, target }))
+}
+
+/// Who takes part in a sync: the two agents, the owner the policy records on what it
+/// receives, the owner its selection picks, and `<namespace>/<name>` (its holds and
+/// bookmarks).
+pub(crate) struct Parties {
+    pub ends: (AgentEndpoint, AgentEndpoint),
+    pub owner: Owner,
+    pub selection_owner: Option<Owner>,
+    pub policy: String,
+}
+
+impl Parties {
+    pub(crate) fn of(
+        ctx: &Context,
+        obj: &ReplicationPolicy,
+        target: &NodeTarget,
+        ns: &str,
+    ) -> Result<Parties, Blocker> {
+        let source = &obj.spec.source;
+        let invalid = |e: tidepool_api::owner::OwnerError| Blocker {
+            reason: tidepool_api::condition::reason::INVALID_SPEC,
+            message: e.to_string(),
+        };
+        let ends = endpoints(ctx, &source.node_name, &target.node_name)?;
+        let owner = policy_owner(ns, &obj.name_any()).map_err(invalid)?;
+        let selection_owner = source
+            .snapshots
+            .schedule_name
+            .as_ref()
+            .map(|s| crate::owner::schedule_owner(ns, s))
+            .transpose()
+            .map_err(invalid)?;
+        Ok(Parties {
+            ends,
+            owner,
+            selection_owner,
+            policy: format!("{ns}/{}", obj.name_any()),
+        })
+    }
+
+    pub(crate) fn pair(&self) -> Ends<'_> {
+        Ends {
+            source: &self.ends.0,
+            target: &self.ends.1,
+        }
+    }
+}
+
 async fn evaluate(
     obj: &ReplicationPolicy,
     ctx: &Context,
@@ -191,23 +277,10 @@ async fn evaluate(
     now: Timestamp,
 ) -> Result<Outcome, ReconcileError> {
     let (ns, old) = (progress.namespace, progress.base);
-    let valid = match obj.spec.validate() {
-        Ok(v) => v,
-        Err(e) => return Ok(blocked(e.reason(), e.to_string())),
+    let Admitted { valid, target } = match admit(obj, ctx, ns).await? {
+        Ok(a) => a,
+        Err(b) => return Ok(Outcome::Blocked(b)),
     };
-    let Some(target) = &obj.spec.target.node else {
-        return Ok(blocked(
-            reasons::TARGET_KIND_UNSUPPORTED,
-            "only `node` targets are served by this version; `ssh` and `objectStore` targets come later",
-        ));
-    };
-    let source = &obj.spec.source;
-    if let Err(b) = permitted(ctx, ns, &source.node_name, &source.dataset, Access::Send).await? {
-        return Ok(Outcome::Blocked(b));
-    }
-    if let Err(b) = permitted(ctx, ns, &target.node_name, &target.dataset, Access::Receive).await? {
-        return Ok(Outcome::Blocked(b));
-    }
     if obj.spec.suspend {
         return Ok(Outcome::Suspended);
     }
@@ -239,56 +312,27 @@ async fn evaluate(
             None => blocked(reasons::INVALID_SCHEDULE, "the schedule has no next slot"),
         });
     }
-    let ends = match endpoints(ctx, &source.node_name, &target.node_name) {
-        Ok(e) => e,
+    let parties = match Parties::of(ctx, obj, target, ns) {
+        Ok(p) => p,
         Err(b) => return Ok(Outcome::Blocked(b)),
     };
-    let owner = match policy_owner(ns, &obj.name_any()) {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(blocked(
-                tidepool_api::condition::reason::INVALID_SPEC,
-                e.to_string(),
-            ));
-        }
-    };
-    let selection_owner = match &source.snapshots.schedule_name {
-        Some(s) => match crate::owner::schedule_owner(ns, s) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                return Ok(blocked(
-                    tidepool_api::condition::reason::INVALID_SPEC,
-                    e.to_string(),
-                ));
-            }
-        },
-        None => None,
-    };
-    let policy = format!("{ns}/{}", obj.name_any());
+    let Parties { owner, policy, .. } = &parties;
     let step_prefix = format!("g{}", obj.metadata.generation.unwrap_or(0));
-    let hold_tag = planner::hold_tag(&policy);
+    let hold_tag = planner::hold_tag(policy);
     let send = SendContext {
-        owner: &owner,
+        owner,
         hold_tag: &hold_tag,
         step_prefix: &step_prefix,
         bandwidth_limit: valid.bandwidth_limit,
         progress,
     };
-    let pair = Ends {
-        source: &ends.0,
-        target: &ends.1,
-    };
-    let utc = jiff::tz::TimeZone::UTC;
     let policy_sync = PolicySync {
         ctx,
         epoch,
-        ends: &pair,
+        parties: &parties,
         send: &send,
         spec: &obj.spec,
-        policy: &policy,
-        owner: &owner,
-        selection_owner: selection_owner.as_ref(),
-        time_zone: valid.schedule.as_ref().map_or(&utc, |s| &s.time_zone),
+        prune: TargetPrune::of(&valid, policy, owner),
     };
     let mut sync = Sync {
         started: now,

@@ -25,7 +25,8 @@ const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
   status    every SnapshotSchedule and ReplicationPolicy: ready, last/next run, lag, errors
   nodes     the agents' ZfsNodes: heartbeat, endpoint, OpenZFS version, pools, capabilities
   run-now   set the manual trigger to a fresh token; --wait until the controller ran it
-  explain   the dry run: what the planner would take and destroy now, and why";
+  explain   the dry run: what a schedule would take and destroy now, or a policy would
+            send, hold, claim and destroy on its target, and why";
 
 /// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> anyhow::Result<()> {

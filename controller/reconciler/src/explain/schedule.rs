@@ -7,14 +7,10 @@ use kube::ResourceExt as _;
 use tidepool_agent::LeaderEpoch;
 use tidepool_api::{SnapshotSchedule, ZfsNode};
 use tidepool_plan::naming;
-use tidepool_plan::retention::DatasetRetention;
 use tidepool_plan::schedule;
 use tidepool_wire::{PoolInventory, SetCreated, SnapshotRef};
 
-use super::view::{
-    DatasetPlan, Explanation, NodeExplanation, PlannedDestroy, PlannedKeep, PlannedSnapshot,
-    Problem,
-};
+use super::view::{DatasetPlan, Explanation, NodeExplanation, PlannedSnapshot, Problem};
 use crate::agents::AgentEndpoint;
 use crate::node_run::{NodePlan, NodeProblem, inventory};
 use crate::owner::schedule_owner;
@@ -42,6 +38,7 @@ pub(crate) async fn explain(
         now,
         blocked: None,
         nodes: Vec::new(),
+        replication: None,
     };
     let blocked = |reason: &str, message: String| {
         Some(Problem {
@@ -184,47 +181,14 @@ pub(crate) fn explain_node(
     if let Some((retention, tz)) = plan.valid.retention() {
         let inventory = counted.as_ref().unwrap_or(inventory);
         let plans = work::retention_plans(retention, tz, inventory, &datasets, plan.owner);
-        out.retention = Some(plans.iter().map(|p| dataset_plan(p, plan)).collect());
+        out.retention = Some(
+            plans
+                .iter()
+                .map(|p| DatasetPlan::of(p, plan.owner, Some(PLANNED_GUID)))
+                .collect(),
+        );
     }
     Ok(())
-}
-
-fn dataset_plan(p: &DatasetRetention<'_>, plan: &NodePlan<'_>) -> DatasetPlan {
-    let full = |name| p.dataset.snapshot(name).ok();
-    DatasetPlan {
-        dataset: p.dataset.clone(),
-        destroy: p
-            .destroy
-            .iter()
-            .filter_map(|d| {
-                Some(PlannedDestroy {
-                    snapshot: full(&d.snapshot.name)?,
-                    guid: d.snapshot.guid,
-                    created: d.snapshot.creation,
-                    reason: d.reason.as_str().to_owned(),
-                    message: d.message(plan.owner),
-                })
-            })
-            .collect(),
-        keep: p
-            .keep
-            .iter()
-            .filter_map(|k| {
-                Some(PlannedKeep {
-                    snapshot: full(&k.snapshot.name)?,
-                    created: k.snapshot.creation,
-                    reasons: k
-                        .reasons
-                        .to_string()
-                        .split(", ")
-                        .map(str::to_owned)
-                        .collect(),
-                    planned: k.snapshot.guid == PLANNED_GUID,
-                })
-            })
-            .collect(),
-        not_owned: p.not_owned,
-    }
 }
 
 #[cfg(test)]

@@ -15,14 +15,16 @@ use jiff::Timestamp;
 use tidepool_agent::LeaderEpoch;
 use tidepool_api::common::Retention;
 use tidepool_api::replication_policy::ReplicationPolicySpec;
-use tidepool_api::{DatasetName, Owner};
+use tidepool_api::{DatasetName, Owner, ValidReplicationPolicy};
 use tidepool_plan::DatasetInventory;
-use tidepool_plan::replication::{self as planner, ReplicationInput, ReplicationPlan};
-use tidepool_plan::retention::{self, Protections, RetentionRules};
+use tidepool_plan::replication::{
+    self as planner, ReplicationInput, ReplicationPlan, ResumeFailure,
+};
+use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
 use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, SnapshotRef};
 
-use super::run::{self, Ends, Ran, SendContext, StepFailed};
-use super::{MAX_ROUNDS, Remembered};
+use super::run::{self, Ran, SendContext, StepFailed};
+use super::{MAX_ROUNDS, Parties, Remembered};
 use crate::agents::{AgentEndpoint, AgentError};
 use crate::node_run::inventory;
 use crate::reconcile::Context;
@@ -72,22 +74,19 @@ pub fn replicas(
 }
 
 /// What stays the same for every dataset of one sync.
-pub struct PolicySync<'a> {
+pub(crate) struct PolicySync<'a> {
     pub ctx: &'a Context,
     pub epoch: LeaderEpoch,
-    pub ends: &'a Ends<'a>,
+    pub parties: &'a Parties,
     pub send: &'a SendContext<'a>,
     pub spec: &'a ReplicationPolicySpec,
-    /// `namespace/name`.
-    pub policy: &'a str,
-    pub owner: &'a Owner,
-    pub selection_owner: Option<&'a Owner>,
-    pub time_zone: &'a jiff::tz::TimeZone,
+    /// `None` without `spec.retention`.
+    pub prune: Option<TargetPrune<'a>>,
 }
 
 /// What one dataset's sync found and did.
 #[derive(Debug, Default)]
-pub struct DatasetSync {
+pub(crate) struct DatasetSync {
     /// The last plan made (after the steps ran, the one that found nothing left to do).
     pub plan: Option<ReplicationPlan>,
     pub ran: Ran,
@@ -103,13 +102,14 @@ impl PolicySync<'_> {
     /// Reads the source pool's inventory when the policy is recursive (to find the
     /// descendants), and lists the replicas.
     pub async fn replicas(&self) -> Result<Vec<Replica>, StepFailed> {
+        let ends = self.parties.pair();
         let source = &self.spec.source;
         let Some(target) = &self.spec.target.node else {
             return Ok(Vec::new());
         };
         let pool = if source.recursive {
             Some(
-                read_pool(self.ctx, self.epoch, self.ends.source, &source.dataset)
+                read_pool(self.ctx, self.epoch, ends.source, &source.dataset)
                     .await
                     .map_err(|f| f.with(&Ran::default()))?,
             )
@@ -123,7 +123,7 @@ impl PolicySync<'_> {
             pool.as_deref(),
         )
         .map_err(|message| StepFailed {
-            node: self.ends.target.node.clone(),
+            node: ends.target.node.clone(),
             reason: tidepool_api::condition::reason::INVALID_SPEC,
             message,
             resume_failed: None,
@@ -134,6 +134,7 @@ impl PolicySync<'_> {
     /// Plans and runs rounds for one dataset until nothing is left (or a step fails),
     /// then applies target retention once the replica is up to date.
     pub async fn dataset(&self, replica: &Replica, memory: &mut Remembered) -> DatasetSync {
+        let ends = self.parties.pair();
         let mut out = DatasetSync::default();
         let mut last_target = None;
         // One plan more than rounds that run: the status reports the last plan, which must
@@ -141,27 +142,26 @@ impl PolicySync<'_> {
         // would name the common snapshot that round's send replaced and whose holds it
         // released: seen on emulated nodes, where each round finds a newer schedule snapshot.)
         for round in 0..=MAX_ROUNDS {
-            let (src, dst) = match self.inventories(replica).await {
-                Ok(both) => both,
+            let planned = match plan_once(
+                self.ctx,
+                self.epoch,
+                self.spec,
+                self.parties,
+                replica,
+                memory.resume_failed.as_ref(),
+                Timestamp::now(),
+            )
+            .await
+            {
+                Ok(p) => p,
                 Err(f) => {
                     out.failure = Some(f.with(&out.ran));
                     break;
                 }
             };
+            let (dst, plan) = (planned.target, planned.plan);
             out.target_newest = dst.snapshots.iter().map(|s| s.creation).max();
             out.resume_token_present = dst.receive_resume_token.is_some();
-            let input = ReplicationInput {
-                policy: self.policy,
-                source: &src,
-                target: &dst,
-                send: &self.spec.send,
-                selection: &self.spec.source.snapshots,
-                selection_owner: self.selection_owner,
-                owner: self.owner,
-                on_divergence: self.spec.on_divergence,
-                resume_failed: memory.resume_failed.as_ref(),
-            };
-            let plan = planner::plan(&input, Timestamp::now());
             let steps = plan.steps.clone();
             out.plan = Some(plan);
             if steps.is_empty() || round == MAX_ROUNDS {
@@ -170,7 +170,7 @@ impl PolicySync<'_> {
                 }
                 break;
             }
-            match run::run_steps(self.ctx, self.epoch, self.ends, self.send, &steps).await {
+            match run::run_steps(self.ctx, self.epoch, &ends, self.send, &steps).await {
                 Ok(ran) => {
                     // A resume of this replica that went through, or its token aborted:
                     // that failure is history (another replica's is not).
@@ -195,59 +195,129 @@ impl PolicySync<'_> {
         }
         // Target retention only once the replica is up to date: nothing in flight then, and
         // the newest common snapshot (held anyway) is protected.
-        if let (None, Some(retention), Some(dst), Some(plan)) =
-            (&out.failure, &self.spec.retention, &last_target, &out.plan)
+        if let (None, Some(prune), Some(dst), Some(plan)) =
+            (&out.failure, &self.prune, &last_target, &out.plan)
             && plan.blocked.is_none()
         {
-            match self.prune(retention, dst, plan).await {
+            match prune
+                .run(self.ctx, self.epoch, ends.target, dst, plan)
+                .await
+            {
                 Ok(n) => out.pruned = n,
                 Err(f) => out.failure = Some(f.with(&out.ran)),
             }
         }
         out
     }
+}
 
-    /// Both datasets' inventories, read at once.
-    async fn inventories(
-        &self,
-        replica: &Replica,
-    ) -> Result<(DatasetInventory, DatasetInventory), EarlyFailure> {
-        let read = |agent: &AgentEndpoint, dataset: DatasetName| {
-            let agent = agent.clone();
-            async move {
-                let pool = read_pool(self.ctx, self.epoch, &agent, &dataset).await?;
-                Ok::<_, EarlyFailure>(
-                    pool.dataset(&dataset)
-                        .cloned()
-                        .unwrap_or_else(|| DatasetInventory::absent(dataset)),
-                )
-            }
-        };
-        let (src, dst) = futures::join!(
-            read(self.ends.source, replica.source.clone()),
-            read(self.ends.target, replica.target.clone())
-        );
-        Ok((src?, dst?))
+/// One plan from fresh inventories of both ends, and the target's inventory it was made
+/// from.
+pub(crate) struct Planned {
+    pub target: DatasetInventory,
+    pub plan: ReplicationPlan,
+}
+
+/// Reads both datasets' inventories at once (through the shared cache) and plans one
+/// replica. Sends nothing: `explain` uses it as the reconcile does.
+pub(crate) async fn plan_once(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    spec: &ReplicationPolicySpec,
+    parties: &Parties,
+    replica: &Replica,
+    resume_failed: Option<&ResumeFailure>,
+    now: Timestamp,
+) -> Result<Planned, EarlyFailure> {
+    let ends = parties.pair();
+    let read = |agent: &AgentEndpoint, dataset: DatasetName| {
+        let agent = agent.clone();
+        async move {
+            let pool = read_pool(ctx, epoch, &agent, &dataset).await?;
+            Ok::<_, EarlyFailure>(
+                pool.dataset(&dataset)
+                    .cloned()
+                    .unwrap_or_else(|| DatasetInventory::absent(dataset)),
+            )
+        }
+    };
+    let (src, dst) = futures::join!(
+        read(ends.source, replica.source.clone()),
+        read(ends.target, replica.target.clone())
+    );
+    let (src, dst) = (src?, dst?);
+    let input = ReplicationInput {
+        policy: &parties.policy,
+        source: &src,
+        target: &dst,
+        send: &spec.send,
+        selection: &spec.source.snapshots,
+        selection_owner: parties.selection_owner.as_ref(),
+        owner: &parties.owner,
+        on_divergence: spec.on_divergence,
+        resume_failed,
+    };
+    let plan = planner::plan(&input, now);
+    Ok(Planned { target: dst, plan })
+}
+
+/// Retention on the target, over the snapshots this policy received and claimed only. It
+/// runs once the replica is up to date (a plan with no steps left); the newest common
+/// snapshot is protected.
+pub(crate) struct TargetPrune<'a> {
+    retention: &'a Retention,
+    time_zone: jiff::tz::TimeZone,
+    policy: &'a str,
+    owner: &'a Owner,
+}
+
+impl<'a> TargetPrune<'a> {
+    /// `None` when the policy has no retention: every snapshot on the target is kept.
+    pub(crate) fn of(
+        valid: &ValidReplicationPolicy<'a>,
+        policy: &'a str,
+        owner: &'a Owner,
+    ) -> Option<Self> {
+        Some(Self {
+            retention: valid.spec.retention.as_ref()?,
+            // Periods are counted in the schedule's time zone, UTC without one.
+            time_zone: valid
+                .schedule
+                .as_ref()
+                .map_or(jiff::tz::TimeZone::UTC, |s| s.time_zone.clone()),
+            policy,
+            owner,
+        })
     }
 
-    /// Retention on the target, over the snapshots this policy received and claimed
-    /// only; how many were destroyed.
-    async fn prune(
+    /// What retention destroys and keeps on the target, and why.
+    pub(crate) fn plan<'d>(
         &self,
-        retention: &Retention,
-        dst: &DatasetInventory,
+        dst: &'d DatasetInventory,
         plan: &ReplicationPlan,
-    ) -> Result<u32, EarlyFailure> {
-        let target = self.ends.target;
+    ) -> DatasetRetention<'d> {
         let mut protections = Protections::new();
         plan.protect(self.policy, &mut protections);
         let rules = RetentionRules {
-            retention,
-            time_zone: self.time_zone,
+            retention: self.retention,
+            time_zone: &self.time_zone,
             owner: self.owner,
             protections: &protections,
         };
-        let snapshots: Vec<SnapshotRef> = retention::plan_dataset(&rules, dst)
+        retention::plan_dataset(&rules, dst)
+    }
+
+    /// Destroys what retention lets go; how many were destroyed.
+    async fn run(
+        &self,
+        ctx: &Context,
+        epoch: LeaderEpoch,
+        target: &AgentEndpoint,
+        dst: &DatasetInventory,
+        plan: &ReplicationPlan,
+    ) -> Result<u32, EarlyFailure> {
+        let snapshots: Vec<SnapshotRef> = self
+            .plan(dst, plan)
             .destroy
             .iter()
             .filter_map(|d| {
@@ -269,10 +339,9 @@ impl PolicySync<'_> {
             reason: e.reason(),
             message: e.chain(),
         };
-        match self.ctx.agents.call(target, self.epoch, request).await {
+        match ctx.agents.call(target, epoch, request).await {
             Ok(Response::SnapshotsDestroyed(d)) => {
-                self.ctx
-                    .metrics
+                ctx.metrics
                     .snapshots_destroyed
                     .inc_by(d.destroyed.len() as u64);
                 Ok(u32::try_from(d.destroyed.len()).unwrap_or(u32::MAX))
@@ -304,10 +373,10 @@ async fn read_pool(
 }
 
 /// A failure before any step ran (an inventory), as a step failure.
-struct EarlyFailure {
-    node: String,
-    reason: &'static str,
-    message: String,
+pub(crate) struct EarlyFailure {
+    pub node: String,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 impl EarlyFailure {

@@ -51,7 +51,7 @@ impl Sync {
     /// Adds one dataset's sync. The plan reported is the root's, unless a later dataset's
     /// is blocked or diverged (then the first such, so the status says what is wrong);
     /// the lag is the root's.
-    pub fn add(&mut self, root: bool, one: DatasetSync) {
+    pub(crate) fn add(&mut self, root: bool, one: DatasetSync) {
         self.ran.add(&one.ran);
         self.pruned += one.pruned;
         self.resume_token_present |= one.resume_token_present;

@@ -1,6 +1,6 @@
-//! `tidepool explain KIND/NAME --controller URL`: the dry run, from the controller's
-//! explain route (only the controller reads inventories from agents). The caller's bearer
-//! token goes with it; the controller lets in only identities that may `get` the object.
+//! `tidepool explain KIND/NAME --controller URL`: the dry run of a SnapshotSchedule or a
+//! ReplicationPolicy, from the controller's explain route (only the controller reads
+//! inventories from agents). The caller's bearer token goes with it; the controller lets in only identities that may `get` the object.
 //! In a cluster, reach the controller with `kubectl port-forward`.
 
 use std::fmt::Write as _;
@@ -10,7 +10,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tidepool_reconciler::explain::view::NodeExplanation;
+use tidepool_reconciler::explain::view::{
+    DatasetPlan, NodeExplanation, PlannedAction, PlannedStep, ReplicationExplanation, SendBase,
+    Side,
+};
 use tidepool_reconciler::explain::{self, Explanation, Problem};
 
 use super::common::{Common, Output, bearer_token};
@@ -90,31 +93,151 @@ fn render_node(out: &mut String, n: &NodeExplanation) -> std::fmt::Result {
         return writeln!(out, "  no retention: every snapshot is kept");
     };
     for p in plans {
-        for d in &p.destroy {
-            writeln!(
-                out,
-                "  DESTROY  {}  ({}, created {})",
-                d.snapshot, d.reason, d.created
-            )?;
-        }
-        for k in &p.keep {
-            let planned = if k.planned { ", to be taken" } else { "" };
-            writeln!(
-                out,
-                "  KEEP     {}  ({}{planned})",
-                k.snapshot,
-                k.reasons.join(", ")
-            )?;
-        }
-        if p.not_owned > 0 {
-            writeln!(
-                out,
-                "  {}: {} snapshot(s) not this object's: never considered",
-                p.dataset, p.not_owned
-            )?;
-        }
+        render_retention(out, p)?;
     }
     Ok(())
+}
+
+fn render_retention(out: &mut String, p: &DatasetPlan) -> std::fmt::Result {
+    for d in &p.destroy {
+        writeln!(
+            out,
+            "  DESTROY  {}  ({}, created {})",
+            d.snapshot, d.reason, d.created
+        )?;
+    }
+    for k in &p.keep {
+        let planned = if k.planned { ", to be taken" } else { "" };
+        writeln!(
+            out,
+            "  KEEP     {}  ({}{planned})",
+            k.snapshot,
+            k.reasons.join(", ")
+        )?;
+    }
+    if p.not_owned > 0 {
+        writeln!(
+            out,
+            "  {}: {} snapshot(s) not this object's: never considered",
+            p.dataset, p.not_owned
+        )?;
+    }
+    Ok(())
+}
+
+fn side(s: Side) -> &'static str {
+    match s {
+        Side::Source => "source",
+        Side::Target => "target",
+    }
+}
+
+/// One step as a line: the verb, what it acts on, and why.
+fn render_step(out: &mut String, indent: &str, s: &PlannedStep) -> std::fmt::Result {
+    let what = match &s.action {
+        PlannedAction::FullSend { snapshot } => format!("SEND     full {snapshot}"),
+        PlannedAction::IncrementalSend {
+            base,
+            to,
+            intermediates,
+        } => {
+            let flag = if *intermediates { "-I" } else { "-i" };
+            let base = match base {
+                SendBase::Snapshot(s) => s.to_string(),
+                SendBase::Bookmark(b) => b.to_string(),
+            };
+            format!("SEND     {flag} {base} {to}")
+        }
+        PlannedAction::ResumeSend { to_guid } => format!(
+            "SEND     resume -t{}",
+            to_guid.map(|g| format!(" (guid {g})")).unwrap_or_default()
+        ),
+        PlannedAction::AbortReceive { dataset } => format!("ABORT    receive -A {dataset}"),
+        PlannedAction::RotateAside { from, to } => format!("ROTATE   {from} -> {to}"),
+        PlannedAction::Hold {
+            side: s,
+            snapshot,
+            tag,
+        } => format!("HOLD     {} {snapshot} {tag}", side(*s)),
+        PlannedAction::Release {
+            side: s,
+            snapshot,
+            tag,
+        } => format!("RELEASE  {} {snapshot} {tag}", side(*s)),
+        PlannedAction::Bookmark { snapshot, bookmark } => {
+            format!("BOOKMARK {snapshot} {bookmark}")
+        }
+        PlannedAction::DestroyBookmark { bookmark } => format!("UNMARK   {bookmark}"),
+        PlannedAction::Claim { snapshots } => {
+            let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
+            format!("CLAIM    {}", names.join(","))
+        }
+    };
+    writeln!(out, "{indent}{what}  ({}: {})", s.reason, s.message)?;
+    for t in &s.then {
+        render_step(out, &format!("{indent}  then "), t)?;
+    }
+    Ok(())
+}
+
+fn render_replication(out: &mut String, r: &ReplicationExplanation) -> std::fmt::Result {
+    let target = r
+        .target
+        .as_ref()
+        .map(|t| format!("{} on node {}", t.dataset, t.node))
+        .unwrap_or_else(|| "(a target kind this version does not serve)".into());
+    writeln!(
+        out,
+        "source {} on node {} -> target {target}",
+        r.source.dataset, r.source.node
+    )?;
+    if r.suspended {
+        writeln!(
+            out,
+            "suspended: nothing is sent or destroyed; once resumed it would do the steps below"
+        )?;
+    }
+    match &r.last_common {
+        Some(c) => writeln!(
+            out,
+            "last common snapshot: {} (guid {}, created {}{})",
+            c.name,
+            c.guid,
+            c.created,
+            if c.on_source {
+                ""
+            } else {
+                ", only a bookmark on the source"
+            }
+        )?,
+        None => writeln!(out, "last common snapshot: none")?,
+    }
+    if let Some(d) = &r.divergence {
+        writeln!(out, "diverged: {}: {}", d.kind, d.message)?;
+    }
+    if r.steps.is_empty() {
+        writeln!(out, "steps: none")?;
+    } else {
+        writeln!(out, "steps:")?;
+        for s in &r.steps {
+            render_step(out, "  ", s)?;
+        }
+    }
+    match &r.target_retention {
+        Some(t) => {
+            let when = if t.after_steps {
+                "once the steps above are done, over what they leave"
+            } else {
+                "now"
+            };
+            writeln!(out, "target retention on {} ({when}):", t.plan.dataset)?;
+            render_retention(out, &t.plan)
+        }
+        None => writeln!(
+            out,
+            "target retention: none (no retention in the spec, or the plan is blocked)"
+        ),
+    }
 }
 
 /// The explanation for people: one block per node.
@@ -134,6 +257,9 @@ pub fn render(e: &Explanation) -> String {
     }
     for n in &e.nodes {
         let _ = render_node(&mut out, n);
+    }
+    if let Some(r) = &e.replication {
+        let _ = render_replication(&mut out, r);
     }
     out
 }
@@ -247,5 +373,58 @@ mod tests {
             "KEEP     tank/db@tidepool_20261203T100000Z_db  (newest, keepLast, to be taken)"
         ));
         assert!(text.contains("1 snapshot(s) not this object's"), "{text}");
+    }
+
+    #[test]
+    fn a_policy_reads_as_ends_common_snapshot_steps_and_target_retention() {
+        let e: Explanation = serde_json::from_value(serde_json::json!({
+            "kind": "ReplicationPolicy", "namespace": "team", "name": "offsite",
+            "generation": 1, "now": "2026-12-03T10:00:00Z",
+            "replication": {
+                "source": {"node": "a", "dataset": "tank/db"},
+                "target": {"node": "b", "dataset": "backup/db"},
+                "lastCommon": {"name": "s3", "guid": 3, "created": "2026-12-03T09:00:00Z",
+                               "onSource": true},
+                "steps": [{"action": "IncrementalSend", "base": {"snapshot": "tank/db@s3"},
+                           "to": "tank/db@s4", "intermediates": true,
+                           "reason": "Incremental", "message": "m",
+                           "then": [{"action": "Hold", "side": "target",
+                                     "snapshot": "backup/db@s4", "tag": "tidepool:team/offsite",
+                                     "reason": "ProtectCommon", "message": "h"}]}],
+                "targetRetention": {"afterSteps": true, "dataset": "backup/db", "notOwned": 0,
+                    "destroy": [{"snapshot": "backup/db@s1", "guid": 1,
+                                 "created": "2026-12-03T07:00:00Z",
+                                 "reason": "RetentionExpired", "message": "m"}],
+                    "keep": [{"snapshot": "backup/db@s3", "created": "2026-12-03T09:00:00Z",
+                              "reasons": ["newest", "replication base"]}]},
+            },
+        }))
+        .unwrap();
+        let text = render(&e);
+        assert!(
+            text.contains("source tank/db on node a -> target backup/db on node b"),
+            "{text}"
+        );
+        assert!(text.contains("last common snapshot: s3 (guid 3,"), "{text}");
+        assert!(
+            text.contains("  SEND     -I tank/db@s3 tank/db@s4  (Incremental: m)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    then HOLD     target backup/db@s4 tidepool:team/offsite"),
+            "{text}"
+        );
+        assert!(
+            text.contains("target retention on backup/db (once the steps above are done"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  DESTROY  backup/db@s1  (RetentionExpired"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  KEEP     backup/db@s3  (newest, replication base)"),
+            "{text}"
+        );
     }
 }
