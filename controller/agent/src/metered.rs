@@ -55,7 +55,9 @@ impl Executor for MeteredExecutor {
                 stdin: spawned.stdin,
                 stdout: Box::pin(LineCounter {
                     inner: spawned.stdout,
-                    lines,
+                    // A stream is no listing: counting its newlines cost about 7 ns a
+                    // byte on an emulated node, 5 % of the source agent's CPU.
+                    lines: (label != "zfs send").then_some(lines),
                     bytes,
                 }),
                 stderr: spawned.stderr,
@@ -70,10 +72,10 @@ impl Executor for MeteredExecutor {
     }
 }
 
-/// Counts the newlines and bytes read through it.
+/// Counts the bytes read through it, and the newlines unless `lines` is `None`.
 struct LineCounter {
     inner: BoxRead,
-    lines: IntCounter,
+    lines: Option<IntCounter>,
     bytes: IntCounter,
 }
 
@@ -87,8 +89,9 @@ impl AsyncRead for LineCounter {
         let polled = self.inner.as_mut().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             let read = &buf.filled()[before..];
-            let n = read.iter().filter(|&&b| b == b'\n').count();
-            self.lines.inc_by(n as u64);
+            if let Some(lines) = &self.lines {
+                lines.inc_by(read.iter().filter(|&&b| b == b'\n').count() as u64);
+            }
             self.bytes.inc_by(read.len() as u64);
         }
         polled

@@ -82,6 +82,8 @@ pub const COMMANDS: &[&str] = &[
     "zfs snapshot",
     "zfs destroy",
     "zfs holds",
+    "zfs send",
+    "zfs receive",
     "zfs version",
     "zpool list",
     "zpool get",
