@@ -24,7 +24,7 @@ use crate::agents::AgentEndpoint;
 use crate::owner::schedule_owner;
 use crate::reconcile::{self, Context, FINALIZER, NodeProblem, ReconcileError};
 use crate::status::{self, Blocker, Outcome};
-use crate::{reasons, work};
+use crate::{reasons, work, writes};
 
 /// Whether the bounded wait for unreachable nodes is over.
 pub fn give_up(deleted_at: Timestamp, now: Timestamp, limit: Duration) -> bool {
@@ -38,19 +38,13 @@ pub async fn handle(
     epoch: LeaderEpoch,
     now: Timestamp,
 ) -> Result<Action, ReconcileError> {
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+    let Some(remaining) = writes::finalizers_without(obj, FINALIZER) else {
         return Ok(Action::await_change());
-    }
+    };
     let ns = obj
         .namespace()
         .ok_or(ReconcileError::Incomplete("namespace"))?;
     let name = obj.name_any();
-    let remaining: Vec<String> = obj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
         reconcile::patch_finalizers(obj, ctx, remaining).await?;
         ctx.metrics.forget(&ns, &name);

@@ -29,6 +29,15 @@ pub async fn ensure_finalizer(obj: &SnapshotSchedule, ctx: &Context) -> Result<(
     patch_finalizers(obj, ctx, finalizers).await
 }
 
+/// `obj`'s finalizers without `finalizer`, or `None` when it does not carry it (then a
+/// deletion has nothing left to do for it).
+pub fn finalizers_without<K: Resource>(obj: &K, finalizer: &str) -> Option<Vec<String>> {
+    let all = obj.finalizers();
+    all.iter()
+        .any(|f| f == finalizer)
+        .then(|| all.iter().filter(|f| *f != finalizer).cloned().collect())
+}
+
 /// Replaces `metadata.finalizers`, guarded by the resourceVersion read (the chart's
 /// admission policy lets the controller change nothing else on the object).
 pub async fn patch_finalizers<K>(

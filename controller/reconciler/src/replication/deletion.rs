@@ -65,19 +65,13 @@ pub async fn handle(
     epoch: LeaderEpoch,
     now: Timestamp,
 ) -> Result<Action, ReconcileError> {
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+    let Some(remaining) = writes::finalizers_without(obj, FINALIZER) else {
         return Ok(Action::await_change());
-    }
+    };
     let ns = obj
         .namespace()
         .ok_or(ReconcileError::Incomplete("namespace"))?;
     let name = obj.name_any();
-    let remaining: Vec<String> = obj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
     let done = || {
         ctx.metrics.forget_replication(&ns, &name);
         writes::patch_finalizers(obj, ctx, remaining.clone())

@@ -51,19 +51,16 @@ impl<'a> ProgressReport<'a> {
         step: &StepId,
         send: F,
     ) -> F::Output {
-        let report = async {
-            let mut tick = tokio::time::interval(ctx.config.status_min_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The first tick is at once: a send shorter than the interval writes nothing.
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                self.once(ctx, epoch, source, owner, step).await;
+        tokio::pin!(send);
+        let mut tick = tokio::time::interval(ctx.config.status_min_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: a send shorter than the interval writes nothing.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut send => return out,
+                _ = tick.tick() => self.once(ctx, epoch, source, owner, step).await,
             }
-        };
-        tokio::select! {
-            out = send => out,
-            () = report => unreachable!("the report loop never ends"),
         }
     }
 
