@@ -356,7 +356,8 @@ mod tests {
     fn command_labels_are_bounded() {
         assert_eq!(command_label(&argv(&["zfs", "list", "-H"])), "zfs list");
         assert_eq!(command_label(&argv(&["zpool", "get", "x"])), "zpool get");
-        assert_eq!(command_label(&argv(&["zfs", "send", "a@b"])), "other");
+        assert_eq!(command_label(&argv(&["zfs", "send", "a@b"])), "zfs send");
+        assert_eq!(command_label(&argv(&["zfs", "rename", "a", "b"])), "other");
         assert_eq!(command_label(&argv(&["zfs"])), "other");
         assert_eq!(command_label(&argv(&["rm", "list"])), "other");
     }
