@@ -1,12 +1,16 @@
 //! The ReplicationPolicy reconciler, for `node` targets: validate the spec, check the
-//! namespace's grants on both ends (`Send` on the source, `Receive` on the target), read
-//! both inventories, plan with the pure planner and run its steps through the two agents
-//! ([`run`]), plan again until nothing is left, then report ([`status`]).
+//! namespace's grants on both ends (`Send` on the source, `Receive` on the target), then
+//! for each replicated dataset ([`dataset`]: the source, and its descendants when
+//! recursive) read both inventories, plan with the pure planner and run its steps through
+//! the two agents ([`run`]), plan again until nothing is left, then report ([`status`],
+//! [`progress`] while a send runs). A deleted policy lets go of its holds ([`deletion`]).
 //!
-//! When it runs: at each slot of `spec.schedule`, or without one every
-//! [`crate::ReconcilerConfig::replication_poll`] (a new source snapshot is then picked up within
-//! that time); at once for a new `trigger.manual`. Every run plans from fresh inventories,
-//! so a run after a crash, a cut transfer or a lost bookkeeping call repairs what is left.
+//! When it runs: at each slot of `spec.schedule`, or without one right after a new
+//! snapshot of a schedule covering the source ([`triggers`]) and at the latest every
+//! [`crate::ReconcilerConfig::replication_poll`]; at once for a new `trigger.manual`, a
+//! grant change or a change of either node's `ZfsNode`; a failing sync backs off. Every run
+//! plans from fresh inventories, so a run after a crash, a cut transfer or a lost
+//! bookkeeping call repairs what is left.
 
 pub mod dataset;
 pub mod deletion;
