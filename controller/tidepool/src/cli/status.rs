@@ -7,6 +7,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt as _};
 use serde::Serialize;
 use tidepool_api::condition::{find, kind};
+use tidepool_api::replication_policy::SyncProgress;
 use tidepool_api::snapshot_schedule::NodeSnapshotStatus;
 use tidepool_api::{Condition, LastError, ReplicationPolicy, SnapshotSchedule};
 
@@ -32,6 +33,9 @@ pub struct ObjectStatus {
     /// Schedules: each node's count, prune total and error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSnapshotStatus>,
+    /// Policies: the send under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SyncProgress>,
 }
 
 /// `{"items": [...]}`, as kubectl's lists.
@@ -73,6 +77,7 @@ pub fn of_schedule(s: &SnapshotSchedule) -> ObjectStatus {
         lag_seconds: None,
         last_error: st.last_error,
         nodes: st.nodes,
+        progress: None,
     }
 }
 
@@ -93,6 +98,7 @@ pub fn of_policy(p: &ReplicationPolicy, now: Timestamp) -> ObjectStatus {
             .map(|t| now.duration_since(t.0).as_secs()),
         last_error: st.last_error,
         nodes: Vec::new(),
+        progress: st.progress,
     }
 }
 
@@ -112,6 +118,14 @@ pub fn error_text(e: &LastError) -> String {
 
 fn error_cell(e: Option<&LastError>) -> String {
     e.map_or_else(|| "<none>".into(), error_text)
+}
+
+/// `sending:45%` (of the `zfs send -nP` estimate), or `sending` without one.
+fn sending(p: &SyncProgress) -> String {
+    match p.bytes_total.filter(|t| *t > 0) {
+        Some(total) => format!("sending:{}%", (p.bytes_done.min(total) * 100) / total),
+        None => "sending".into(),
+    }
 }
 
 /// The overview table, then one row per schedule and node.
@@ -134,7 +148,10 @@ pub fn render(items: &[ObjectStatus], now: Timestamp) -> String {
                 reason,
                 degraded,
                 since(o.last_run, now),
-                until(o.next_run, now),
+                // While a send runs, how far it is matters more than when the next is.
+                o.progress
+                    .as_ref()
+                    .map_or_else(|| until(o.next_run, now), sending),
                 o.lag_seconds.map_or_else(
                     || "-".into(),
                     |s| super::format::age(jiff::SignedDuration::from_secs(s)),
@@ -310,6 +327,31 @@ mod tests {
                 "changed"
             ]
         );
+    }
+
+    #[test]
+    fn a_policy_sending_shows_how_far_instead_of_the_next_sync() {
+        let p: ReplicationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
+            "metadata": {"name": "db-to-b", "namespace": "team"},
+            "spec": {"source": {"nodeName": "a", "dataset": "tank/db"},
+                     "target": {"node": {"nodeName": "b", "dataset": "backup/db"}}},
+            "status": {"nextSyncTime": "2026-12-03T11:00:00Z",
+                       "progress": {"bytesDone": 450, "bytesTotal": 1000,
+                                    "started": "2026-12-03T10:29:00Z"}},
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-12-03T10:30:00Z".parse().unwrap();
+        let o = of_policy(&p, now);
+        let text = render(std::slice::from_ref(&o), now);
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[6], "sending:45%", "{text}");
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["progress"]["bytesDone"], 450);
+        // Past the estimate (it is not an upper bound), never above 100 %.
+        let mut over = o;
+        over.progress.as_mut().unwrap().bytes_done = 1010;
+        assert!(render(&[over], now).contains("sending:100%"));
     }
 
     #[test]
