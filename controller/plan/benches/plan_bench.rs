@@ -26,7 +26,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use tidepool_api::replication_policy::{SendOptions, SnapshotSelection};
 use tidepool_api::{DatasetName, OnDivergence, Owner, Retention, SnapshotShortName};
-use tidepool_plan::replication::{self, ReplicationInput};
+use tidepool_plan::replication::{self, ReplicationInput, TargetAbilities};
 use tidepool_plan::retention::{self, Protection, Protections, RetentionRules};
 use tidepool_plan::{DatasetInventory, SnapshotInfo};
 
@@ -370,6 +370,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
                 owner: &policy,
                 on_divergence: OnDivergence::Fail,
                 resume_failed: None,
+                target_abilities: TargetAbilities::AGENT_POOL,
             };
             sends += replication::plan(&input, now).sends().count();
         }
@@ -391,6 +392,7 @@ fn run(label: &str, datasets: u64, per_dataset: u64, spacing: SignedDuration) {
                 owner: &policy,
                 on_divergence: OnDivergence::Fail,
                 resume_failed: None,
+                target_abilities: TargetAbilities::AGENT_POOL,
             };
             plans.push((r, replication::plan(&input, now)));
         }

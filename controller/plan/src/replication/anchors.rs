@@ -22,7 +22,9 @@ impl<'a> Planner<'a> {
         if let Ok(name) = src.dataset.snapshot(&to.name) {
             out.push(self.hold(Side::Source, name, to));
         }
-        if let Ok(name) = dst.dataset.snapshot(&to.name) {
+        if let Ok(name) = dst.dataset.snapshot(&to.name)
+            && self.input.target_abilities.holds
+        {
             out.push(self.hold(Side::Target, name, to));
         }
         if let Ok(bookmark) = bookmark_name(&src.dataset, to, self.input.policy) {
@@ -34,6 +36,9 @@ impl<'a> Planner<'a> {
     }
 
     fn claim(&self, created: &[&SnapshotInfo]) -> Option<Step> {
+        if !self.input.target_abilities.claims {
+            return None;
+        }
         // An `-I` stream also creates the intermediates the selection did not pick (manual
         // snapshots, another schedule's): they stay unowned on the target, so the policy's
         // retention there never destroys a snapshot it was not asked to replicate.
@@ -132,6 +137,7 @@ impl<'a> Planner<'a> {
             }
         }
         if let Some(t) = dst.snapshot_by_guid(guid)
+            && self.input.target_abilities.holds
             && !dst.has_hold(guid, self.tag.as_str())
             && let Ok(name) = dst.dataset.snapshot(&t.name)
         {

@@ -116,6 +116,7 @@ struct Setup {
     resume_failed: Option<ResumeFailure>,
     selection_owner: Option<Owner>,
     owner: Owner,
+    target_abilities: TargetAbilities,
 }
 
 impl Setup {
@@ -132,6 +133,7 @@ impl Setup {
             resume_failed: None,
             selection_owner: None,
             owner: policy_owner(),
+            target_abilities: TargetAbilities::AGENT_POOL,
         }
     }
 
@@ -146,6 +148,7 @@ impl Setup {
             owner: &self.owner,
             on_divergence: self.on_divergence,
             resume_failed: self.resume_failed.as_ref(),
+            target_abilities: self.target_abilities,
         };
         plan(&input, now())
     }
@@ -280,6 +283,59 @@ fn incremental_from_the_newest_common_snapshot_by_guid() {
     // -i when the policy skips intermediates.
     s.selection.intermediates = false;
     assert_eq!(describe(&s.plan()), ["-i tidepool_s003_h tidepool_s005_h"]);
+}
+
+#[test]
+fn a_target_without_holds_or_claims_is_protected_on_the_source_only() {
+    let abilities = TargetAbilities {
+        holds: false,
+        claims: false,
+    };
+    // After a send: the source's hold and bookmark, nothing asked of the target.
+    let mut s = Setup::new(source(&[1, 2, 3]), target(&[1])).protected(1);
+    s.target.holds.clear();
+    s.target_abilities = abilities;
+    let plan = s.plan();
+    let send = plan.sends().next().expect("send");
+    let after: Vec<String> = describe(&ReplicationPlan {
+        steps: send.on_success.clone(),
+        divergence: None,
+        blocked: None,
+        newest_common: None,
+    });
+    assert_eq!(
+        after,
+        [
+            "hold Source tidepool_s003_h",
+            "bookmark tidepool_s003_h",
+            &format!(
+                "destroy bookmark tidepool_s001_h{}",
+                bookmark_suffix(POLICY)
+            ),
+            "release Source tidepool_s001_h",
+        ]
+    );
+    // Up to date, with unclaimed, unheld copies on the target: nothing to repair there.
+    let unclaimed = || {
+        let mut t = target(&[1, 2]);
+        for s in &mut t.snapshots {
+            s.owner = None;
+        }
+        Setup::new(source(&[1, 2]), t)
+    };
+    let mut s = unclaimed();
+    s.target_abilities = abilities;
+    assert_eq!(
+        describe(&s.plan()),
+        ["hold Source tidepool_s002_h", "bookmark tidepool_s002_h"]
+    );
+    // The same with an agent's pool: the target's hold and the claim are planned.
+    let agent = describe(&unclaimed().plan());
+    assert!(
+        agent.contains(&"hold Target tidepool_s002_h".to_owned()),
+        "{agent:?}"
+    );
+    assert!(agent.contains(&"claim 2".to_owned()), "{agent:?}");
 }
 
 #[test]
@@ -1019,6 +1075,7 @@ mod simulation {
                     owner: &policy,
                     on_divergence: OnDivergence::Fail,
                     resume_failed: None,
+                    target_abilities: TargetAbilities::AGENT_POOL,
                 };
                 let plan = plan(&input, w.t);
                 if replicated {
@@ -1052,6 +1109,7 @@ mod simulation {
                         owner: &policy,
                         on_divergence: OnDivergence::Fail,
                         resume_failed: None,
+                        target_abilities: TargetAbilities::AGENT_POOL,
                     };
                     super::plan(&input, w.t).protect(POLICY, &mut protections);
                 }

@@ -64,6 +64,8 @@ struct History {
     /// Bookmark names each policy must never destroy.
     not_mine: HashSet<String>,
     not_others: HashSet<String>,
+    /// Mostly an agent's pool; sometimes a target without holds or claims (offsite).
+    abilities: TargetAbilities,
 }
 
 fn arb_per() -> impl Strategy<Value = Per> {
@@ -129,6 +131,10 @@ fn arb_history() -> impl Strategy<Value = History> {
         any::<(bool, bool, bool, bool)>(),
         (any::<bool>(), proptest::bool::weighted(0.85)),
         (any::<bool>(), any::<bool>()),
+        (
+            proptest::bool::weighted(0.75),
+            proptest::bool::weighted(0.75),
+        ),
     )
         .prop_map(
             |(
@@ -140,6 +146,7 @@ fn arb_history() -> impl Strategy<Value = History> {
                 (intermediates, rotate, failed, target_exists),
                 (encrypted, raw),
                 (by_schedule, by_prefix),
+                (holds, claims),
             )| {
                 let received_n = received_n.min(n);
                 let mut src = source(&[]);
@@ -277,6 +284,7 @@ fn arb_history() -> impl Strategy<Value = History> {
                     failed,
                     not_mine,
                     not_others,
+                    abilities: TargetAbilities { holds, claims },
                 }
             },
         )
@@ -302,6 +310,7 @@ fn plan_for(h: &History, policy: &str) -> ReplicationPlan {
             OnDivergence::Fail
         },
         resume_failed: h.failed.then_some(&failure),
+        target_abilities: h.abilities,
     };
     plan(&input, now())
 }
@@ -392,6 +401,20 @@ fn check_plan(
     }
     for send in plan.sends() {
         prop_assert_eq!(send.flags.raw, raw, "raw flag");
+    }
+
+    // Nothing is asked of a target that cannot do it, in the plan or after any send.
+    let followups = plan.sends().flat_map(|s| s.on_success.iter());
+    for step in plan.steps.iter().chain(followups) {
+        match &step.action {
+            Action::Hold {
+                side: Side::Target, ..
+            } => prop_assert!(h.abilities.holds, "a hold on a target without holds"),
+            Action::SetOwner { .. } => {
+                prop_assert!(h.abilities.claims, "a claim on a target without claims");
+            }
+            _ => {}
+        }
     }
 
     // A stale token is aborted first; a good one is resumed and nothing else happens. (A
@@ -591,7 +614,9 @@ fn check_plan(
                     &|a| matches!(a, Action::Hold { side: sd, guid, .. } if *sd == side && *guid == c.guid),
                 )
         };
-        prop_assert!(held_on(Side::Target, dst), "common not held on the target");
+        if h.abilities.holds {
+            prop_assert!(held_on(Side::Target, dst), "common not held on the target");
+        }
         if c.on_source {
             prop_assert!(held_on(Side::Source, src), "common not held on the source");
             let s = src.snapshot_by_guid(c.guid).expect("on source");

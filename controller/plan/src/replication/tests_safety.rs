@@ -16,6 +16,7 @@ fn plan_as(s: &Setup, policy: &str) -> ReplicationPlan {
         owner: &owner,
         on_divergence: s.on_divergence,
         resume_failed: s.resume_failed.as_ref(),
+        target_abilities: TargetAbilities::AGENT_POOL,
     };
     plan(&input, now())
 }
@@ -143,6 +144,7 @@ fn foreign_bookmarks_with_the_policys_suffix_survive_every_plan() {
                 resume_failed: None,
                 selection_owner: None,
                 owner: s.owner.clone(),
+                target_abilities: s.target_abilities,
             };
             with.source.snapshots.insert(0, snap(0));
             with.source.bookmarks.extend(foreign.iter().cloned());

@@ -33,6 +33,29 @@ pub struct ReplicationInput<'a> {
     pub on_divergence: OnDivergence,
     /// The last attempt to resume failed because the token was stale or invalid.
     pub resume_failed: Option<&'a ResumeFailure>,
+    /// What the target can keep besides the stream.
+    pub target_abilities: TargetAbilities,
+}
+
+/// What a target can keep besides the received stream. A pool behind a Tidepool agent can
+/// do all of it; the offsite kinds to come cannot (an SSH host may refuse `zfs hold` to a
+/// restricted user; object storage has neither holds nor user properties). Without holds
+/// the common snapshot is protected on the source only (its hold and bookmark); without
+/// claims nothing on the target is the policy's, so target retention destroys nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetAbilities {
+    /// `zfs hold` on the target's copy of the common snapshot.
+    pub holds: bool,
+    /// `tidepool.dev:owner` set locally on received snapshots (the claim retention needs).
+    pub claims: bool,
+}
+
+impl TargetAbilities {
+    /// A ZFS pool on a node with a Tidepool agent.
+    pub const AGENT_POOL: Self = Self {
+        holds: true,
+        claims: true,
+    };
 }
 
 /// A failed `zfs send -t` / `zfs receive -s`, as the controller saw it.

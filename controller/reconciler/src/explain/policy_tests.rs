@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use tidepool_api::DatasetName;
-use tidepool_plan::replication::{self as planner, ReplicationInput};
+use tidepool_plan::replication::{self as planner, ReplicationInput, TargetAbilities};
 use tidepool_wire::SnapshotInfo;
 
 use super::*;
@@ -80,6 +80,7 @@ fn explained(
         owner: &owner,
         on_divergence: obj.spec.on_divergence,
         resume_failed: None,
+        target_abilities: TargetAbilities::AGENT_POOL,
     };
     let plan = planner::plan(&input, "2026-12-02T00:00:00Z".parse().unwrap());
     let prune = TargetPrune::of(&valid, POLICY, &owner);

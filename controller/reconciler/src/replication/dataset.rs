@@ -18,7 +18,7 @@ use tidepool_api::replication_policy::ReplicationPolicySpec;
 use tidepool_api::{DatasetName, Owner, ValidReplicationPolicy};
 use tidepool_plan::DatasetInventory;
 use tidepool_plan::replication::{
-    self as planner, ReplicationInput, ReplicationPlan, ResumeFailure,
+    self as planner, ReplicationInput, ReplicationPlan, ResumeFailure, TargetAbilities,
 };
 use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
 use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, SnapshotRef};
@@ -256,6 +256,7 @@ pub(crate) async fn plan_once(
         owner: &parties.owner,
         on_divergence: spec.on_divergence,
         resume_failed,
+        target_abilities: TargetAbilities::AGENT_POOL,
     };
     let plan = planner::plan(&input, now);
     Ok(Planned { target: dst, plan })
