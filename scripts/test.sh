@@ -20,6 +20,9 @@ cargo fmt --version >/dev/null && cargo clippy --version >/dev/null
 # run recompiles only Tidepool's own crates, not every dependency.
 if [ -n "${CI:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="${TIDEPOOL_CACHE:-$HOME/.cache/tidepool}/cargo-target"
+  # A fresh clone is compiled once: incremental state (about 15 GB for the test binaries)
+  # would only fill the disk run after run.
+  export CARGO_INCREMENTAL=0
 fi
 
 step "control plane: kube-apiserver, etcd, kubectl, helm (built from Go modules, cached)"
