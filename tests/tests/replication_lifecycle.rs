@@ -244,6 +244,17 @@ async fn recursive_triggered_progress_and_deletion() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     wait_gone(&policies, "big").await;
+    let said = events_about(cp, &ns, "big").await;
+    assert!(
+        said.iter().any(|e| e.reason.as_deref() == Some("Released")
+            && e.note
+                .as_deref()
+                .is_some_and(|n| n.contains("the replica is kept"))),
+        "a Released event says what was let go: {:?}",
+        said.iter()
+            .map(|e| (&e.reason, &e.note))
+            .collect::<Vec<_>>()
+    );
     assert!(
         !all_hold_tags(vm, &big).await.contains(&big_tag),
         "source hold released"

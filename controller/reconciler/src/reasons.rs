@@ -33,5 +33,8 @@ pub const TARGET_KIND_UNSUPPORTED: &str = "TargetKindUnsupported";
 pub const SYNCED: &str = "Synced";
 /// The target diverged from the source (`Diverged=True`).
 pub const DIVERGED: &str = "Diverged";
+/// A deleted policy let go of its holds and bookmarks (and, with `Delete`, destroyed its
+/// snapshots on the replicas) (Normal event).
+pub const RELEASED: &str = "Released";
 /// A diverged target was renamed aside and a new replica seeded (`onDivergence: Rotate`).
 pub const ROTATED: &str = "Rotated";

@@ -105,7 +105,15 @@ pub async fn handle(
                         "; the replica is kept (deletionPolicy Retain)".to_owned()
                     }
                 );
-                writes::publish(ctx, obj, EventType::Normal, reasons::PRUNED, note, "Delete").await;
+                writes::publish(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    reasons::RELEASED,
+                    note,
+                    "Delete",
+                )
+                .await;
             }
             done().await?;
             Ok(Action::await_change())
