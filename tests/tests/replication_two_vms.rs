@@ -212,25 +212,24 @@ async fn a_chain_of_incrementals_replicates_from_one_vm_to_another() {
         "{st:#?}"
     );
     let tag = format!("tidepool:{ns}/db-to-b");
+    // Held on both sides and bookmarked, seen in one poll: each new schedule snapshot
+    // triggers a sync that moves the common snapshot on between separate reads.
     let common = wait_for(
         &policies,
         "db-to-b",
-        "the common snapshot held on both sides",
+        "the common snapshot held on both sides and bookmarked on the source",
         || async {
             let c = status(&policies, "db-to-b").await.last_common_snapshot?;
             let src = hold_tags(&vm_a, &format!("{SOURCE}@{c}")).await;
             let dst = hold_tags(&vm_b, &format!("{TARGET}@{c}")).await;
-            (src.contains(&tag) && dst.contains(&tag)).then_some(c)
+            let marked = bookmarks(&vm_a, SOURCE)
+                .await
+                .iter()
+                .any(|b| b.starts_with(&format!("{SOURCE}#{c}_tp")));
+            (src.contains(&tag) && dst.contains(&tag) && marked).then_some(c)
         },
     )
     .await;
-    let marks = bookmarks(&vm_a, SOURCE).await;
-    assert!(
-        marks
-            .iter()
-            .any(|b| b.starts_with(&format!("{SOURCE}#{common}_tp"))),
-        "the common snapshot {common} is bookmarked on the source: {marks:?}"
-    );
 
     // GUIDs, read fresh in each guest: every snapshot both sides hold is the same one, and
     // the held common snapshot is among them.
