@@ -16,6 +16,7 @@
 pub mod agents;
 pub mod chart;
 pub mod control_plane;
+pub mod far_host;
 pub mod guest_peers;
 pub mod host_agents;
 pub mod kubelet;

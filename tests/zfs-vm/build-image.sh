@@ -265,6 +265,13 @@ kver=$(sed -n 's/^kernel=//p' "$base/base-manifest")
 zfs_pkg=$(sed -n 's/^zfs_dkms=//p' "$base/base-manifest")
 mount_chroot
 
+# OpenSSH for the ssh-target tests: a far host's sshd and the source agent's client.
+# The tests start sshd themselves, with host keys of their own; none ships in the image.
+in_root apt-get update -q >&2
+in_root apt-get install -y -q --no-install-recommends openssh-server openssh-client >&2
+in_root apt-get clean
+rm -rf "$root"/var/lib/apt/lists/* "$root"/etc/ssh/ssh_host_*
+
 # A small initramfs: unpacking Debian's default one (32 MB, MODULES=most) and letting its
 # udev load every driver took about 25 s of a TCG boot. virtio_pci is built in.
 cat >"$root/etc/initramfs-tools/conf.d/tidepool" <<'EOF'

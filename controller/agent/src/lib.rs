@@ -13,6 +13,7 @@
 //!   the transport alone;
 //! - [`transfer`]: replication streams agent to agent, brokered by the controller with
 //!   one-time tickets the target mints;
+//! - [`remote`]: the same operations, and sends, on a far host over SSH (`ssh` targets);
 //! - [`zfs_ops`]: the real operations (`tidepool-wire`'s `TakeSnapshots`,
 //!   `DestroySnapshots`, `InventoryRequest`) on the node's pools, with inventories refreshed
 //!   by change ([`inventory_cache`]) and every zfs command measured ([`metered`],
@@ -28,6 +29,7 @@ pub mod inventory_cache;
 pub mod metered;
 pub mod metrics;
 pub mod operation;
+pub mod remote;
 pub mod roots;
 pub mod server;
 pub mod tls;

@@ -39,6 +39,7 @@ use crate::{
 };
 use tidepool_wire::bookkeeping::Bookkeeping;
 use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
+use tidepool_wire::ssh::{RemoteRequest, SendToSsh};
 use tidepool_wire::transfer::{ListTransfers, PrepareReceive, SendToPeer};
 
 /// A client that opens a connection and never finishes the handshake (or never sends its
@@ -261,7 +262,9 @@ pub fn router(state: Arc<AgentState>) -> Router {
             .route(Bookkeeping::PATH, post(bookkeeping::bookkeeping))
             .route(PrepareReceive::PATH, post(transfer::prepare_receive))
             .route(SendToPeer::PATH, post(transfer::send_to_peer))
-            .route(ListTransfers::PATH, post(transfer::list_transfers));
+            .route(ListTransfers::PATH, post(transfer::list_transfers))
+            .route(RemoteRequest::PATH, post(crate::remote::remote))
+            .route(SendToSsh::PATH, post(crate::remote::send::send_to_ssh));
     }
     let mut routes = routes.route_layer(middleware::from_fn_with_state(
         state.clone(),

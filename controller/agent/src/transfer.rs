@@ -13,7 +13,7 @@ pub mod codec;
 pub mod peer;
 pub mod pipe;
 mod receive;
-mod send;
+pub(crate) mod send;
 pub mod ticket;
 
 use std::collections::HashMap;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::ZfsNode;
+use tidepool_wire::ssh::SendToSsh;
 use tidepool_wire::transfer::{
     ListTransfers, PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer,
     TransfersInFlight,
@@ -125,10 +126,8 @@ impl AgentError {
                 ) => reasons::OUTSIDE_AGENT_ROOTS,
                 OperationError::InvalidRequest(_) => reasons::AGENT_REFUSED,
                 // The zfs layer's bounded kind, as the agent sends it.
-                OperationError::Zfs { kind, .. } if kind == "OutOfSpace" => reasons::POOL_FULL,
-                OperationError::Zfs { .. } | OperationError::Unknown { .. } => {
-                    tidepool_api::condition::reason::ZFS_ERROR
-                }
+                OperationError::Zfs { kind, .. } => reasons::of_zfs_kind(kind),
+                OperationError::Unknown { .. } => tidepool_api::condition::reason::ZFS_ERROR,
             },
             AgentError::Unexpected { .. } => reasons::AGENT_REFUSED,
             AgentError::Shared(e) => e.reason(),
@@ -208,6 +207,8 @@ pub trait Agents: Send + Sync {
 pub enum TransferCall {
     Prepare(PrepareReceive),
     Send(Box<SendToPeer>),
+    /// `zfs send` into `zfs receive` on a far host over SSH (answered like `Send`).
+    SendSsh(Box<SendToSsh>),
     /// The agent's transfers in flight, with their progress.
     List,
 }
@@ -302,6 +303,11 @@ impl Agents for PinnedAgents {
                     .call(&token, epoch, *s)
                     .await
                     .map(TransferAnswer::Sent),
+                TransferCall::SendSsh(s) => client
+                    .with_timeout(self.send_timeout)
+                    .call(&token, epoch, *s)
+                    .await
+                    .map(TransferAnswer::Sent),
                 TransferCall::List => client
                     .call(&token, epoch, ListTransfers {})
                     .await
@@ -329,6 +335,7 @@ impl Agents for PinnedAgents {
                 Request::DestroySnapshots(d) => client.call(token, epoch, d).await,
                 Request::Inventory(i) => client.call(token, epoch, i).await,
                 Request::Bookkeeping(b) => client.call(token, epoch, b).await,
+                Request::Remote(r) => client.call(token, epoch, r).await,
             };
             answer.map_err(|source| AgentError::Call {
                 node: agent.node.clone(),

@@ -29,6 +29,27 @@ pub const TARGET_UNREACHABLE: &str = "TargetUnreachable";
 pub const TRANSFER_INTERRUPTED: &str = "TransferInterrupted";
 /// The policy's target kind (`ssh`, `objectStore`) is not served by this version.
 pub const TARGET_KIND_UNSUPPORTED: &str = "TargetKindUnsupported";
+/// An `ssh` target's Secret is missing, lacks a key, or holds something unusable.
+pub const SECRET_INVALID: &str = "SecretInvalid";
+/// The far host presented a host key its `known_hosts` does not list (never accepted).
+pub const HOST_KEY_MISMATCH: &str = "HostKeyMismatch";
+/// The far host refused the login (key or user).
+pub const TARGET_AUTHENTICATION_FAILED: &str = "TargetAuthenticationFailed";
+/// zfs refused an operation for want of permission (a far host's forced command, or its
+/// login's `zfs allow` delegation).
+pub const PERMISSION_DENIED: &str = "PermissionDenied";
+
+/// The status reason of a zfs layer error kind, as agents send it.
+pub fn of_zfs_kind(kind: &str) -> &'static str {
+    match kind {
+        "OutOfSpace" => POOL_FULL,
+        "HostKeyMismatch" => HOST_KEY_MISMATCH,
+        "AuthenticationFailed" => TARGET_AUTHENTICATION_FAILED,
+        "HostUnreachable" => TARGET_UNREACHABLE,
+        "PermissionDenied" => PERMISSION_DENIED,
+        _ => tidepool_api::condition::reason::ZFS_ERROR,
+    }
+}
 /// A replica is up to date with its source (Normal event after a sync that sent data).
 pub const SYNCED: &str = "Synced";
 /// The target diverged from the source (`Diverged=True`).

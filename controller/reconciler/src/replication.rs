@@ -1,4 +1,4 @@
-//! The ReplicationPolicy reconciler, for `node` targets: validate the spec, check the
+//! The ReplicationPolicy reconciler, for `node` and `ssh` targets ([`target`]): validate the spec, check the
 //! namespace's grants on both ends (`Send` on the source, `Receive` on the target), then
 //! for each replicated dataset ([`dataset`]: the source, and its descendants when
 //! recursive) read both inventories, plan with the pure planner and run its steps through
@@ -17,6 +17,7 @@ pub mod deletion;
 pub mod progress;
 pub mod run;
 pub mod status;
+pub mod target;
 pub mod triggers;
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ use tidepool_agent::LeaderEpoch;
 use tidepool_api::condition::{find, kind};
 use tidepool_api::dataset_grant::Access;
 use tidepool_api::owner::OwnerKind;
-use tidepool_api::replication_policy::{NodeTarget, ReplicationPolicyStatus};
+use tidepool_api::replication_policy::ReplicationPolicyStatus;
 use tidepool_api::{DatasetGrant, DatasetName, Owner, ReplicationPolicy, ValidReplicationPolicy};
 use tidepool_plan::replication::{self as planner, ResumeFailure};
 use tidepool_plan::schedule::Slots;
@@ -46,6 +47,8 @@ pub(crate) use dataset::{Replica, TargetPrune, plan_once};
 use progress::ProgressReport;
 use run::{Ends, Ran, SendContext};
 use status::{Outcome, Sync};
+pub use target::TargetEnd;
+pub(crate) use target::TargetRef;
 
 /// At most this many plan-and-run rounds per reconcile: a full send with intermediates is
 /// two sends, then the round that finds nothing left.
@@ -193,10 +196,12 @@ fn blocked(reason: &'static str, message: impl Into<String>) -> Outcome {
 }
 
 /// What both the reconcile and `explain` establish before anything else: a valid spec, a
-/// `node` target, and grants on both ends (`Send` on the source, `Receive` on the target).
+/// target kind this version serves, and grants (`Send` on the source; `Receive` on a
+/// target node: a host outside the cluster has no grant of its own, the policy's Secret
+/// is its credential).
 pub(crate) struct Admitted<'a> {
     pub valid: ValidReplicationPolicy<'a>,
-    pub target: &'a NodeTarget,
+    pub target: TargetRef<'a>,
 }
 
 pub(crate) async fn admit<'a>(
@@ -209,65 +214,79 @@ pub(crate) async fn admit<'a>(
         Ok(v) => v,
         Err(e) => return block(e.reason(), e.to_string()),
     };
-    let Some(target) = &obj.spec.target.node else {
+    let Some(target) = TargetRef::of(&obj.spec) else {
         return block(
             reasons::TARGET_KIND_UNSUPPORTED,
-            "only `node` targets are served by this version; `ssh` and `objectStore` targets come later".into(),
+            "`node` and `ssh` targets are served by this version; `objectStore` comes later".into(),
         );
     };
     let source = &obj.spec.source;
     if let Err(b) = permitted(ctx, ns, &source.node_name, &source.dataset, Access::Send).await? {
         return Ok(Err(b));
     }
-    if let Err(b) = permitted(ctx, ns, &target.node_name, &target.dataset, Access::Receive).await? {
+    if let TargetRef::Node(node) = target
+        && let Err(b) = permitted(ctx, ns, &node.node_name, &node.dataset, Access::Receive).await?
+    {
         return Ok(Err(b));
     }
     Ok(Ok(Admitted { valid, target }))
 }
 
-/// Who takes part in a sync: the two agents, the owner the policy records on what it
-/// receives, the owner its selection picks, and `<namespace>/<name>` (its holds and
-/// bookmarks).
+/// Who takes part in a sync: the source agent and the target, the owner the policy
+/// records on what it receives, the owner its selection picks, and `<namespace>/<name>`
+/// (its holds and bookmarks).
 pub(crate) struct Parties {
-    pub ends: (AgentEndpoint, AgentEndpoint),
+    pub source: AgentEndpoint,
+    pub target: TargetEnd,
     pub owner: Owner,
     pub selection_owner: Option<Owner>,
     pub policy: String,
 }
 
 impl Parties {
-    pub(crate) fn of(
+    pub(crate) async fn of(
         ctx: &Context,
         obj: &ReplicationPolicy,
-        target: &NodeTarget,
+        target: TargetRef<'_>,
         ns: &str,
-    ) -> Result<Parties, Blocker> {
+    ) -> Result<Result<Parties, Blocker>, ReconcileError> {
         let source = &obj.spec.source;
         let invalid = |e: tidepool_api::owner::OwnerError| Blocker {
             reason: tidepool_api::condition::reason::INVALID_SPEC,
             message: e.to_string(),
         };
-        let ends = endpoints(ctx, &source.node_name, &target.node_name)?;
-        let owner = policy_owner(ns, &obj.name_any()).map_err(invalid)?;
-        let selection_owner = source
-            .snapshots
-            .schedule_name
-            .as_ref()
-            .map(|s| crate::owner::schedule_owner(ns, s))
-            .transpose()
-            .map_err(invalid)?;
-        Ok(Parties {
-            ends,
+        let source_agent = match endpoint(ctx, &source.node_name) {
+            Ok(a) => a,
+            Err(b) => return Ok(Err(b)),
+        };
+        let target = match target.resolve(ctx, ns, &source_agent).await? {
+            Ok(t) => t,
+            Err(b) => return Ok(Err(b)),
+        };
+        let owned = || -> Result<_, Blocker> {
+            let owner = policy_owner(ns, &obj.name_any()).map_err(invalid)?;
+            let selection_owner = source
+                .snapshots
+                .schedule_name
+                .as_ref()
+                .map(|s| crate::owner::schedule_owner(ns, s))
+                .transpose()
+                .map_err(invalid)?;
+            Ok((owner, selection_owner))
+        };
+        Ok(owned().map(|(owner, selection_owner)| Parties {
+            source: source_agent,
+            target,
             owner,
             selection_owner,
             policy: format!("{ns}/{}", obj.name_any()),
-        })
+        }))
     }
 
     pub(crate) fn pair(&self) -> Ends<'_> {
         Ends {
-            source: &self.ends.0,
-            target: &self.ends.1,
+            source: &self.source,
+            target: &self.target,
         }
     }
 }
@@ -316,7 +335,7 @@ async fn evaluate(
             None => blocked(reasons::INVALID_SCHEDULE, "the schedule has no next slot"),
         });
     }
-    let parties = match Parties::of(ctx, obj, target, ns) {
+    let parties = match Parties::of(ctx, obj, target, ns).await? {
         Ok(p) => p,
         Err(b) => return Ok(Outcome::Blocked(b)),
     };
@@ -406,21 +425,15 @@ async fn permitted(
     }
 }
 
-fn endpoints(
-    ctx: &Context,
-    source: &str,
-    target: &str,
-) -> Result<(AgentEndpoint, AgentEndpoint), Blocker> {
-    let of = |node: &str| {
-        let zfs_node = ctx
-            .zfs_nodes
-            .get(&kube::runtime::reflector::ObjectRef::new(node));
-        AgentEndpoint::of(node, zfs_node.as_deref()).map_err(|e| Blocker {
-            reason: e.reason(),
-            message: e.to_string(),
-        })
-    };
-    Ok((of(source)?, of(target)?))
+/// The agent endpoint a node's `ZfsNode` publishes.
+pub(crate) fn endpoint(ctx: &Context, node: &str) -> Result<AgentEndpoint, Blocker> {
+    let zfs_node = ctx
+        .zfs_nodes
+        .get(&kube::runtime::reflector::ObjectRef::new(node));
+    AgentEndpoint::of(node, zfs_node.as_deref()).map_err(|e| Blocker {
+        reason: e.reason(),
+        message: e.to_string(),
+    })
 }
 
 /// Events for the transitions of `Ready` and `Diverged`, and a Normal event per sync that

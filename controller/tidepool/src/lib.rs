@@ -6,12 +6,14 @@ pub mod agent_cmd;
 pub mod cli;
 pub mod controller_cmd;
 pub mod crdgen;
+pub mod ssh_gate_cmd;
 
 use anyhow::{Context, bail};
 
 const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
        tidepool agent [FLAGS]        (tidepool agent --help lists them)
        tidepool controller [FLAGS]   (tidepool controller --help lists them)
+       tidepool ssh-gate --root DATASET...  (forced command on an ssh target's host)
        tidepool status  [-n NS | -A] [-o json|yaml]
        tidepool nodes   [-o json|yaml]
        tidepool run-now KIND/NAME [-n NS] [--wait] [--timeout 2m]
@@ -58,6 +60,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         Some("agent") => agent_cmd::main(&args[1..]),
         Some("controller") => controller_cmd::run(&args[1..]),
+        Some("ssh-gate") => ssh_gate_cmd::main(&args[1..]),
         Some("--version" | "version") => {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));
             Ok(())

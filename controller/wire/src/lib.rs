@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod operation;
 pub mod pool;
 pub mod send;
+pub mod ssh;
 pub mod transfer;
 
 pub use bookkeeping::{Bookkeeping, BookkeepingAction, Bookkept};
@@ -31,6 +32,7 @@ pub use operation::{
 };
 pub use pool::{PoolHealth, PoolInventory};
 pub use send::{ReceiveOptions, ReceiveOptionsError, SendFlags};
+pub use ssh::{RemoteOperation, RemoteRequest, SendToSsh, SshAccess};
 /// What a pool can do is published in the `ZfsNode` status too, so its type is the api
 /// crate's; the agent reports it here with each pool.
 pub use tidepool_api::PoolCapabilities;

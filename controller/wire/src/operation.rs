@@ -26,6 +26,8 @@ pub enum Request {
     DestroySnapshots(DestroySnapshots),
     Inventory(InventoryRequest),
     Bookkeeping(crate::bookkeeping::Bookkeeping),
+    /// One of the above on a far host, through this (the source) agent's SSH client.
+    Remote(crate::ssh::RemoteRequest),
 }
 
 /// `zfs snapshot -o tidepool.dev:owner=<owner> a@<short> b@<short> ...`: one atomic

@@ -60,6 +60,12 @@ pub enum ErrorKind {
     Parse,
     /// The request was refused before running anything (for example an empty batch).
     InvalidRequest,
+    /// SSH refused the remote host's key: not in the given `known_hosts`, or changed.
+    HostKeyMismatch,
+    /// SSH authenticated the host but the host refused the key (or the user).
+    AuthenticationFailed,
+    /// SSH could not reach the remote host (refused, timed out, no such name, dropped).
+    HostUnreachable,
     /// Any other failure; the stderr is kept in the error.
     Other,
 }
@@ -88,6 +94,9 @@ impl ErrorKind {
             ErrorKind::Io => "Io",
             ErrorKind::Parse => "Parse",
             ErrorKind::InvalidRequest => "InvalidRequest",
+            ErrorKind::HostKeyMismatch => "HostKeyMismatch",
+            ErrorKind::AuthenticationFailed => "AuthenticationFailed",
+            ErrorKind::HostUnreachable => "HostUnreachable",
             ErrorKind::Other => "Other",
         }
     }
@@ -231,6 +240,32 @@ impl ZfsError {
 /// mismatch. Fragments are matched against stderr with newlines folded to spaces (OpenZFS
 /// breaks some messages over lines).
 const PATTERNS: &[(&str, ErrorKind)] = &[
+    // A far host's forced command (`tidepool ssh-gate`) refused the command line.
+    ("tidepool ssh-gate: refused", ErrorKind::PermissionDenied),
+    // OpenSSH's client (first: its "Permission denied (publickey)" is not zfs's).
+    ("host key verification failed", ErrorKind::HostKeyMismatch),
+    (
+        "remote host identification has changed",
+        ErrorKind::HostKeyMismatch,
+    ),
+    (
+        "permission denied (publickey",
+        ErrorKind::AuthenticationFailed,
+    ),
+    (
+        "too many authentication failures",
+        ErrorKind::AuthenticationFailed,
+    ),
+    ("ssh: connect to host", ErrorKind::HostUnreachable),
+    (
+        "ssh: could not resolve hostname",
+        ErrorKind::HostUnreachable,
+    ),
+    (
+        "connection closed by remote host",
+        ErrorKind::HostUnreachable,
+    ),
+    ("timeout, server", ErrorKind::HostUnreachable),
     // Resume tokens (libzfs_sendrecv.c, zfs_send_resume_token_to_nvlist and zfs_send_resume).
     ("resume token is corrupt", ErrorKind::ResumeTokenInvalid),
     ("resume token version", ErrorKind::ResumeTokenInvalid),

@@ -459,6 +459,43 @@ impl<E: Executor> Zfs<E> {
         })
     }
 
+    /// Like [`Self::pool_inventory`], but of `root` and what lies below it only: what a
+    /// replication target on a host Tidepool does not manage needs (a pool there may be
+    /// large, and the login may see nothing else). An absent `root` has no datasets.
+    pub async fn subtree_inventory(
+        &self,
+        root: &DatasetName,
+    ) -> Result<PoolInventory, InventoryError> {
+        let pool = root.pool();
+        let entry = self
+            .pools(std::slice::from_ref(&pool))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| InventoryError::NoSuchPool { pool: pool.clone() })?;
+        let capabilities = self.pool_capabilities(&pool).await?;
+        let Inventories {
+            datasets,
+            unnamed_datasets,
+        } = match self.dataset_inventories(root, Depth::Recursive).await {
+            Err(InventoryError::Zfs(e)) if e.kind() == crate::ErrorKind::NotFound => Inventories {
+                datasets: Vec::new(),
+                unnamed_datasets: 0,
+            },
+            other => other?,
+        };
+        Ok(PoolInventory {
+            pool,
+            health: entry.health,
+            size_bytes: entry.size,
+            allocated_bytes: entry.allocated,
+            free_bytes: entry.free,
+            capabilities,
+            datasets,
+            unnamed_datasets,
+        })
+    }
+
     /// Destroys the snapshots of `req` that, in a fresh read, still have the GUID the
     /// request names and carry the requesting owner **locally**; reports every other one
     /// as refused. What the agent runs for [`DestroySnapshots`].

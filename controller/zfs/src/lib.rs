@@ -36,6 +36,7 @@ pub mod features;
 pub mod inventory;
 pub mod name;
 pub mod parse;
+pub mod ssh;
 pub mod stream;
 
 pub use client::{CommandKind, Timeouts, Zfs};
@@ -52,6 +53,7 @@ pub use parse::{
     PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem,
     Version, ZfsVersion,
 };
+pub use ssh::{SshDestination, SshExecutor};
 pub use stream::{Progress, ReceiveSink, SendStream, StreamLimits, StreamStalled, pipe};
 pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
 // What a replication step asks of send and receive is the wire crate's, shared with the

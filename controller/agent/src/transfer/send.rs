@@ -9,6 +9,7 @@ use std::time::Instant;
 use axum::{Json, extract::State};
 use hyper::body::Bytes;
 use tidepool_api::names::SnapshotName;
+use tidepool_wire::SendFlags;
 use tidepool_wire::transfer::{
     IncrementalBase, SendToPeer, SendToPeerAnswer, StreamOutcome, TransferError, TransferReport,
     TransferSide, TransferStream,
@@ -36,32 +37,10 @@ pub(crate) async fn send_to_peer(
     Fenced(op): Fenced<SendToPeer>,
 ) -> Result<Json<SendToPeerAnswer>, CommandRefused> {
     let zfs = state.zfs().ok_or(CommandRefused::NoZfs)?.clone();
-    for dataset in op.stream.datasets() {
-        state.check_dataset(&dataset)?;
-    }
-    // A resumed stream names its dataset only inside the token: read it from there, and
-    // check it like any other before anything is sent.
-    let mut estimated = None;
-    if let TransferStream::Resume { token } = &op.stream {
-        let estimate = match zfs.zfs().send_resume_estimate(token).await {
-            Ok(e) => e,
-            Err(e) => return Ok(Json(failed_on_source(&zfs, &e))),
-        };
-        let snapshot = estimate
-            .resume
-            .as_ref()
-            .and_then(|r| r.toname.as_deref())
-            .and_then(|n| n.parse::<SnapshotName>().ok());
-        let Some(snapshot) = snapshot else {
-            return Ok(Json(SendToPeerAnswer::Failed(
-                TransferError::InvalidRequest {
-                    message: "the resume token names no snapshot Tidepool can read".to_owned(),
-                },
-            )));
-        };
-        state.check_dataset(&snapshot.dataset())?;
-        estimated = Some(estimate.total_bytes);
-    }
+    let estimated = match check_stream(&state, &zfs, &op.stream).await? {
+        Ok(estimated) => estimated,
+        Err(failed) => return Ok(Json(failed)),
+    };
     let answer = spawn_to_completion(run(state.clone(), zfs, op, estimated))
         .await
         .unwrap_or_else(|message| SendToPeerAnswer::Failed(TransferError::Interrupted { message }));
@@ -73,7 +52,41 @@ pub(crate) async fn send_to_peer(
     Ok(Json(answer))
 }
 
-fn failed_on_source(zfs: &NodeZfs, e: &ZfsError) -> SendToPeerAnswer {
+/// Checks every dataset a stream names against the roots. A resumed stream names its
+/// dataset only inside the token: it is read from there (with the size left, returned
+/// for progress) and checked like any other before anything is sent.
+pub(crate) async fn check_stream(
+    state: &AgentState,
+    zfs: &NodeZfs,
+    stream: &TransferStream,
+) -> Result<Result<Option<u64>, SendToPeerAnswer>, CommandRefused> {
+    for dataset in stream.datasets() {
+        state.check_dataset(&dataset)?;
+    }
+    let TransferStream::Resume { token } = stream else {
+        return Ok(Ok(None));
+    };
+    let estimate = match zfs.zfs().send_resume_estimate(token).await {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(failed_on_source(zfs, &e))),
+    };
+    let snapshot = estimate
+        .resume
+        .as_ref()
+        .and_then(|r| r.toname.as_deref())
+        .and_then(|n| n.parse::<SnapshotName>().ok());
+    let Some(snapshot) = snapshot else {
+        return Ok(Err(SendToPeerAnswer::Failed(
+            TransferError::InvalidRequest {
+                message: "the resume token names no snapshot Tidepool can read".to_owned(),
+            },
+        )));
+    };
+    state.check_dataset(&snapshot.dataset())?;
+    Ok(Ok(Some(estimate.total_bytes)))
+}
+
+pub(crate) fn failed_on_source(zfs: &NodeZfs, e: &ZfsError) -> SendToPeerAnswer {
     zfs.metrics()
         .zfs_errors
         .with_label_values(&[e.kind().as_str()])
@@ -86,8 +99,11 @@ fn failed_on_source(zfs: &NodeZfs, e: &ZfsError) -> SendToPeerAnswer {
 }
 
 /// The zfs layer's request for a stream (none for a resumed one: `send -t`).
-fn send_request(op: &SendToPeer) -> Result<Option<SendRequest>, String> {
-    let (snapshot, base) = match &op.stream {
+pub(crate) fn send_request(
+    stream: &TransferStream,
+    flags: SendFlags,
+) -> Result<Option<SendRequest>, String> {
+    let (snapshot, base) = match stream {
         TransferStream::Full { snapshot } => (snapshot.clone(), SendBase::Full),
         TransferStream::Incremental {
             base,
@@ -112,7 +128,7 @@ fn send_request(op: &SendToPeer) -> Result<Option<SendRequest>, String> {
     Ok(Some(SendRequest {
         snapshot,
         base,
-        flags: op.flags,
+        flags,
     }))
 }
 
@@ -132,7 +148,7 @@ async fn run(
             op.binding.source_node
         ));
     }
-    let request = match send_request(&op) {
+    let request = match send_request(&op.stream, op.flags) {
         Ok(r) => r,
         Err(message) => return invalid(message),
     };

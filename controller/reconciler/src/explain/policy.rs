@@ -34,10 +34,20 @@ pub(crate) async fn explain(
             node: spec.source.node_name.clone(),
             dataset: spec.source.dataset.clone(),
         },
-        target: spec.target.node.as_ref().map(|t| ReplicationEnd {
-            node: t.node_name.clone(),
-            dataset: t.dataset.clone(),
-        }),
+        target: spec
+            .target
+            .node
+            .as_ref()
+            .map(|t| ReplicationEnd {
+                node: t.node_name.clone(),
+                dataset: t.dataset.clone(),
+            })
+            .or_else(|| {
+                spec.target.ssh.as_ref().map(|t| ReplicationEnd {
+                    node: format!("ssh:{}@{}:{}", t.user, t.host, t.port),
+                    dataset: t.dataset.clone(),
+                })
+            }),
         suspended: spec.suspend,
         last_common: None,
         divergence: None,
@@ -76,7 +86,7 @@ async fn dry_run(
         Ok(a) => a,
         Err(b) => return Ok(problem(b.reason, b.message)),
     };
-    let parties = match Parties::of(ctx, obj, target, ns) {
+    let parties = match Parties::of(ctx, obj, target, ns).await? {
         Ok(p) => p,
         Err(b) => return Ok(problem(b.reason, b.message)),
     };
@@ -85,7 +95,7 @@ async fn dry_run(
     // The root dataset's replica (a recursive policy's descendants are planned alike).
     let root = Replica {
         source: obj.spec.source.dataset.clone(),
-        target: target.dataset.clone(),
+        target: target.dataset().clone(),
     };
     let planned = match plan_once(
         ctx,

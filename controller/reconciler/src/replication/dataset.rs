@@ -18,13 +18,13 @@ use tidepool_api::replication_policy::ReplicationPolicySpec;
 use tidepool_api::{DatasetName, Owner, ValidReplicationPolicy};
 use tidepool_plan::DatasetInventory;
 use tidepool_plan::replication::{
-    self as planner, ReplicationInput, ReplicationPlan, ResumeFailure, TargetAbilities,
+    self as planner, ReplicationInput, ReplicationPlan, ResumeFailure,
 };
 use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
 use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, SnapshotRef};
 
 use super::run::{self, Ran, SendContext, StepFailed};
-use super::{MAX_ROUNDS, Parties, Remembered};
+use super::{MAX_ROUNDS, Parties, Remembered, TargetEnd};
 use crate::agents::{AgentEndpoint, AgentError};
 use crate::node_run::inventory;
 use crate::reconcile::Context;
@@ -104,7 +104,7 @@ impl PolicySync<'_> {
     pub async fn replicas(&self) -> Result<Vec<Replica>, StepFailed> {
         let ends = self.parties.pair();
         let source = &self.spec.source;
-        let Some(target) = &self.spec.target.node else {
+        let Some(target) = super::TargetRef::of(self.spec) else {
             return Ok(Vec::new());
         };
         let pool = if source.recursive {
@@ -119,11 +119,11 @@ impl PolicySync<'_> {
         replicas(
             &source.dataset,
             source.recursive,
-            &target.dataset,
+            target.dataset(),
             pool.as_deref(),
         )
         .map_err(|message| StepFailed {
-            node: ends.target.node.clone(),
+            node: ends.target.node().to_owned(),
             reason: tidepool_api::condition::reason::INVALID_SPEC,
             message,
             resume_failed: None,
@@ -230,22 +230,26 @@ pub(crate) async fn plan_once(
     now: Timestamp,
 ) -> Result<Planned, EarlyFailure> {
     let ends = parties.pair();
-    let read = |agent: &AgentEndpoint, dataset: DatasetName| {
-        let agent = agent.clone();
-        async move {
-            let pool = read_pool(ctx, epoch, &agent, &dataset).await?;
-            Ok::<_, EarlyFailure>(
-                pool.dataset(&dataset)
-                    .cloned()
-                    .unwrap_or_else(|| DatasetInventory::absent(dataset)),
-            )
-        }
+    let of = |pool: Arc<PoolInventory>, dataset: &DatasetName| {
+        pool.dataset(dataset)
+            .cloned()
+            .unwrap_or_else(|| DatasetInventory::absent(dataset.clone()))
     };
     let (src, dst) = futures::join!(
-        read(ends.source, replica.source.clone()),
-        read(ends.target, replica.target.clone())
+        read_pool(ctx, epoch, ends.source, &replica.source),
+        ends.target.read_pool(ctx, epoch, &replica.target)
     );
-    let (src, dst) = (src?, dst?);
+    let src = of(src?, &replica.source);
+    let dst = match dst {
+        Ok(pool) => of(pool, &replica.target),
+        Err((reason, message)) => {
+            return Err(EarlyFailure {
+                node: ends.target.node().to_owned(),
+                reason,
+                message,
+            });
+        }
+    };
     let input = ReplicationInput {
         policy: &parties.policy,
         source: &src,
@@ -256,7 +260,7 @@ pub(crate) async fn plan_once(
         owner: &parties.owner,
         on_divergence: spec.on_divergence,
         resume_failed,
-        target_abilities: TargetAbilities::AGENT_POOL,
+        target_abilities: ends.target.abilities(),
     };
     let plan = planner::plan(&input, now);
     Ok(Planned { target: dst, plan })
@@ -313,7 +317,7 @@ impl<'a> TargetPrune<'a> {
         &self,
         ctx: &Context,
         epoch: LeaderEpoch,
-        target: &AgentEndpoint,
+        target: &TargetEnd,
         dst: &DatasetInventory,
         plan: &ReplicationPlan,
     ) -> Result<u32, EarlyFailure> {
@@ -336,11 +340,11 @@ impl<'a> TargetPrune<'a> {
             owner: self.owner.clone(),
         });
         let failed = |e: AgentError| EarlyFailure {
-            node: target.node.clone(),
+            node: target.node().to_owned(),
             reason: e.reason(),
             message: e.chain(),
         };
-        match ctx.agents.call(target, epoch, request).await {
+        match target.call(ctx, epoch, request).await {
             Ok(Response::SnapshotsDestroyed(d)) => {
                 ctx.metrics
                     .snapshots_destroyed
@@ -348,7 +352,7 @@ impl<'a> TargetPrune<'a> {
                 Ok(u32::try_from(d.destroyed.len()).unwrap_or(u32::MAX))
             }
             Ok(other) => Err(failed(AgentError::unexpected(
-                &target.node,
+                target.node(),
                 "DestroySnapshots",
                 &other,
             ))),

@@ -22,13 +22,15 @@ use tidepool_api::values::HoldTag;
 use tidepool_api::{DeletionPolicy, Owner, ReplicationPolicy};
 use tidepool_plan::DatasetInventory;
 use tidepool_plan::replication as planner;
+use tidepool_plan::replication::Side;
 use tidepool_wire::{
     Bookkeeping, BookkeepingAction, DestroySnapshots, PoolInventory, Request, Response, SnapshotRef,
 };
 
 use super::dataset::{Replica, replicas};
-use super::{endpoints, permitted, policy_owner, status};
-use crate::agents::{AgentEndpoint, AgentError};
+use super::run::Ends;
+use super::{TargetRef, endpoint, permitted, policy_owner, status};
+use crate::agents::AgentError;
 use crate::deletion::give_up;
 use crate::node_run::inventory;
 use crate::reconcile::{Context, ReconcileError};
@@ -76,15 +78,16 @@ pub async fn handle(
         ctx.metrics.forget_replication(&ns, &name);
         writes::patch_finalizers(obj, ctx, remaining.clone())
     };
-    let Some(target) = &obj.spec.target.node else {
+    let Some(target) = TargetRef::of(&obj.spec) else {
         done().await?;
         return Ok(Action::await_change());
     };
     let source = &obj.spec.source;
-    for (node, dataset, access) in [
-        (&source.node_name, &source.dataset, Access::Send),
-        (&target.node_name, &target.dataset, Access::Receive),
-    ] {
+    let mut grants_needed = vec![(&source.node_name, &source.dataset, Access::Send)];
+    if let TargetRef::Node(node) = target {
+        grants_needed.push((&node.node_name, &node.dataset, Access::Receive));
+    }
+    for (node, dataset, access) in grants_needed {
         if let Err(b) = permitted(ctx, &ns, node, dataset, access).await? {
             abandoned(ctx, obj, &b.message).await;
             done().await?;
@@ -164,25 +167,26 @@ async fn let_go(
     owner: &Owner,
 ) -> Result<LetGo, String> {
     let source = &obj.spec.source;
-    let Some(target) = &obj.spec.target.node else {
+    let Some(target) = TargetRef::of(&obj.spec) else {
         return Ok(LetGo::default());
     };
-    let (src_agent, dst_agent) =
-        endpoints(ctx, &source.node_name, &target.node_name).map_err(|b| b.message)?;
-    let read = |agent: &AgentEndpoint, pool| {
-        let agent = agent.clone();
-        async move {
-            inventory(ctx, &agent, epoch, pool)
-                .await
-                .map_err(|p| format!("node {}: {}", agent.node, p.message()))
-        }
-    };
-    let src_pool = read(&src_agent, source.dataset.pool()).await?;
-    let dst_pool = read(&dst_agent, target.dataset.pool()).await?;
+    let src_agent = endpoint(ctx, &source.node_name).map_err(|b| b.message)?;
+    let dst = target
+        .resolve(ctx, owner.namespace(), &src_agent)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|b| b.message)?;
+    let src_pool = inventory(ctx, &src_agent, epoch, source.dataset.pool())
+        .await
+        .map_err(|p| format!("node {}: {}", src_agent.node, p.message()))?;
+    let dst_pool = dst
+        .read_pool(ctx, epoch, target.dataset())
+        .await
+        .map_err(|(_, message)| format!("{}: {message}", dst.node()))?;
     let list = replicas(
         &source.dataset,
         source.recursive,
-        &target.dataset,
+        target.dataset(),
         Some(&src_pool),
     )?;
     let policy = format!("{}/{}", owner.namespace(), owner.name());
@@ -204,7 +208,11 @@ async fn let_go(
         }
     }
     let mut out = LetGo::default();
-    for (agent, actions) in [(&src_agent, src_actions), (&dst_agent, dst_actions)] {
+    let ends = Ends {
+        source: &src_agent,
+        target: &dst,
+    };
+    for (side, actions) in [(Side::Source, src_actions), (Side::Target, dst_actions)] {
         count(&mut out, &actions);
         if actions.is_empty() {
             continue;
@@ -213,10 +221,10 @@ async fn let_go(
             owner: owner.clone(),
             actions,
         });
-        match ctx.agents.call(agent, epoch, request).await {
+        match ends.call(ctx, epoch, side, request).await {
             Ok(Response::Bookkept(_)) => {}
             Ok(other) => {
-                return Err(AgentError::unexpected(&agent.node, "Bookkeeping", &other).chain());
+                return Err(AgentError::unexpected(ends.node(side), "Bookkeeping", &other).chain());
             }
             Err(e) => return Err(e.chain()),
         }
@@ -226,7 +234,7 @@ async fn let_go(
             snapshots: destroy,
             owner: owner.clone(),
         });
-        match ctx.agents.call(&dst_agent, epoch, request).await {
+        match dst.call(ctx, epoch, request).await {
             Ok(Response::SnapshotsDestroyed(d)) => {
                 out.destroyed = d.destroyed.len();
                 ctx.metrics
@@ -234,9 +242,7 @@ async fn let_go(
                     .inc_by(u64::try_from(d.destroyed.len()).unwrap_or(0));
             }
             Ok(other) => {
-                return Err(
-                    AgentError::unexpected(&dst_agent.node, "DestroySnapshots", &other).chain(),
-                );
+                return Err(AgentError::unexpected(dst.node(), "DestroySnapshots", &other).chain());
             }
             Err(e) => return Err(e.chain()),
         }

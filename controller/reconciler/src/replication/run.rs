@@ -10,6 +10,7 @@ use tidepool_api::Owner;
 use tidepool_api::values::HoldTag;
 use tidepool_plan::replication::{Action, Base, ResumeFailure, SendStep, Side, Step, Stream};
 use tidepool_wire::bookkeeping::{Bookkeeping, BookkeepingAction};
+use tidepool_wire::ssh::SendToSsh;
 use tidepool_wire::transfer::{
     IncrementalBase, PeerTarget, PrepareReceive, PrepareReceiveAnswer, SendToPeer,
     SendToPeerAnswer, StepId, TransferBinding, TransferError, TransferStream, WireCompression,
@@ -17,20 +18,34 @@ use tidepool_wire::transfer::{
 use tidepool_wire::{Request, Response, SnapshotRef};
 
 use super::progress::ProgressReport;
+use super::target::TargetEnd;
 use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
 use crate::reconcile::Context;
 
-/// The two agents of a policy.
+/// The source agent and the target of a policy.
 pub struct Ends<'a> {
     pub source: &'a AgentEndpoint,
-    pub target: &'a AgentEndpoint,
+    pub target: &'a TargetEnd,
 }
 
 impl Ends<'_> {
-    fn of(&self, side: Side) -> &AgentEndpoint {
+    pub(crate) fn node(&self, side: Side) -> &str {
         match side {
-            Side::Source => self.source,
-            Side::Target => self.target,
+            Side::Source => &self.source.node,
+            Side::Target => self.target.node(),
+        }
+    }
+
+    pub(crate) async fn call(
+        &self,
+        ctx: &Context,
+        epoch: LeaderEpoch,
+        side: Side,
+        request: Request,
+    ) -> Result<Response, AgentError> {
+        match side {
+            Side::Source => ctx.agents.call(self.source, epoch, request).await,
+            Side::Target => self.target.call(ctx, epoch, request).await,
         }
     }
 }
@@ -233,25 +248,21 @@ async fn flush(
     let Some((side, actions)) = batch else {
         return Ok(());
     };
-    let agent = ends.of(side);
+    let node = ends.node(side);
     let request = Request::Bookkeeping(Bookkeeping {
         owner: owner.clone(),
         actions,
     });
     let failed = |e: AgentError| StepFailed {
-        node: agent.node.clone(),
+        node: node.to_owned(),
         reason: e.reason(),
         message: e.chain(),
         resume_failed: None,
         ran: ran.clone(),
     };
-    match ctx.agents.call(agent, epoch, request).await {
+    match ends.call(ctx, epoch, side, request).await {
         Ok(Response::Bookkept(_)) => Ok(()),
-        Ok(other) => Err(failed(AgentError::unexpected(
-            &agent.node,
-            "Bookkeeping",
-            &other,
-        ))),
+        Ok(other) => Err(failed(AgentError::unexpected(node, "Bookkeeping", &other))),
         Err(e) => Err(failed(e)),
     }
 }
@@ -297,7 +308,8 @@ fn step_id(prefix: &str, stream: &Stream) -> Result<StepId, String> {
     text.parse().map_err(|e| format!("step id {text}: {e}"))
 }
 
-/// One brokered send: a ticket from the target, then the send from the source.
+/// One send: for a target agent, a ticket from it first; then the send from the source
+/// (to the agent, or over SSH to a far host).
 async fn transfer(
     ctx: &Context,
     epoch: LeaderEpoch,
@@ -324,51 +336,63 @@ async fn transfer(
         step: step_id.clone(),
         source_node: ends.source.node.clone(),
     };
-    let prepare = PrepareReceive {
-        receive: step.receive.clone(),
-        binding: binding.clone(),
-        stall_timeout_seconds: None,
-    };
-    let target = &ends.target.node;
-    let ticket = match ctx
-        .agents
-        .transfer(ends.target, epoch, TransferCall::Prepare(prepare))
-        .await
-    {
-        Ok(TransferAnswer::Prepared(PrepareReceiveAnswer::Prepared(p))) => p.ticket,
-        Ok(TransferAnswer::Prepared(PrepareReceiveAnswer::Failed(e))) => {
-            let e = AgentError::Failed {
-                node: target.clone(),
-                source: e,
+    let target = ends.target.node();
+    let call = match ends.target {
+        TargetEnd::Agent(target_agent) => {
+            let prepare = PrepareReceive {
+                receive: step.receive.clone(),
+                binding: binding.clone(),
+                stall_timeout_seconds: None,
             };
-            return Err(failed(target, e.reason(), e.chain()));
+            let ticket = match ctx
+                .agents
+                .transfer(target_agent, epoch, TransferCall::Prepare(prepare))
+                .await
+            {
+                Ok(TransferAnswer::Prepared(PrepareReceiveAnswer::Prepared(p))) => p.ticket,
+                Ok(TransferAnswer::Prepared(PrepareReceiveAnswer::Failed(e))) => {
+                    let e = AgentError::Failed {
+                        node: target.to_owned(),
+                        source: e,
+                    };
+                    return Err(failed(target, e.reason(), e.chain()));
+                }
+                Ok(TransferAnswer::Sent(_) | TransferAnswer::Listed(_)) => {
+                    return Err(failed(
+                        target,
+                        crate::reasons::AGENT_REFUSED,
+                        "the target answered a send to a prepare".into(),
+                    ));
+                }
+                Err(e) => return Err(failed(target, e.reason(), e.chain())),
+            };
+            TransferCall::Send(Box::new(SendToPeer {
+                stream: wire_stream(&step.stream),
+                flags: step.flags,
+                peer: PeerTarget {
+                    endpoint: target_agent.endpoint.clone(),
+                    fingerprint: target_agent.pin,
+                },
+                ticket,
+                binding,
+                compression: WireCompression::None,
+                bandwidth_limit: send.bandwidth_limit,
+                stall_timeout_seconds: None,
+            }))
         }
-        Ok(TransferAnswer::Sent(_) | TransferAnswer::Listed(_)) => {
-            return Err(failed(
-                target,
-                crate::reasons::AGENT_REFUSED,
-                "the target answered a send to a prepare".into(),
-            ));
-        }
-        Err(e) => return Err(failed(target, e.reason(), e.chain())),
-    };
-    let call = SendToPeer {
-        stream: wire_stream(&step.stream),
-        flags: step.flags,
-        peer: PeerTarget {
-            endpoint: ends.target.endpoint.clone(),
-            fingerprint: ends.target.pin,
-        },
-        ticket,
-        binding,
-        compression: WireCompression::None,
-        bandwidth_limit: send.bandwidth_limit,
-        stall_timeout_seconds: None,
+        // No ticket: the source agent itself logs in to the far host.
+        TargetEnd::Ssh { access, .. } => TransferCall::SendSsh(Box::new(SendToSsh {
+            stream: wire_stream(&step.stream),
+            flags: step.flags,
+            via: (**access).clone(),
+            receive: step.receive.clone(),
+            binding,
+            bandwidth_limit: send.bandwidth_limit,
+            stall_timeout_seconds: None,
+        })),
     };
     let source = &ends.source.node;
-    let sending = ctx
-        .agents
-        .transfer(ends.source, epoch, TransferCall::Send(Box::new(call)));
+    let sending = ctx.agents.transfer(ends.source, epoch, call);
     let answer = send
         .progress
         .around(ctx, epoch, ends.source, send.owner, &step_id, sending)
@@ -407,8 +431,7 @@ fn transfer_reason(e: &TransferError) -> &'static str {
         TransferError::PeerRefused { .. } | TransferError::InvalidRequest { .. } => {
             crate::reasons::AGENT_REFUSED
         }
-        TransferError::Zfs { kind, .. } if kind == "OutOfSpace" => crate::reasons::POOL_FULL,
-        TransferError::Zfs { .. } => tidepool_api::condition::reason::ZFS_ERROR,
+        TransferError::Zfs { kind, .. } => crate::reasons::of_zfs_kind(kind),
         TransferError::Stalled { .. } | TransferError::Interrupted { .. } => {
             crate::reasons::TRANSFER_INTERRUPTED
         }
