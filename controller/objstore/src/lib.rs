@@ -31,3 +31,6 @@ pub use manifest::{Encryption, Manifest};
 pub use naming::{Prefix, StreamKey, StreamKind, StreamName};
 pub use store::S3Config;
 pub use upload::{Guids, Staged, UploadOptions};
+
+#[cfg(test)]
+mod tests;
