@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds versitygw (an S3-compatible gateway; its posix backend stores objects as files)
-# from its Go module, once, into a cache outside the repo:
+# from its Go module, once, into a cache outside the repo, and installs Debian's `age`
+# CLI where it is missing (the test restores an encrypted stream with it, by hand):
 #
 #   ${TIDEPOOL_CACHE:-$HOME/.cache/tidepool}/versitygw/<version>/bin/versitygw
 #
@@ -35,6 +36,17 @@ if [[ $mode == bin-dir ]]; then
     echo "$BIN_DIR"
     exit 0
 fi
+# Debian's age CLI: the test restores an encrypted stream with it, as a person would.
+if ! command -v age >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]] ||
+        die "the age CLI is missing; install Debian's 'age' package (or re-run as root)"
+    log "installing Debian's age CLI with apt-get"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >&2; then
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >&2 || die "apt-get could not install age"
+    fi
+fi
+
 if [[ -x $BIN_DIR/versitygw ]]; then
     log "cached: $BIN_DIR"
     echo "$BIN_DIR"

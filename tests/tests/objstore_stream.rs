@@ -374,6 +374,15 @@ async fn encrypted() -> Result<()> {
     }
     assert_eq!(plain.len() as u64, m1.stream_bytes);
     assert!(contains(&plain, MARKER.as_bytes()));
+    // By hand, as a person would: Debian's age CLI, then zfs receive.
+    let by_hand = age_cli_decrypt(&identity, stored).await?;
+    assert!(by_hand == plain, "age -d gave other bytes");
+    let manual = ds(&format!("{}/by-hand", s.pool));
+    s.vm.command(["zfs", "receive", "-u", manual.as_str()])
+        .output_with_stdin(&by_hand)
+        .await?
+        .check(&["zfs".to_owned(), "receive".to_owned()])?;
+    assert_eq!(s.guid(&manual, "s1").await?, m1.snapshot.guid);
 
     // Without the identity, or with another one: refused, nothing received.
     match s.receive(&full, &s.restored(), None).await? {
@@ -404,6 +413,38 @@ async fn encrypted() -> Result<()> {
         s.checksums(&s.src(), &files).await?
     );
     s.finish("age").await
+}
+
+/// `age -d -i <identity file>` on `ciphertext` (Debian's age, installed by
+/// tests/object-store/build.sh).
+async fn age_cli_decrypt(identity: &age::x25519::Identity, ciphertext: Vec<u8>) -> Result<Vec<u8>> {
+    use age::secrecy::ExposeSecret;
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, format!("{}\n", identity.to_string().expose_secret()))?;
+    let mut child = tokio::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running the age CLI (tests/object-store/build.sh installs it)")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let writer = tokio::spawn(async move { stdin.write_all(&ciphertext).await });
+    let out = child.wait_with_output().await?;
+    writer.await??;
+    if !out.status.success() {
+        bail!(
+            "age -d failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
