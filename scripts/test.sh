@@ -3,8 +3,9 @@
 #
 # Installs and builds what the tests need (cached under ${TIDEPOOL_CACHE:-~/.cache/tidepool}),
 # checks formatting and lints, then runs every test (CRD freshness among them): unit tests, the
-# control-plane tests against a real kube-apiserver + etcd, and the zfs conformance tests
-# against real OpenZFS 2.3 in a QEMU VM. Nothing is skipped: a part that cannot run fails.
+# control-plane tests against a real kube-apiserver + etcd, the zfs conformance tests
+# against real OpenZFS 2.3 in a QEMU VM, and the object-store tests against a real
+# S3-compatible server (versitygw). Nothing is skipped: a part that cannot run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,9 @@ tests/control-plane/build.sh
 
 step "OpenZFS VM image (Debian packages + DKMS, cached)"
 tests/zfs-vm/build-image.sh
+
+step "S3-compatible server for the object-store tests: versitygw (built from Go modules, cached)"
+tests/object-store/build.sh >/dev/null
 
 step "image tools and base (buildah, debootstrap; the base root is cached)"
 scripts/build-image.sh --base-only >/dev/null

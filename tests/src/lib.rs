@@ -12,6 +12,7 @@
 //!   between VMs).
 //! - [`host_agents`]: two in-process agents over that executor, for the transport alone.
 //! - [`stream_exec`]: a zfs executor without zfs, to measure the transfer transport alone.
+//! - [`s3_server`]: a real S3-compatible server (versitygw, built from Go modules, cached).
 
 pub mod agents;
 pub mod chart;
@@ -22,6 +23,7 @@ pub mod host_agents;
 pub mod kubelet;
 pub mod release;
 pub mod replicas;
+pub mod s3_server;
 pub mod snapshots;
 pub mod stream_exec;
 pub mod zfs_exec;
