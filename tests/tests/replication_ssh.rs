@@ -13,14 +13,16 @@
 //! 4. Shell injection: a dataset name that would be shell syntax is refused at admission;
 //!    the gate refuses command lines Tidepool does not make, flags that destroy, and
 //!    datasets outside its root.
-//! 5. Deleting the policy releases its holds on the far host.
+//! 5. `tidepool restore --from-ssh` pulls a snapshot back into a new dataset (GUID and
+//!    file checksums equal), and refuses an existing one.
+//! 6. Deleting the policy releases its holds on the far host.
 
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tidepool_api::ReplicationPolicy;
 use tidepool_api::condition::kind;
@@ -131,13 +133,19 @@ async fn ssh_target_chain_resume_host_key_gate_and_release() {
         sh(vm, &["zfs", "snapshot", &format!("{app}@{s}")]).await;
     }
     trigger(&policies, "app", "chain").await;
-    let chain = wait_for(&policies, "app", "s2 and s3 on the far host", || same(3)).await;
-    let shorts: Vec<&str> = chain.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(
-        shorts,
-        ["s2", "s3"],
-        "keepLast 2 on the far host: s1 pruned"
-    );
+    // Retention runs once the replica is up to date: s1 (the policy's own) goes.
+    let chain = wait_for(
+        &policies,
+        "app",
+        "s2 and s3 on the far host, s1 pruned",
+        || async {
+            let dst = same(3).await?;
+            let shorts: Vec<&str> = dst.iter().map(|(s, _)| s.as_str()).collect();
+            (shorts == ["s2", "s3"]).then_some(dst)
+        },
+    )
+    .await;
+    eprintln!("incrementals and retention on the far host: {chain:?}");
     assert_eq!(
         prop(vm, &target, "guid").await,
         replica_guid,
@@ -210,10 +218,15 @@ async fn ssh_target_chain_resume_host_key_gate_and_release() {
         },
     )
     .await;
+    // `done_at_cut` is what `zfs send` had produced, some of it still in pipes when the
+    // connection broke: the resumed part may be a little more than the rest.
     let resent = (done_at_cut + resumed) as f64 / total as f64 - 1.0;
     eprintln!(
-        "resumed: {resumed} bytes after the cut at {done_at_cut} of {total}: {:.2} % re-sent",
-        resent * 100.0
+        "resumed: {resumed} bytes ({:.1} % of the stream) after the cut at {done_at_cut} of \
+         {total} ({:.1} %): {:.2} % sent twice",
+        resumed as f64 * 100.0 / total as f64,
+        done_at_cut as f64 * 100.0 / total as f64,
+        resent.max(0.0) * 100.0
     );
     assert!(
         resumed < total,
@@ -256,11 +269,17 @@ async fn ssh_target_chain_resume_host_key_gate_and_release() {
     assert!(!exists(vm, &other).await, "nothing received for wrongkey");
 
     // --- 4. Shell injection.
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        cp.admin_client(),
+        &ns,
+        &ApiResource::erase::<ReplicationPolicy>(&()),
+    );
     for bad in [
         format!("{}/x;reboot", far.root),
         format!("{}/$(reboot)", far.root),
     ] {
-        let obj: ReplicationPolicy = serde_json::from_value(json!({
+        // Sent as plain JSON: the typed client would refuse the name before the API does.
+        let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "tidepool.dev/v1alpha1", "kind": "ReplicationPolicy",
             "metadata": {"name": "inject", "namespace": ns},
             "spec": {
@@ -270,12 +289,14 @@ async fn ssh_target_chain_resume_host_key_gate_and_release() {
             },
         }))
         .unwrap_or_else(|e| panic!("{e}"));
-        let e = policies
+        let e = raw
             .create(&PostParams::default(), &obj)
             .await
             .expect_err("a dataset name with shell syntax is refused at admission");
+        assert!(e.to_string().contains("dataset"), "{e}");
         eprintln!("admission refused {bad:?}: {e}");
     }
+    let before = guids(vm, &target).await;
     for (remote, why) in [
         ("zfs list; reboot".to_owned(), "not a quoted command line"),
         (format!("'zfs' 'destroy' '-r' '{target}@s3'"), "destroy -r"),
@@ -311,12 +332,63 @@ async fn ssh_target_chain_resume_host_key_gate_and_release() {
         listed.stderr_lossy()
     );
     assert_eq!(
-        guids(vm, &target).await.len(),
-        3,
+        guids(vm, &target).await,
+        before,
         "nothing destroyed by the attempts"
     );
 
-    // --- 5. Deleting the policy lets go of its holds on the far host.
+    // --- 5. A restore pulls s4 back from the far host into a new dataset, through the
+    // gate, and never into one that exists.
+    let restored = format!("{root_a}/restored");
+    let restore = |to: String| {
+        let (dir, snapshot) = (far.dir.clone(), format!("{target}@s4"));
+        let from = format!("{}@127.0.0.1:{SSH_PORT}", far.user);
+        async move {
+            ok(vm
+                .exec([
+                    "/usr/local/bin/tidepool",
+                    "restore",
+                    "--from-ssh",
+                    &from,
+                    "--key",
+                    &format!("{dir}/client"),
+                    "--known-hosts",
+                    &format!("{dir}/known_hosts"),
+                    "--snapshot",
+                    &snapshot,
+                    "--to",
+                    &to,
+                ])
+                .await)
+        }
+    };
+    let out = restore(restored.clone()).await;
+    assert!(out.status.success(), "restore: {}", out.stderr_lossy());
+    eprintln!("{}", out.stdout_lossy().trim());
+    assert_eq!(
+        prop(vm, &format!("{restored}@s4"), "guid").await,
+        prop(vm, &format!("{app}@s4"), "guid").await
+    );
+    sh(vm, &["zfs", "mount", &restored]).await;
+    let sums = |dir: String| async move {
+        sh(
+            vm,
+            &["sha256sum", &format!("/{dir}/f"), &format!("/{dir}/big")],
+        )
+        .await
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(sums(restored.clone()).await, sums(app.clone()).await);
+    let again = restore(restored.clone()).await;
+    assert!(
+        !again.status.success() && again.stderr_lossy().contains("new dataset only"),
+        "a restore over an existing dataset: {}",
+        again.stderr_lossy()
+    );
+
+    // --- 6. Deleting the policy lets go of its holds on the far host.
     for name in ["app", "wrongkey"] {
         policies
             .delete(name, &DeleteParams::default())
@@ -339,8 +411,8 @@ async fn ssh_target_chain_resume_host_key_gate_and_release() {
         );
     }
     assert_eq!(
-        guids(vm, &target).await.len(),
-        3,
+        guids(vm, &target).await,
+        before,
         "Retain keeps the replica's snapshots"
     );
     eprintln!("done after {:?}", started.elapsed());

@@ -6,6 +6,7 @@ pub mod agent_cmd;
 pub mod cli;
 pub mod controller_cmd;
 pub mod crdgen;
+pub mod restore_cmd;
 pub mod ssh_gate_cmd;
 
 use anyhow::{Context, bail};
@@ -14,6 +15,8 @@ const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
        tidepool agent [FLAGS]        (tidepool agent --help lists them)
        tidepool controller [FLAGS]   (tidepool controller --help lists them)
        tidepool ssh-gate --root DATASET...  (forced command on an ssh target's host)
+       tidepool restore --from-ssh USER@HOST[:PORT] --key FILE --known-hosts FILE
+                        --snapshot DATASET@SNAPSHOT --to NEW_DATASET
        tidepool status  [-n NS | -A] [-o json|yaml]
        tidepool nodes   [-o json|yaml]
        tidepool run-now KIND/NAME [-n NS] [--wait] [--timeout 2m]
@@ -61,6 +64,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("agent") => agent_cmd::main(&args[1..]),
         Some("controller") => controller_cmd::run(&args[1..]),
         Some("ssh-gate") => ssh_gate_cmd::main(&args[1..]),
+        Some("restore") => restore_cmd::main(&args[1..]),
         Some("--version" | "version") => {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -4,7 +4,8 @@
 //! replication target, with every dataset, snapshot and bookmark at or below one of its
 //! roots. Whatever the client asks (a compromised source node, a bug), the far host runs
 //! at most: listings, `receive -u` (never `-F`), Tidepool's holds, its owner property on
-//! snapshots, destroying single snapshots or bookmarks, and renaming a dataset aside.
+//! snapshots, destroying single snapshots or bookmarks, renaming a dataset aside, and
+//! `zfs send` of what lies below a root (a restore pulls it back).
 
 use tidepool_api::OWNER_PROPERTY;
 use tidepool_api::names::{BookmarkName, DatasetName, SnapshotName};
@@ -158,6 +159,26 @@ impl Gate<'_> {
                 Ok(())
             }
             "receive" | "recv" => self.receive(args),
+            // Read-only: what a restore from the far host pulls back. A resume token names
+            // its snapshot inside; zfs refuses one whose dataset the login may not send.
+            "send" => {
+                let p = parse(
+                    args,
+                    &["-n", "-v", "-P", "-w", "-c", "-L", "-e", "-p"],
+                    &["-i", "-I", "-t"],
+                )?;
+                for (flag, value) in &p.flags {
+                    if let ("-i" | "-I", Some(base)) = (*flag, value) {
+                        self.any_name(base)?;
+                    }
+                }
+                let resumed = p.flags.iter().any(|(f, _)| *f == "-t");
+                match p.operands {
+                    [] if resumed => Ok(()),
+                    [snapshot] if !resumed => self.snapshot(snapshot),
+                    _ => refuse("zfs send takes one snapshot (or -t and none)"),
+                }
+            }
             _ => refuse(format!("zfs {sub} is not served")),
         }
     }
@@ -338,6 +359,17 @@ mod tests {
                 )],
             ),
             cmd::destroy_bookmark(&"back/tp/app#b".parse().unwrap()),
+            crate::SendRequest::full(snap.clone()).argv(),
+            crate::SendRequest {
+                snapshot: snap.clone(),
+                base: crate::SendBase::WithIntermediates("back/tp/app@s0".parse().unwrap()),
+                flags: tidepool_wire::SendFlags {
+                    raw: true,
+                    compressed: true,
+                    ..Default::default()
+                },
+            }
+            .estimate_argv(),
         ];
         for argv in ok {
             assert_eq!(admitted(&argv), argv);
@@ -366,7 +398,9 @@ mod tests {
             "'zfs' 'destroy' 'back/tp/a@s%t'",
             "'zfs' 'rename' 'back/tp/a' 'back/tp/b'",
             "'zfs' 'rollback' 'back/tp/a@s'",
-            "'zfs' 'send' 'back/tp/a@s'",
+            "'zfs' 'send' 'other/a@s'",
+            "'zfs' 'send' '-I' 'other/a@r' 'back/tp/a@s'",
+            "'zfs' 'send' '-R' 'back/tp/a@s'",
             "'zfs' 'set' 'mountpoint=/etc' 'back/tp/a'",
             "'zfs' 'hold' 'mine' 'back/tp/a@s'",
             "'zfs' 'receive' '-u' '-o' 'mountpoint=/etc' 'back/tp/a'",
