@@ -74,14 +74,16 @@ ensure_tools() {
 # >>> base recipe
 # A debootstrap root, of which only what the image needs is kept: the dynamic loader and
 # the libraries `tidepool` links (glibc, libgcc_s), dash as /bin/sh and coreutils' chroot
-# for the zfs wrappers, CA certificates, and the users root and nonroot (65532).
+# for the zfs wrappers, CA certificates, OpenSSH's client with the libraries it links (an
+# `ssh` replication target: the agent pipes zfs send through it), and the users root and
+# nonroot (65532).
 make_base_root() {
   local out=$1 mirror boot
   mirror=$(debian_mirror | head -n1)
   [[ -n $mirror ]] || die "no Debian $SUITE source in /etc/apt/sources.list{,.d/*}"
   boot=$(mktemp -d "$cache/debootstrap.XXXXXX")
   log "debootstrap --variant=minbase $SUITE (about a minute)"
-  debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$boot" "$mirror" >&2 \
+  debootstrap --variant=minbase --include=ca-certificates,openssh-client "$SUITE" "$boot" "$mirror" >&2 \
     || die "debootstrap failed (see above)"
   local stage=$out.tmp
   rm -rf "$stage"
@@ -94,6 +96,13 @@ make_base_root() {
   cp -L "$boot/bin/dash" "$stage/bin/sh"
   cp -L "$boot/usr/sbin/chroot" "$stage/usr/sbin/chroot"
   cp -L "$boot/etc/ssl/certs/ca-certificates.crt" "$stage/etc/ssl/certs/"
+  mkdir -p "$stage/usr/bin"
+  cp -L "$boot/usr/bin/ssh" "$stage/usr/bin/ssh"
+  local lib
+  for lib in $(chroot "$boot" ldd /usr/bin/ssh | grep -o '/[^ ]*\.so[^ ]*'); do
+    mkdir -p "$stage$(dirname "$lib")"
+    cp -L "$boot$lib" "$stage$lib"
+  done
   printf 'root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/nonexistent:/bin/false\n' >"$stage/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$stage/etc/group"
   rm -rf "$boot"

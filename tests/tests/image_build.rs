@@ -99,6 +99,23 @@ fn the_image_builds_here_and_tidepool_runs_inside_it() {
         args.extend([ctr.0.as_str(), "--", "/usr/local/bin/tidepool", "--version"]);
         assert_eq!(stdout(&buildah(&args)), expected, "as user {user:?}");
     }
+    // The agent's OpenSSH client (`ssh` replication targets), with every library it links.
+    let ssh = buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        "--user",
+        "0:0",
+        ctr.0.as_str(),
+        "--",
+        "/usr/bin/ssh",
+        "-V",
+    ]);
+    let version = String::from_utf8_lossy(&ssh.stderr);
+    assert!(
+        version.starts_with("OpenSSH_"),
+        "ssh -V in the image: {version}"
+    );
     let config = stdout(&buildah(&[
         "inspect",
         "--format",
