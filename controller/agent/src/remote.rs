@@ -61,6 +61,7 @@ impl Remote {
                 identity_file: files.key(),
                 known_hosts_file: files.known_hosts(),
                 connect_timeout_seconds: CONNECT_TIMEOUT_SECONDS,
+                control_path: Some(files.control_socket()),
             },
         );
         let metrics = state
@@ -183,6 +184,11 @@ impl LoginFiles {
     fn known_hosts(&self) -> PathBuf {
         self.dir.join("known_hosts")
     }
+
+    /// The shared connection of this call's commands.
+    fn control_socket(&self) -> PathBuf {
+        self.dir.join("cm")
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -196,6 +202,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl Drop for LoginFiles {
     fn drop(&mut self) {
+        // The shared connection's socket goes with the directory; its process, idle,
+        // exits within `CONTROL_PERSIST_SECONDS`.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -91,6 +91,7 @@ async fn restore(a: Args) -> anyhow::Result<()> {
             identity_file: a.key.clone(),
             known_hosts_file: a.known_hosts.clone(),
             connect_timeout_seconds: 15,
+            control_path: None,
         },
     ));
     let here = Zfs::new(LocalExecutor::new());

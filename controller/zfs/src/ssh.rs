@@ -33,7 +33,14 @@ pub struct SshDestination {
     pub known_hosts_file: PathBuf,
     /// Seconds to wait for the TCP connection and the server's answers.
     pub connect_timeout_seconds: u16,
+    /// A socket path for one shared connection (`ControlMaster`): the commands of one
+    /// operation (a listing is four or five) then pay for one handshake, as bzfs does.
+    /// Its directory must be private to the caller.
+    pub control_path: Option<PathBuf>,
 }
+
+/// How long a shared connection stays open after its last command.
+pub const CONTROL_PERSIST_SECONDS: u16 = 10;
 
 /// Runs argv on [`SshDestination`] through `ssh`.
 #[derive(Debug, Clone)]
@@ -81,6 +88,14 @@ impl SshExecutor {
         a.args(option("ServerAliveInterval", "15"));
         a.args(option("ServerAliveCountMax", "4"));
         a.args(option("LogLevel", "ERROR"));
+        if let Some(path) = &d.control_path {
+            a.args(option("ControlMaster", "auto"));
+            a.args(option("ControlPath", &path.to_string_lossy()));
+            a.args(option(
+                "ControlPersist",
+                &CONTROL_PERSIST_SECONDS.to_string(),
+            ));
+        }
         a.arg("-i").arg(d.identity_file.to_string_lossy());
         a.arg("-p").arg(d.port.to_string());
         a.arg("-l").arg(d.user.clone());
@@ -212,6 +227,7 @@ mod tests {
                 identity_file: "/run/k/id".into(),
                 known_hosts_file: "/run/k/known_hosts".into(),
                 connect_timeout_seconds: 10,
+                control_path: Some("/run/k/cm".into()),
             },
         );
         let mut zfs = Argv::new("zfs");
@@ -224,6 +240,7 @@ mod tests {
             "GlobalKnownHostsFile=/dev/null",
             "BatchMode=yes",
             "IdentitiesOnly=yes",
+            "ControlPath=/run/k/cm",
         ] {
             assert!(a.iter().any(|w| w == expected), "{expected} in {argv}");
         }
