@@ -306,7 +306,10 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
         assert!(Instant::now() < end, "the deleted policy's holds stayed");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert_eq!(complete(&keys(&store, "e2e/plain", &app).await), ["s4-full"]);
+    assert_eq!(
+        complete(&keys(&store, "e2e/plain", &app).await),
+        ["s4-full"]
+    );
 
     // --- 2. age encryption: nothing readable in the store without the identity.
     let identity = age::x25519::Identity::generate();
