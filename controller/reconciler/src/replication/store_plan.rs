@@ -145,12 +145,11 @@ pub fn plan(input: &StoreInput<'_>, now: Timestamp) -> StorePlan {
             });
         }
     }
-    let newest_time = newest_stored.as_ref().map(|c| c.creation);
     for h in src.holds.iter().filter(|h| h.tag == input.tag.as_str()) {
         let Some(s) = src.snapshot_by_guid(h.guid) else {
             continue;
         };
-        if keep.contains(&h.guid) || newest_time.is_none_or(|t| s.creation > t) {
+        if keep.contains(&h.guid) || !older_than_stored(src, s, newest_stored.as_ref()) {
             continue;
         }
         if let Ok(snapshot) = src.dataset.snapshot(&s.name) {
@@ -169,6 +168,15 @@ pub fn plan(input: &StoreInput<'_>, now: Timestamp) -> StorePlan {
         newest_stored,
         anchors,
     }
+}
+
+/// Whether source snapshot `s` is older than the newest stored one: by `createtxg` while
+/// the source has that one (creation times have one-second steps), else by time.
+fn older_than_stored(src: &DatasetInventory, s: &SnapshotInfo, newest: Option<&Common>) -> bool {
+    newest.is_some_and(|c| match src.snapshot_by_guid(c.guid) {
+        Some(n) => s.createtxg < n.createtxg,
+        None => s.creation < c.creation,
+    })
 }
 
 /// The newest selected snapshot, when it is newer than what the store holds, as a full or

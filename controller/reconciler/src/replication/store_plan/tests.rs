@@ -138,6 +138,67 @@ fn a_full_chain_starts_a_new_full() {
         policy(3, ChainBase::LastFull),
     );
     assert_eq!(kind(&p), "full tank/app@s4");
+    assert!(p.send.unwrap().why.contains("holds 3 streams"));
+    let p = run(&source(&[1]), &[], policy(3, ChainBase::LastFull));
+    assert!(p.send.unwrap().why.contains("no chain"));
+}
+
+#[test]
+fn what_is_already_held_and_bookmarked_is_not_asked_again() {
+    let mut src = source(&[1, 2]);
+    let tag = hold_tag(POLICY);
+    src.holds.push(HoldInfo {
+        guid: 1001,
+        tag: tag.to_string(),
+    });
+    let own = bookmark_name(&src.dataset, &src.snapshots[0], POLICY).unwrap();
+    // Another bookmark of s1 (a person's), and ours under the GUID of another snapshot: neither
+    // counts as this policy's bookmark of s1.
+    for (name, guid) in [("s1_mine", 1001), (own.short().as_str(), 1002)] {
+        src.bookmarks.push(BookmarkInfo {
+            name: name.parse().unwrap(),
+            guid,
+            createtxg: 11,
+            creation: t(1),
+        });
+    }
+    let p = run(&src, &[stored(1, None)], policy(3, ChainBase::LastFull));
+    assert_eq!(
+        p.anchors,
+        [BookkeepingAction::Bookmark {
+            snapshot: SnapshotRef {
+                snapshot: "tank/app@s1".parse().unwrap(),
+                guid: 1001
+            },
+            bookmark: own.clone()
+        }]
+    );
+    src.bookmarks.push(BookmarkInfo {
+        name: own.short(),
+        guid: 1001,
+        createtxg: 11,
+        creation: t(1),
+    });
+    let p = run(&src, &[stored(1, None)], policy(3, ChainBase::LastFull));
+    assert!(p.anchors.is_empty(), "{:?}", p.anchors);
+}
+
+#[test]
+fn a_hold_on_a_snapshot_of_the_same_second_after_the_stored_one_is_kept() {
+    let mut src = source(&[1, 2]);
+    src.snapshots[1].creation = t(1);
+    src.holds.push(HoldInfo {
+        guid: 1002,
+        tag: hold_tag(POLICY).to_string(),
+    });
+    let p = run(&src, &[stored(1, None)], policy(3, ChainBase::LastFull));
+    assert!(
+        !p.anchors
+            .iter()
+            .any(|a| matches!(a, BookkeepingAction::Release { .. })),
+        "{:?}",
+        p.anchors
+    );
 }
 
 #[test]
