@@ -290,3 +290,29 @@ fn unfinished_uploads_are_neither_common_nor_a_parent() {
     assert_eq!(p.newest_stored.as_ref().unwrap().guid, 1001);
     assert_eq!(kind(&p), "inc tank/app@s1 -> tank/app@s3");
 }
+
+#[test]
+fn without_the_stored_snapshot_on_the_source_holds_are_judged_by_time() {
+    // s2 is stored but destroyed on the source; s1 is older, s3 newer, `x` of the same second.
+    let mut src = source(&[1, 3]);
+    let mut same_second = snap("x", 2);
+    same_second.guid = 7;
+    src.snapshots.push(same_second);
+    let tag = hold_tag(POLICY);
+    for guid in [1001, 1003, 7] {
+        src.holds.push(HoldInfo {
+            guid,
+            tag: tag.to_string(),
+        });
+    }
+    let p = run(&src, &[stored(2, None)], policy(1, ChainBase::LastFull));
+    let released: Vec<u64> = p
+        .anchors
+        .iter()
+        .filter_map(|a| match a {
+            BookkeepingAction::Release { snapshot, .. } => Some(snapshot.guid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, [1001]);
+}
