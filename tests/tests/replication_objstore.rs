@@ -207,11 +207,33 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     })
     .await;
     eprintln!("full uploaded after {:?}", started.elapsed());
-    for (s, token) in [("s2", "t2"), ("s3", "t3")] {
-        write_random(vm, &format!("/{app}/{s}"), 1).await;
-        snapshot(vm, &app, s).await;
-        trigger(&policies, "plain", token).await;
-    }
+    let tag = format!("tidepool:{ns}/plain");
+    write_random(vm, &format!("/{app}/s2"), 1).await;
+    snapshot(vm, &app, "s2").await;
+    trigger(&policies, "plain", "t2").await;
+    wait_for(&policies, "plain", "s2 against s1", || {
+        stored(vec!["s1-full", "s2-inc-from-s1"])
+    })
+    .await;
+    // While the chain is open its full is the next incremental's base: held and bookmarked
+    // on the source (the store cannot hold).
+    wait_for(
+        &policies,
+        "plain",
+        "s1 held and bookmarked on the source",
+        || async {
+            let held = hold_tags(vm, &format!("{app}@s1")).await.contains(&tag);
+            let marked = bookmarks(vm, &app)
+                .await
+                .iter()
+                .any(|b| b.contains("#s1_tp"));
+            (held && marked).then_some(())
+        },
+    )
+    .await;
+    write_random(vm, &format!("/{app}/s3"), 1).await;
+    snapshot(vm, &app, "s3").await;
+    trigger(&policies, "plain", "t3").await;
     let chain = wait_for(&policies, "plain", "two incrementals against s1", || {
         stored(vec!["s1-full", "s2-inc-from-s1", "s3-inc-from-s1"])
     })
@@ -219,20 +241,13 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     eprintln!("chain after {:?}: {chain:?}", started.elapsed());
     let times: Vec<&str> = chain.iter().map(|(k, _)| &k[..16]).collect();
     assert!(times.is_sorted(), "keys sort by time: {chain:?}");
-    let tag = format!("tidepool:{ns}/plain");
-    assert!(
-        hold_tags(vm, &format!("{app}@s1")).await.contains(&tag),
-        "the chain's full is held on the source"
-    );
-    assert!(hold_tags(vm, &format!("{app}@s3")).await.contains(&tag));
-    assert!(
-        bookmarks(vm, &app)
-            .await
-            .iter()
-            .any(|b| b.contains("#s1_tp")),
-        "the chain's full is bookmarked on the source: {:?}",
-        bookmarks(vm, &app).await
-    );
+    // The chain is closed (3 streams): the newest stored snapshot is held, the full let go.
+    wait_for(&policies, "plain", "s3 held, s1 released", || async {
+        let s3 = hold_tags(vm, &format!("{app}@s3")).await.contains(&tag);
+        let s1 = hold_tags(vm, &format!("{app}@s1")).await.contains(&tag);
+        (s3 && !s1).then_some(())
+    })
+    .await;
     let st = wait_for(
         &policies,
         "plain",
@@ -286,12 +301,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
         "new full, retention after {:?}: {after:?}",
         started.elapsed()
     );
-    let released = wait_for(&policies, "plain", "s1's hold released", || async {
-        let tags = hold_tags(vm, &format!("{app}@s1")).await;
-        (!tags.contains(&tag)).then_some(tags)
-    })
-    .await;
-    assert!(released.is_empty(), "{released:?}");
+    assert!(hold_tags(vm, &format!("{app}@s1")).await.is_empty());
     assert!(hold_tags(vm, &format!("{app}@s4")).await.contains(&tag));
     // Deleting the policy lets go of its holds and bookmarks on the source; the objects stay.
     ok(policies
