@@ -28,6 +28,7 @@ pub mod fingerprint;
 pub mod inventory_cache;
 pub mod metered;
 pub mod metrics;
+pub mod objstore;
 pub mod operation;
 pub mod remote;
 pub mod roots;

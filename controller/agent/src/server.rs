@@ -38,6 +38,7 @@ use crate::{
     zfs_ops::{self, NodeZfs},
 };
 use tidepool_wire::bookkeeping::Bookkeeping;
+use tidepool_wire::objstore::{ObjectStoreRequest, SendToObjectStore};
 use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
 use tidepool_wire::ssh::{RemoteRequest, SendToSsh};
 use tidepool_wire::transfer::{ListTransfers, PrepareReceive, SendToPeer};
@@ -264,7 +265,15 @@ pub fn router(state: Arc<AgentState>) -> Router {
             .route(SendToPeer::PATH, post(transfer::send_to_peer))
             .route(ListTransfers::PATH, post(transfer::list_transfers))
             .route(RemoteRequest::PATH, post(crate::remote::remote))
-            .route(SendToSsh::PATH, post(crate::remote::send::send_to_ssh));
+            .route(SendToSsh::PATH, post(crate::remote::send::send_to_ssh))
+            .route(
+                ObjectStoreRequest::PATH,
+                post(crate::objstore::object_store),
+            )
+            .route(
+                SendToObjectStore::PATH,
+                post(crate::objstore::send::send_to_object_store),
+            );
     }
     let mut routes = routes.route_layer(middleware::from_fn_with_state(
         state.clone(),

@@ -65,6 +65,7 @@ use crate::values::PropertyName;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.target.node) || self.target.node.nodeName != self.source.nodeName || (self.target.node.dataset != self.source.dataset && !self.target.node.dataset.startsWith(self.source.dataset + '/') && !self.source.dataset.startsWith(self.target.node.dataset + '/'))").message("on the source's own node, the target dataset must not be the source dataset, below it or above it"))]
+#[x_kube(validation = Rule::new("!has(self.target.objectStore) || !has(self.retention) || (has(self.retention.keepLast) && !has(self.retention.keepWithin) && !has(self.retention.hourly) && !has(self.retention.daily) && !has(self.retention.weekly) && !has(self.retention.monthly) && !has(self.retention.yearly))").message("an objectStore target's retention counts whole chains: set keepLast (chains) only").field_path(".retention"))]
 pub struct ReplicationPolicySpec {
     /// What to replicate.
     pub source: ReplicationSource,
@@ -203,6 +204,54 @@ pub struct ObjectStoreTarget {
     pub region: Option<String>,
     /// Secret with `accessKeyId` and `secretAccessKey`.
     pub secret_ref: SecretReference,
+    /// When a chain ends and the next stream is a new full: after this many streams
+    /// (the full counted), or once its full is this old; 7 streams when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_every: Option<FullEvery>,
+    /// What an incremental is sent from: the chain's full (`LastFull`: a restore needs
+    /// two streams) or the chain's newest stream (`Previous`: smaller uploads, longer
+    /// restores).
+    #[serde(default)]
+    pub incrementals_against: IncrementalsAgainst,
+    /// Encrypt every stream with age before it leaves the node. A source sent raw
+    /// (`send.raw`, an encrypted dataset) is already ciphertext and needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<StreamEncryption>,
+}
+
+/// When an object-store chain ends. Exactly one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.streams) != has(self.age)").message("set exactly one of fullEvery.streams and fullEvery.age"))]
+pub struct FullEvery {
+    /// A chain holds at most this many streams, the full counted (1: every stream is full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub streams: Option<i32>,
+    /// A chain is closed once its full is this old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<crate::duration::HumanDuration>,
+}
+
+/// What an object-store incremental is sent from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IncrementalsAgainst {
+    #[default]
+    LastFull,
+    Previous,
+}
+
+/// Client-side encryption of object-store streams.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEncryption {
+    /// An age X25519 public key (`age1…`). Agents hold only this: they can write backups
+    /// but never read them.
+    #[schemars(
+        length(min = 62, max = 62),
+        regex(pattern = "^age1[02-9ac-hj-np-z]{58}$")
+    )]
+    pub age_recipient: String,
 }
 
 /// How streams are made (`zfs send`) and received (`zfs receive`). Replicas are always

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::ZfsNode;
+use tidepool_wire::objstore::{ObjectStoreAnswer, ObjectStoreRequest, SendToObjectStore};
 use tidepool_wire::ssh::SendToSsh;
 use tidepool_wire::transfer::{
     ListTransfers, PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer,
@@ -209,6 +210,10 @@ pub enum TransferCall {
     Send(Box<SendToPeer>),
     /// `zfs send` into `zfs receive` on a far host over SSH (answered like `Send`).
     SendSsh(Box<SendToSsh>),
+    /// `zfs send` uploaded into an object store (answered like `Send`).
+    SendObjectStore(Box<SendToObjectStore>),
+    /// A listing or a retention on an object store, through the source agent.
+    ObjectStore(Box<ObjectStoreRequest>),
     /// The agent's transfers in flight, with their progress.
     List,
 }
@@ -218,6 +223,7 @@ pub enum TransferAnswer {
     Prepared(PrepareReceiveAnswer),
     Sent(SendToPeerAnswer),
     Listed(TransfersInFlight),
+    Store(ObjectStoreAnswer),
 }
 
 /// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
@@ -308,6 +314,15 @@ impl Agents for PinnedAgents {
                     .call(&token, epoch, *s)
                     .await
                     .map(TransferAnswer::Sent),
+                TransferCall::SendObjectStore(s) => client
+                    .with_timeout(self.send_timeout)
+                    .call(&token, epoch, *s)
+                    .await
+                    .map(TransferAnswer::Sent),
+                TransferCall::ObjectStore(r) => client
+                    .call(&token, epoch, *r)
+                    .await
+                    .map(TransferAnswer::Store),
                 TransferCall::List => client
                     .call(&token, epoch, ListTransfers {})
                     .await

@@ -27,9 +27,11 @@ pub const POOL_FULL: &str = "PoolFull";
 pub const TARGET_UNREACHABLE: &str = "TargetUnreachable";
 /// A transfer broke off or stalled; a resumable receive keeps its token for the next run.
 pub const TRANSFER_INTERRUPTED: &str = "TransferInterrupted";
-/// The policy's target kind (`ssh`, `objectStore`) is not served by this version.
+/// What was asked of the policy's target kind is not served by this version (`explain` of
+/// an `objectStore` target).
 pub const TARGET_KIND_UNSUPPORTED: &str = "TargetKindUnsupported";
-/// An `ssh` target's Secret is missing, lacks a key, or holds something unusable.
+/// An `ssh` or `objectStore` target's Secret is missing, lacks a key, or holds something
+/// unusable.
 pub const SECRET_INVALID: &str = "SecretInvalid";
 /// The far host presented a host key its `known_hosts` does not list (never accepted).
 pub const HOST_KEY_MISMATCH: &str = "HostKeyMismatch";

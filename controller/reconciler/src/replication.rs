@@ -1,4 +1,5 @@
-//! The ReplicationPolicy reconciler, for `node` and `ssh` targets ([`target`]): validate the spec, check the
+//! The ReplicationPolicy reconciler, for `node`, `ssh` and `objectStore` targets ([`target`]; an
+//! object store's sync is [`object_store`]): validate the spec, check the
 //! namespace's grants on both ends (`Send` on the source, `Receive` on the target), then
 //! for each replicated dataset ([`dataset`]: the source, and its descendants when
 //! recursive) read both inventories, plan with the pure planner and run its steps through
@@ -14,9 +15,11 @@
 
 pub mod dataset;
 pub mod deletion;
+pub mod object_store;
 pub mod progress;
 pub mod run;
 pub mod status;
+pub mod store_plan;
 pub mod target;
 pub mod triggers;
 
@@ -217,7 +220,7 @@ pub(crate) async fn admit<'a>(
     let Some(target) = TargetRef::of(&obj.spec) else {
         return block(
             reasons::TARGET_KIND_UNSUPPORTED,
-            "`node` and `ssh` targets are served by this version; `objectStore` comes later".into(),
+            "the spec names no target kind".into(),
         );
     };
     let source = &obj.spec.source;

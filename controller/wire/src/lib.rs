@@ -14,6 +14,7 @@
 pub mod bookkeeping;
 pub mod fingerprint;
 pub mod inventory;
+pub mod objstore;
 pub mod operation;
 pub mod pool;
 pub mod send;

@@ -90,6 +90,12 @@ async fn dry_run(
         Ok(p) => p,
         Err(b) => return Ok(problem(b.reason, b.message)),
     };
+    if obj.spec.target.object_store.is_some() {
+        return Ok(problem(
+            crate::reasons::TARGET_KIND_UNSUPPORTED,
+            "explain does not show object-store plans yet; status.lastCommonSnapshot names the newest stored stream".into(),
+        ));
+    }
     let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
     let resume_failed = ctx.replication_memory.resume_failed(&uid);
     // The root dataset's replica (a recursive policy's descendants are planned alike).

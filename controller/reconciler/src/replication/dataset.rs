@@ -134,6 +134,9 @@ impl PolicySync<'_> {
     /// Plans and runs rounds for one dataset until nothing is left (or a step fails),
     /// then applies target retention once the replica is up to date.
     pub async fn dataset(&self, replica: &Replica, memory: &mut Remembered) -> DatasetSync {
+        if let Some(target) = &self.spec.target.object_store {
+            return self.object_store_dataset(replica, target).await;
+        }
         let ends = self.parties.pair();
         let mut out = DatasetSync::default();
         let mut last_target = None;

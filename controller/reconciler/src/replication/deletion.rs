@@ -29,7 +29,7 @@ use tidepool_wire::{
 
 use super::dataset::{Replica, replicas};
 use super::run::Ends;
-use super::{TargetRef, endpoint, permitted, policy_owner, status};
+use super::{TargetEnd, TargetRef, endpoint, permitted, policy_owner, status};
 use crate::agents::AgentError;
 use crate::deletion::give_up;
 use crate::node_run::inventory;
@@ -179,10 +179,16 @@ async fn let_go(
     let src_pool = inventory(ctx, &src_agent, epoch, source.dataset.pool())
         .await
         .map_err(|p| format!("node {}: {}", src_agent.node, p.message()))?;
-    let dst_pool = dst
-        .read_pool(ctx, epoch, target.dataset())
-        .await
-        .map_err(|(_, message)| format!("{}: {message}", dst.node()))?;
+    // An object store keeps no holds or claims: only the source has something to let go
+    // (its objects stay, whatever `deletionPolicy` says).
+    let dst_pool = match &dst {
+        TargetEnd::ObjectStore { .. } => None,
+        _ => Some(
+            dst.read_pool(ctx, epoch, target.dataset())
+                .await
+                .map_err(|(_, message)| format!("{}: {message}", dst.node()))?,
+        ),
+    };
     let list = replicas(
         &source.dataset,
         source.recursive,
@@ -200,7 +206,7 @@ async fn let_go(
         if let Some(d) = of(&src_pool, source) {
             src_actions.extend(letting_go(&d, &tag, Some(&suffix)));
         }
-        if let Some(d) = of(&dst_pool, target) {
+        if let Some(d) = dst_pool.as_deref().and_then(|p| of(p, target)) {
             dst_actions.extend(letting_go(&d, &tag, None));
             if obj.spec.deletion_policy == DeletionPolicy::Delete {
                 destroy.extend(work::owned_in(&d, owner));

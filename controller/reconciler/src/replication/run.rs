@@ -357,7 +357,9 @@ async fn transfer(
                     };
                     return Err(failed(target, e.reason(), e.chain()));
                 }
-                Ok(TransferAnswer::Sent(_) | TransferAnswer::Listed(_)) => {
+                Ok(
+                    TransferAnswer::Sent(_) | TransferAnswer::Listed(_) | TransferAnswer::Store(_),
+                ) => {
                     return Err(failed(
                         target,
                         crate::reasons::AGENT_REFUSED,
@@ -390,6 +392,14 @@ async fn transfer(
             bandwidth_limit: send.bandwidth_limit,
             stall_timeout_seconds: None,
         })),
+        // Uploads are planned and sent by `object_store.rs`, never as a planner step.
+        TargetEnd::ObjectStore { .. } => {
+            return Err(failed(
+                target,
+                crate::reasons::TARGET_KIND_UNSUPPORTED,
+                "an object store takes uploads, not planner sends".into(),
+            ));
+        }
     };
     let source = &ends.source.node;
     let sending = ctx.agents.transfer(ends.source, epoch, call);
@@ -415,17 +425,19 @@ async fn transfer(
             });
             Err(f)
         }
-        Ok(TransferAnswer::Prepared(_) | TransferAnswer::Listed(_)) => Err(failed(
-            source,
-            crate::reasons::AGENT_REFUSED,
-            "the source answered a prepare to a send".into(),
-        )),
+        Ok(TransferAnswer::Prepared(_) | TransferAnswer::Listed(_) | TransferAnswer::Store(_)) => {
+            Err(failed(
+                source,
+                crate::reasons::AGENT_REFUSED,
+                "the source answered a prepare to a send".into(),
+            ))
+        }
         Err(e) => Err(failed(source, e.reason(), e.chain())),
     }
 }
 
 /// The status reason of a failed transfer.
-fn transfer_reason(e: &TransferError) -> &'static str {
+pub(crate) fn transfer_reason(e: &TransferError) -> &'static str {
     match e {
         TransferError::PeerUnreachable { .. } => crate::reasons::TARGET_UNREACHABLE,
         TransferError::PeerRefused { .. } | TransferError::InvalidRequest { .. } => {

@@ -1,6 +1,7 @@
 //! Where a policy's replicas live, and how the controller reaches them: another node's
-//! agent, or a host running OpenZFS outside the cluster, reached over SSH through the
-//! source node's agent (which runs the same typed operations there). Everything that
+//! agent, a host running OpenZFS outside the cluster, reached over SSH through the
+//! source node's agent (which runs the same typed operations there), or an object store,
+//! written and listed by the source node's agent (`object_store.rs`). Everything that
 //! touches the target goes through [`TargetEnd`], so the sync, retention, deletion and
 //! `explain` do not care which it is.
 
@@ -9,9 +10,12 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tidepool_agent::LeaderEpoch;
-use tidepool_api::replication_policy::{NodeTarget, ReplicationPolicySpec, SshTarget};
+use tidepool_api::replication_policy::{
+    NodeTarget, ObjectStoreTarget, ReplicationPolicySpec, SshTarget,
+};
 use tidepool_api::{DatasetName, PoolName};
 use tidepool_plan::replication::TargetAbilities;
+use tidepool_wire::objstore::StoreAccess;
 use tidepool_wire::ssh::{RemoteOperation, RemoteRequest, SecretText, SshAccess};
 use tidepool_wire::{InventoryAnswer, InventoryRequest, PoolInventory, Request, Response};
 
@@ -24,29 +28,46 @@ use crate::status::Blocker;
 /// `kubernetes.io/ssh-auth` Secrets).
 pub const SECRET_KEY: &str = "ssh-privatekey";
 pub const SECRET_KNOWN_HOSTS: &str = "known_hosts";
+/// The keys of an `objectStore` target's Secret.
+pub const SECRET_ACCESS_KEY_ID: &str = "accessKeyId";
+pub const SECRET_SECRET_ACCESS_KEY: &str = "secretAccessKey";
+/// The region when the spec names none (what S3-compatible servers accept).
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// A policy's target as its spec names it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum TargetRef<'a> {
     Node(&'a NodeTarget),
     Ssh(&'a SshTarget),
+    /// Streams are keyed by the source dataset's own name.
+    ObjectStore {
+        target: &'a ObjectStoreTarget,
+        source: &'a DatasetName,
+    },
 }
 
 impl<'a> TargetRef<'a> {
-    /// `None` for a kind this version does not serve (`objectStore`).
+    /// `None` when the spec names no target (admission refuses that).
     pub fn of(spec: &'a ReplicationPolicySpec) -> Option<Self> {
-        match (&spec.target.node, &spec.target.ssh) {
-            (Some(n), _) => Some(Self::Node(n)),
-            (None, Some(s)) => Some(Self::Ssh(s)),
-            (None, None) => None,
+        let t = &spec.target;
+        match (&t.node, &t.ssh, &t.object_store) {
+            (Some(n), _, _) => Some(Self::Node(n)),
+            (None, Some(s), _) => Some(Self::Ssh(s)),
+            (None, None, Some(o)) => Some(Self::ObjectStore {
+                target: o,
+                source: &spec.source.dataset,
+            }),
+            (None, None, None) => None,
         }
     }
 
-    /// The dataset the replicas are received into (and below it).
+    /// The dataset the replicas are received into (and below it); for an object store,
+    /// the source dataset, whose name keys its streams.
     pub fn dataset(&self) -> &'a DatasetName {
         match self {
             Self::Node(n) => &n.dataset,
             Self::Ssh(s) => &s.dataset,
+            Self::ObjectStore { source, .. } => source,
         }
     }
 
@@ -65,8 +86,61 @@ impl<'a> TargetRef<'a> {
                 label: format!("ssh:{}@{}:{}", s.user, s.host, s.port),
                 access: Box::new(access),
             })),
+            Self::ObjectStore { target, .. } => {
+                Ok(store_access(ctx, ns, target)
+                    .await?
+                    .map(|access| TargetEnd::ObjectStore {
+                        via: source.clone(),
+                        label: format!("s3:{}/{}", target.bucket, target.prefix),
+                        access: Box::new(access),
+                    }))
+            }
         }
     }
+}
+
+/// The bucket's keys, from the `objectStore` target's Secret in the policy's namespace.
+async fn store_access(
+    ctx: &Context,
+    ns: &str,
+    target: &ObjectStoreTarget,
+) -> Result<Result<StoreAccess, Blocker>, ReconcileError> {
+    let name = &target.secret_ref.name;
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| ReconcileError::Kube {
+            what: "reading the object store's Secret",
+            source,
+        })?;
+    let text = |key: &str| {
+        secret
+            .as_ref()?
+            .data
+            .as_ref()?
+            .get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(id), Some(key)) = (text(SECRET_ACCESS_KEY_ID), text(SECRET_SECRET_ACCESS_KEY)) else {
+        return Ok(Err(Blocker {
+            reason: crate::reasons::SECRET_INVALID,
+            message: format!(
+                "Secret {ns}/{name} must exist with text keys `{SECRET_ACCESS_KEY_ID}` and `{SECRET_SECRET_ACCESS_KEY}`"
+            ),
+        }));
+    };
+    Ok(Ok(StoreAccess {
+        endpoint: target.endpoint.clone(),
+        bucket: target.bucket.clone(),
+        prefix: target.prefix.clone(),
+        region: target
+            .region
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+        access_key_id: id,
+        secret_access_key: SecretText::new(key),
+    }))
 }
 
 /// The login of an `ssh` target, from its Secret in the policy's namespace.
@@ -134,6 +208,13 @@ pub enum TargetEnd {
         /// `ssh:<user>@<host>:<port>`, where status and events say "node".
         label: String,
     },
+    /// An S3-compatible bucket, written and listed by the source node's agent.
+    ObjectStore {
+        via: AgentEndpoint,
+        access: Box<StoreAccess>,
+        /// `s3:<bucket>/<prefix>`.
+        label: String,
+    },
 }
 
 impl TargetEnd {
@@ -141,15 +222,23 @@ impl TargetEnd {
     pub fn node(&self) -> &str {
         match self {
             Self::Agent(a) => &a.node,
-            Self::Ssh { label, .. } => label,
+            Self::Ssh { label, .. } | Self::ObjectStore { label, .. } => label,
         }
     }
 
     /// What the target keeps for the planner. A far host's login must be allowed
     /// `hold` and `userprop` (docs/ssh-targets.md); without them its bookkeeping fails
     /// loudly rather than going unprotected.
+    /// An object store keeps neither holds nor claims: its base is protected on the
+    /// source only.
     pub fn abilities(&self) -> TargetAbilities {
-        TargetAbilities::AGENT_POOL
+        match self {
+            Self::Agent(_) | Self::Ssh { .. } => TargetAbilities::AGENT_POOL,
+            Self::ObjectStore { .. } => TargetAbilities {
+                holds: false,
+                claims: false,
+            },
+        }
     }
 
     /// One typed operation on the target.
@@ -180,6 +269,12 @@ impl TargetEnd {
                 });
                 ctx.agents.call(via, epoch, remote).await
             }
+            // Its operations are `TransferCall::ObjectStore` (object_store.rs).
+            Self::ObjectStore { .. } => Err(AgentError::Unexpected {
+                node: self.node().to_owned(),
+                asked: "a pool operation",
+                got: "an object store, which runs no zfs",
+            }),
         }
     }
 
@@ -195,6 +290,10 @@ impl TargetEnd {
             Self::Agent(agent) => inventory(ctx, agent, epoch, dataset.pool())
                 .await
                 .map_err(|p| (p.reason(), p.message())),
+            Self::ObjectStore { .. } => Err((
+                crate::reasons::TARGET_KIND_UNSUPPORTED,
+                "an object store has no pool inventory; its listing is read instead".to_owned(),
+            )),
             Self::Ssh { .. } => {
                 let pool: PoolName = dataset.pool();
                 let request = Request::Inventory(InventoryRequest { pool, since: None });

@@ -1,0 +1,413 @@
+//! One dataset's sync to an `objectStore` target, through the source node's agent: list
+//! the store's streams, plan with [`store_plan::plan`] (the chain policy, the base on the
+//! source), protect the base on the source (holds and bookmarks: the store cannot hold),
+//! upload the next stream, and plan again; then target retention by whole chains.
+//!
+//! The planner of node and SSH targets is not used: its plans are `-I` chains from the
+//! newest common snapshot, while a store's streams follow the chain policy (a full every
+//! N, incrementals against the last full or the previous stream), and the store has no
+//! inventory to plan divergence or resume from (a cut upload leaves no manifest: nothing
+//! builds on it, and the next sync uploads that stream again).
+
+use jiff::{SignedDuration, Timestamp};
+use tidepool_api::replication_policy::{IncrementalsAgainst, ObjectStoreTarget};
+use tidepool_objstore::chain::{ChainPolicy, FullEvery, IncrementalBase};
+use tidepool_plan::DatasetInventory;
+use tidepool_plan::replication::{Blocked, BlockedCode, ReplicationPlan};
+use tidepool_wire::bookkeeping::{Bookkeeping, BookkeepingAction};
+use tidepool_wire::objstore::{
+    ObjectStoreAnswer, ObjectStoreOperation, ObjectStoreRequest, SendToObjectStore, StoreAccess,
+    StoredStream,
+};
+use tidepool_wire::transfer::{SendToPeerAnswer, StepId, TransferBinding};
+use tidepool_wire::{Request, Response, SendFlags, SnapshotRef};
+
+use super::dataset::{DatasetSync, PolicySync, Replica};
+use super::run::{Ran, StepFailed, transfer_reason};
+use super::store_plan::{self, StoreInput, StorePlan, StoreSend};
+use super::{MAX_ROUNDS, TargetEnd};
+use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
+use crate::node_run::inventory;
+use crate::reasons;
+
+/// Streams per chain when `fullEvery` is left out.
+pub const DEFAULT_FULL_EVERY: usize = 7;
+
+/// The chain policy of a target.
+pub fn chain_policy(target: &ObjectStoreTarget) -> ChainPolicy {
+    let default =
+        std::num::NonZeroUsize::new(DEFAULT_FULL_EVERY).unwrap_or(std::num::NonZeroUsize::MIN);
+    let full_every = match &target.full_every {
+        Some(f) => match (&f.age, f.streams) {
+            (Some(age), _) => FullEvery::Age(
+                SignedDuration::try_from(age.as_std()).unwrap_or(SignedDuration::MAX),
+            ),
+            (None, Some(n)) => FullEvery::Streams(
+                usize::try_from(n)
+                    .ok()
+                    .and_then(std::num::NonZeroUsize::new)
+                    .unwrap_or(default),
+            ),
+            (None, None) => FullEvery::Streams(default),
+        },
+        None => FullEvery::Streams(default),
+    };
+    ChainPolicy {
+        full_every,
+        incremental_from: match target.incrementals_against {
+            IncrementalsAgainst::LastFull => IncrementalBase::LastFull,
+            IncrementalsAgainst::Previous => IncrementalBase::Previous,
+        },
+    }
+}
+
+/// Where one sync's calls go.
+struct Store<'a> {
+    via: &'a AgentEndpoint,
+    access: &'a StoreAccess,
+    label: &'a str,
+}
+
+impl PolicySync<'_> {
+    /// Plans and uploads rounds for one dataset until the store is up to date (or a step
+    /// fails), then deletes expired chains.
+    pub(crate) async fn object_store_dataset(
+        &self,
+        replica: &Replica,
+        target: &ObjectStoreTarget,
+    ) -> DatasetSync {
+        let TargetEnd::ObjectStore { via, access, label } = &self.parties.target else {
+            return DatasetSync::default();
+        };
+        let store = Store { via, access, label };
+        let mut out = DatasetSync::default();
+        let mut up_to_date = false;
+        for round in 0..=MAX_ROUNDS {
+            let (src, streams) = match self.read(&store, replica).await {
+                Ok(r) => r,
+                Err(f) => {
+                    out.failure = Some(f.with(&out.ran));
+                    break;
+                }
+            };
+            let (plan, blocked) = self.store_plan(&src, &streams, target);
+            out.target_newest = plan.newest_stored.as_ref().map(|c| c.creation);
+            out.plan = Some(ReplicationPlan {
+                steps: Vec::new(),
+                divergence: None,
+                blocked: blocked.clone(),
+                newest_common: plan.newest_stored.clone(),
+            });
+            if blocked.is_some() {
+                break;
+            }
+            if let Err(f) = self.bookkeep(&src, plan.anchors.clone(), &out.ran).await {
+                out.failure = Some(f);
+                break;
+            }
+            let Some(send) = plan.send.filter(|_| round < MAX_ROUNDS) else {
+                up_to_date = round < MAX_ROUNDS;
+                break;
+            };
+            match self.upload(&store, &src, &send, target, &out.ran).await {
+                Ok(bytes) => {
+                    out.ran.sends += 1;
+                    out.ran.bytes += bytes;
+                }
+                Err(f) => {
+                    self.ctx.metrics.error(f.reason);
+                    out.failure = Some(f);
+                    break;
+                }
+            }
+        }
+        if up_to_date
+            && out.failure.is_none()
+            && let Some(keep) = self.spec.retention.as_ref().and_then(|r| r.keep_last)
+        {
+            match self.expire(&store, replica, keep).await {
+                Ok(n) => out.pruned = n,
+                Err(f) => out.failure = Some(f.with(&out.ran)),
+            }
+        }
+        out
+    }
+
+    fn store_plan(
+        &self,
+        src: &DatasetInventory,
+        streams: &[StoredStream],
+        target: &ObjectStoreTarget,
+    ) -> (StorePlan, Option<Blocked>) {
+        let selection = &self.spec.source.snapshots;
+        let owner = self.parties.selection_owner.as_ref();
+        let selects = |s: &tidepool_wire::SnapshotInfo| {
+            owner.is_none_or(|o| s.owner.as_ref() == Some(o))
+                && selection
+                    .name_prefix
+                    .as_deref()
+                    .is_none_or(|p| s.name.as_str().starts_with(p))
+        };
+        let plan = store_plan::plan(
+            &StoreInput {
+                source: src,
+                streams,
+                chain: chain_policy(target),
+                selects: &selects,
+                policy: &self.parties.policy,
+                tag: self.send.hold_tag,
+            },
+            Timestamp::now(),
+        );
+        // Plaintext of an encrypted source may reach the store only encrypted with age.
+        let blocked = (src.encrypted && !self.spec.send.raw && target.encryption.is_none())
+            .then(|| Blocked {
+                code: BlockedCode::PlaintextOfEncryptedSource,
+                message: format!(
+                    "source {} is encrypted, send.raw is false and the object store has no encryption.ageRecipient: the store would hold its plaintext",
+                    src.dataset
+                ),
+            });
+        (plan, blocked)
+    }
+
+    /// The source dataset's inventory and the store's streams of it.
+    async fn read(
+        &self,
+        store: &Store<'_>,
+        replica: &Replica,
+    ) -> Result<(DatasetInventory, Vec<StoredStream>), Early> {
+        let source = self.parties.pair().source;
+        let (pool, listed) = futures::join!(
+            inventory(self.ctx, source, self.epoch, replica.source.pool()),
+            self.store_call(store, replica, ObjectStoreOperation::List)
+        );
+        let pool = pool.map_err(|p| Early {
+            node: source.node.clone(),
+            reason: p.reason(),
+            message: p.message(),
+        })?;
+        let src = pool
+            .dataset(&replica.source)
+            .cloned()
+            .unwrap_or_else(|| DatasetInventory::absent(replica.source.clone()));
+        match listed? {
+            ObjectStoreAnswer::Listed { streams } => Ok((src, streams)),
+            other => Err(store.unexpected("Listed", &other)),
+        }
+    }
+
+    async fn store_call(
+        &self,
+        store: &Store<'_>,
+        replica: &Replica,
+        operation: ObjectStoreOperation,
+    ) -> Result<ObjectStoreAnswer, Early> {
+        let request = ObjectStoreRequest {
+            store: store.access.clone(),
+            dataset: replica.source.clone(),
+            operation,
+        };
+        let call = TransferCall::ObjectStore(Box::new(request));
+        match self.ctx.agents.transfer(store.via, self.epoch, call).await {
+            Ok(TransferAnswer::Store(ObjectStoreAnswer::Failed { message })) => Err(Early {
+                node: store.label.to_owned(),
+                reason: reasons::TARGET_UNREACHABLE,
+                message,
+            }),
+            Ok(TransferAnswer::Store(answer)) => Ok(answer),
+            Ok(_) => Err(Early {
+                node: store.via.node.clone(),
+                reason: reasons::AGENT_REFUSED,
+                message: "the source agent answered an object-store call with something else"
+                    .into(),
+            }),
+            Err(e) => Err(Early {
+                node: store.via.node.clone(),
+                reason: e.reason(),
+                message: e.chain(),
+            }),
+        }
+    }
+
+    /// Source-side holds, bookmarks and releases in one call.
+    async fn bookkeep(
+        &self,
+        src: &DatasetInventory,
+        actions: Vec<BookkeepingAction>,
+        ran: &Ran,
+    ) -> Result<(), StepFailed> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let source = self.parties.pair().source;
+        let failed = |e: AgentError| StepFailed {
+            node: source.node.clone(),
+            reason: e.reason(),
+            message: e.chain(),
+            resume_failed: None,
+            ran: ran.clone(),
+        };
+        let request = Request::Bookkeeping(Bookkeeping {
+            owner: self.parties.owner.clone(),
+            actions,
+        });
+        match self.ctx.agents.call(source, self.epoch, request).await {
+            Ok(Response::Bookkept(_)) => Ok(()),
+            Ok(other) => Err(failed(AgentError::unexpected(
+                &source.node,
+                "Bookkeeping",
+                &other,
+            ))),
+            Err(e) => {
+                tracing::debug!(dataset = %src.dataset, "source bookkeeping failed");
+                Err(failed(e))
+            }
+        }
+    }
+
+    /// Holds the snapshot on the source, then uploads it; the stream's bytes.
+    async fn upload(
+        &self,
+        store: &Store<'_>,
+        src: &DatasetInventory,
+        send: &StoreSend,
+        target: &ObjectStoreTarget,
+        ran: &Ran,
+    ) -> Result<u64, StepFailed> {
+        let source = self.parties.pair().source;
+        let failed = |node: &str, reason: &'static str, message: String| StepFailed {
+            node: node.to_owned(),
+            reason,
+            message,
+            resume_failed: None,
+            ran: ran.clone(),
+        };
+        // Held first, as for node targets: once stored it is the next incremental's base.
+        if let Ok(snapshot) = src.dataset.snapshot(&send.snapshot.name) {
+            let hold = BookkeepingAction::Hold {
+                snapshot: SnapshotRef {
+                    snapshot,
+                    guid: send.snapshot.guid,
+                },
+                tag: self.send.hold_tag.clone(),
+            };
+            self.bookkeep(src, vec![hold], ran).await?;
+        }
+        let text = format!(
+            "{}-{:x}-{}",
+            self.send.step_prefix,
+            send.snapshot.guid,
+            Timestamp::now().as_millisecond()
+        );
+        let step: StepId = text
+            .parse()
+            .map_err(|e| failed(&source.node, reasons::AGENT_REFUSED, format!("{e}")))?;
+        let raw = src.encrypted && self.spec.send.raw;
+        let o = &self.spec.send;
+        let request = SendToObjectStore {
+            stream: send.stream.clone(),
+            flags: SendFlags {
+                raw,
+                compressed: o.compressed,
+                large_blocks: o.large_blocks,
+                embedded_data: o.embedded_data,
+                properties: o.properties,
+            },
+            store: store.access.clone(),
+            snapshot: send.snapshot.clone(),
+            created: send.created,
+            parent: send.parent.clone(),
+            // A raw stream is ciphertext already.
+            age_recipient: target
+                .encryption
+                .as_ref()
+                .filter(|_| !raw)
+                .map(|e| e.age_recipient.clone()),
+            binding: TransferBinding {
+                owner: self.parties.owner.clone(),
+                step: step.clone(),
+                source_node: source.node.clone(),
+            },
+            bandwidth_limit: self.send.bandwidth_limit,
+            stall_timeout_seconds: None,
+        };
+        tracing::info!(policy = %self.parties.policy, stream = ?send.stream, why = %send.why, "uploading to the object store");
+        let call = TransferCall::SendObjectStore(Box::new(request));
+        let sending = self.ctx.agents.transfer(source, self.epoch, call);
+        let answer = self
+            .send
+            .progress
+            .around(
+                self.ctx,
+                self.epoch,
+                source,
+                self.send.owner,
+                &step,
+                sending,
+            )
+            .await;
+        match answer {
+            Ok(TransferAnswer::Sent(SendToPeerAnswer::Sent(report))) => Ok(report.bytes_sent),
+            Ok(TransferAnswer::Sent(SendToPeerAnswer::Failed(e))) => {
+                let node = match &e {
+                    tidepool_wire::transfer::TransferError::PeerUnreachable { .. } => store.label,
+                    _ => &source.node,
+                };
+                Err(failed(node, transfer_reason(&e), e.to_string()))
+            }
+            Ok(_) => Err(failed(
+                &source.node,
+                reasons::AGENT_REFUSED,
+                "the source answered an upload with something else".into(),
+            )),
+            Err(e) => Err(failed(&source.node, e.reason(), e.chain())),
+        }
+    }
+
+    /// Deletes whole chains beyond the newest `keep`; how many streams went.
+    async fn expire(&self, store: &Store<'_>, replica: &Replica, keep: i32) -> Result<u32, Early> {
+        let keep_chains = u32::try_from(keep).unwrap_or(1).max(1);
+        match self
+            .store_call(store, replica, ObjectStoreOperation::Expire { keep_chains })
+            .await?
+        {
+            ObjectStoreAnswer::Expired { deleted } => {
+                if !deleted.is_empty() {
+                    tracing::info!(policy = %self.parties.policy, ?deleted, "expired object-store streams");
+                }
+                Ok(u32::try_from(deleted.len()).unwrap_or(u32::MAX))
+            }
+            other => Err(store.unexpected("Expired", &other)),
+        }
+    }
+}
+
+impl Store<'_> {
+    fn unexpected(&self, asked: &str, got: &ObjectStoreAnswer) -> Early {
+        Early {
+            node: self.via.node.clone(),
+            reason: reasons::AGENT_REFUSED,
+            message: format!("asked the object store for {asked}, got {got:?}"),
+        }
+    }
+}
+
+/// A failure before any upload of the round.
+struct Early {
+    node: String,
+    reason: &'static str,
+    message: String,
+}
+
+impl Early {
+    fn with(self, ran: &Ran) -> StepFailed {
+        StepFailed {
+            node: self.node,
+            reason: self.reason,
+            message: self.message,
+            resume_failed: None,
+            ran: ran.clone(),
+        }
+    }
+}
