@@ -125,6 +125,28 @@ pub(crate) fn track(state: &Arc<AgentState>, transfer: InFlight) -> InFlightGuar
     }
 }
 
+/// [`track`] for a source's `zfs send` of a step (to an agent, a far host or a store).
+pub(crate) fn track_send(
+    state: &Arc<AgentState>,
+    binding: &tidepool_wire::transfer::TransferBinding,
+    send: &tidepool_zfs::SendStream,
+    wire: &Meter,
+    estimated: Option<u64>,
+) -> InFlightGuard {
+    track(
+        state,
+        InFlight {
+            owner: binding.owner.clone(),
+            step: binding.step.clone(),
+            side: TransferSide::Source,
+            bytes: send.progress(),
+            wire: wire.clone(),
+            estimated,
+            started_at: Timestamp::now(),
+        },
+    )
+}
+
 pub(crate) struct InFlightGuard {
     state: Arc<AgentState>,
     id: u64,

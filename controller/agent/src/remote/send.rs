@@ -19,7 +19,7 @@ use crate::server::{AgentState, CommandRefused, Fenced};
 use crate::transfer::bucket::TokenBucket;
 use crate::transfer::pipe::{Meter, stalled};
 use crate::transfer::send::{check_stream, failed_on_source, send_request};
-use crate::transfer::{InFlight, count, spawn_to_completion, stall_timeout, track};
+use crate::transfer::{count, spawn_to_completion, stall_timeout, track_send};
 use crate::zfs_ops::NodeZfs;
 
 impl Operation for SendToSsh {
@@ -99,18 +99,7 @@ async fn run(
         }
     };
     let wire = Meter::new();
-    let _tracked = track(
-        &state,
-        InFlight {
-            owner: op.binding.owner.clone(),
-            step: op.binding.step.clone(),
-            side: TransferSide::Source,
-            bytes: send.progress(),
-            wire: wire.clone(),
-            estimated,
-            started_at: jiff::Timestamp::now(),
-        },
-    );
+    let _tracked = track_send(&state, &op.binding, &send, &wire, estimated);
     let stall = stall_timeout(op.stall_timeout_seconds);
     let mut ends = Ends { send, sink };
     let copied = tokio::select! {

@@ -22,7 +22,7 @@ use super::bucket::TokenBucket;
 use super::codec::Encoder;
 use super::peer::{self, PeerConnection};
 use super::pipe::{ChannelBody, Meter, stalled};
-use super::{InFlight, error_chain, spawn_to_completion, stall_timeout, track};
+use super::{error_chain, spawn_to_completion, stall_timeout, track_send};
 use crate::operation::Refusal;
 use crate::server::{AgentState, CommandRefused, Fenced};
 use crate::zfs_ops::NodeZfs;
@@ -183,18 +183,7 @@ async fn run(
     };
     let (tx, body) = ChannelBody::channel(IN_FLIGHT);
     let wire = Meter::new();
-    let _tracked = track(
-        &state,
-        InFlight {
-            owner: op.binding.owner.clone(),
-            step: op.binding.step.clone(),
-            side: TransferSide::Source,
-            bytes: send.progress(),
-            wire: wire.clone(),
-            estimated,
-            started_at: jiff::Timestamp::now(),
-        },
-    );
+    let _tracked = track_send(&state, &op.binding, &send, &wire, estimated);
     let waiting_on_peer = Arc::new(AtomicBool::new(false));
     let all_sent = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = oneshot::channel();
