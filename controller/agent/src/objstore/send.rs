@@ -17,11 +17,11 @@ use tidepool_wire::transfer::{
     SendToPeerAnswer, TransferError, TransferReport, TransferSide, TransferStream,
 };
 use tidepool_zfs::SendStream;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+use tokio::io::{AsyncWriteExt as _, DuplexStream};
 
 use crate::operation::Operation;
 use crate::server::{AgentState, CommandRefused, Fenced};
-use crate::transfer::bucket::TokenBucket;
+use crate::transfer::bucket::paced_copy;
 use crate::transfer::pipe::{Meter, stalled};
 use crate::transfer::send::{check_stream, failed_on_source, send_request};
 use crate::transfer::{count, spawn_to_completion, stall_timeout, track_send};
@@ -32,8 +32,6 @@ impl Operation for SendToObjectStore {
     type Output = SendToPeerAnswer;
 }
 
-/// Largest read from `zfs send` at once.
-const CHUNK: usize = 256 * 1024;
 /// The pipe between the send and the chunker.
 const PIPE: usize = 1 << 20;
 
@@ -202,26 +200,6 @@ async fn pump(
     limit: Option<u64>,
     wire: &Meter,
 ) -> std::io::Result<()> {
-    let chunk = match limit {
-        Some(rate) => usize::try_from(rate / 4)
-            .unwrap_or(CHUNK)
-            .clamp(1024, CHUNK),
-        None => CHUNK,
-    };
-    let mut bucket = limit.map(|rate| TokenBucket::new(rate, Instant::now()));
-    let mut buf = vec![0u8; chunk];
-    loop {
-        let n = send.read(&mut buf).await?;
-        if n == 0 {
-            return pipe.shutdown().await;
-        }
-        if let Some(bucket) = bucket.as_mut() {
-            let wait = bucket.take(n, Instant::now());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        pipe.write_all(&buf[..n]).await?;
-        wire.add(n);
-    }
+    paced_copy(send, &mut pipe, limit, wire).await?;
+    pipe.shutdown().await
 }

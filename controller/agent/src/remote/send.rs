@@ -11,12 +11,11 @@ use tidepool_wire::transfer::{
     SendToPeerAnswer, TransferError, TransferReport, TransferSide, TransferStream,
 };
 use tidepool_zfs::{ReceiveSink, SendStream, ZfsError};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::Remote;
 use crate::operation::Operation;
 use crate::server::{AgentState, CommandRefused, Fenced};
-use crate::transfer::bucket::TokenBucket;
+use crate::transfer::bucket::paced_copy;
 use crate::transfer::pipe::{Meter, stalled};
 use crate::transfer::send::{check_stream, failed_on_source, send_request};
 use crate::transfer::{count, spawn_to_completion, stall_timeout, track_send};
@@ -26,9 +25,6 @@ impl Operation for SendToSsh {
     const PATH: &'static str = "/v1/transfers/send-ssh";
     type Output = SendToPeerAnswer;
 }
-
-/// Largest chunk moved at once.
-const CHUNK: usize = 256 * 1024;
 
 pub(crate) async fn send_to_ssh(
     State(state): State<Arc<AgentState>>,
@@ -173,30 +169,6 @@ impl Ends {
     /// Moves the stream, paced to `limit` bytes per second; an error ends it (the
     /// processes' exits then say why).
     async fn copy(&mut self, limit: Option<u64>, wire: &Meter) -> std::io::Result<()> {
-        // With a limit, chunks of at most a quarter second of it, so pacing never looks
-        // like a stall.
-        let chunk = match limit {
-            Some(rate) => usize::try_from(rate / 4)
-                .unwrap_or(CHUNK)
-                .clamp(1024, CHUNK),
-            None => CHUNK,
-        };
-        let mut bucket = limit.map(|rate| TokenBucket::new(rate, Instant::now()));
-        let mut buf = vec![0u8; chunk];
-        loop {
-            let n = self.send.read(&mut buf).await?;
-            if n == 0 {
-                self.sink.flush().await?;
-                return Ok(());
-            }
-            if let Some(bucket) = bucket.as_mut() {
-                let wait = bucket.take(n, Instant::now());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            self.sink.write_all(&buf[..n]).await?;
-            wire.add(n);
-        }
+        paced_copy(&mut self.send, &mut self.sink, limit, wire).await
     }
 }

@@ -43,6 +43,48 @@ impl TokenBucket {
     }
 }
 
+/// Largest chunk a paced copy moves at once.
+pub const PACED_CHUNK: usize = 256 * 1024;
+
+/// Copies `from` into `to` until the end, paced to `limit` bytes per second, counting what
+/// moved on `wire`; flushes `to` at the end. With a limit, chunks of at most a quarter
+/// second of it, so pacing never looks like a stall. An error ends it (the processes'
+/// exits then say why).
+pub async fn paced_copy<R, W>(
+    from: &mut R,
+    to: &mut W,
+    limit: Option<u64>,
+    wire: &super::pipe::Meter,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let chunk = match limit {
+        Some(rate) => usize::try_from(rate / 4)
+            .unwrap_or(PACED_CHUNK)
+            .clamp(1024, PACED_CHUNK),
+        None => PACED_CHUNK,
+    };
+    let mut bucket = limit.map(|rate| TokenBucket::new(rate, Instant::now()));
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.flush().await;
+        }
+        if let Some(bucket) = bucket.as_mut() {
+            let wait = bucket.take(n, Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        to.write_all(&buf[..n]).await?;
+        wire.add(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

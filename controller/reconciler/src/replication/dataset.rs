@@ -388,7 +388,7 @@ pub(crate) struct EarlyFailure {
 }
 
 impl EarlyFailure {
-    fn with(self, ran: &Ran) -> StepFailed {
+    pub(crate) fn with(self, ran: &Ran) -> StepFailed {
         StepFailed {
             node: self.node,
             reason: self.reason,

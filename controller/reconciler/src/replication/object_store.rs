@@ -22,7 +22,7 @@ use tidepool_wire::objstore::{
 use tidepool_wire::transfer::{SendToPeerAnswer, StepId, TransferBinding};
 use tidepool_wire::{Request, Response, SendFlags, SnapshotRef};
 
-use super::dataset::{DatasetSync, PolicySync, Replica};
+use super::dataset::{DatasetSync, EarlyFailure, PolicySync, Replica};
 use super::run::{Ran, StepFailed, transfer_reason};
 use super::store_plan::{self, StoreInput, StorePlan, StoreSend};
 use super::{MAX_ROUNDS, TargetEnd};
@@ -176,13 +176,13 @@ impl PolicySync<'_> {
         &self,
         store: &Store<'_>,
         replica: &Replica,
-    ) -> Result<(DatasetInventory, Vec<StoredStream>), Early> {
+    ) -> Result<(DatasetInventory, Vec<StoredStream>), EarlyFailure> {
         let source = self.parties.pair().source;
         let (pool, listed) = futures::join!(
             inventory(self.ctx, source, self.epoch, replica.source.pool()),
             self.store_call(store, replica, ObjectStoreOperation::List)
         );
-        let pool = pool.map_err(|p| Early {
+        let pool = pool.map_err(|p| EarlyFailure {
             node: source.node.clone(),
             reason: p.reason(),
             message: p.message(),
@@ -202,7 +202,7 @@ impl PolicySync<'_> {
         store: &Store<'_>,
         replica: &Replica,
         operation: ObjectStoreOperation,
-    ) -> Result<ObjectStoreAnswer, Early> {
+    ) -> Result<ObjectStoreAnswer, EarlyFailure> {
         let request = ObjectStoreRequest {
             store: store.access.clone(),
             dataset: replica.source.clone(),
@@ -210,19 +210,19 @@ impl PolicySync<'_> {
         };
         let call = TransferCall::ObjectStore(Box::new(request));
         match self.ctx.agents.transfer(store.via, self.epoch, call).await {
-            Ok(TransferAnswer::Store(ObjectStoreAnswer::Failed { message })) => Err(Early {
+            Ok(TransferAnswer::Store(ObjectStoreAnswer::Failed { message })) => Err(EarlyFailure {
                 node: store.label.to_owned(),
                 reason: reasons::TARGET_UNREACHABLE,
                 message,
             }),
             Ok(TransferAnswer::Store(answer)) => Ok(answer),
-            Ok(_) => Err(Early {
+            Ok(_) => Err(EarlyFailure {
                 node: store.via.node.clone(),
                 reason: reasons::AGENT_REFUSED,
                 message: "the source agent answered an object-store call with something else"
                     .into(),
             }),
-            Err(e) => Err(Early {
+            Err(e) => Err(EarlyFailure {
                 node: store.via.node.clone(),
                 reason: e.reason(),
                 message: e.chain(),
@@ -366,7 +366,12 @@ impl PolicySync<'_> {
     }
 
     /// Deletes whole chains beyond the newest `keep`; how many streams went.
-    async fn expire(&self, store: &Store<'_>, replica: &Replica, keep: i32) -> Result<u32, Early> {
+    async fn expire(
+        &self,
+        store: &Store<'_>,
+        replica: &Replica,
+        keep: i32,
+    ) -> Result<u32, EarlyFailure> {
         let keep_chains = u32::try_from(keep).unwrap_or(1).max(1);
         match self
             .store_call(store, replica, ObjectStoreOperation::Expire { keep_chains })
@@ -384,30 +389,11 @@ impl PolicySync<'_> {
 }
 
 impl Store<'_> {
-    fn unexpected(&self, asked: &str, got: &ObjectStoreAnswer) -> Early {
-        Early {
+    fn unexpected(&self, asked: &str, got: &ObjectStoreAnswer) -> EarlyFailure {
+        EarlyFailure {
             node: self.via.node.clone(),
             reason: reasons::AGENT_REFUSED,
             message: format!("asked the object store for {asked}, got {got:?}"),
-        }
-    }
-}
-
-/// A failure before any upload of the round.
-struct Early {
-    node: String,
-    reason: &'static str,
-    message: String,
-}
-
-impl Early {
-    fn with(self, ran: &Ran) -> StepFailed {
-        StepFailed {
-            node: self.node,
-            reason: self.reason,
-            message: self.message,
-            resume_failed: None,
-            ran: ran.clone(),
         }
     }
 }
