@@ -3,6 +3,8 @@
 //! manifests), deleting expired chains, and ([`send`]) uploading `zfs send`. The keys
 //! arrive with each call and live only in that call's client.
 
+pub(crate) mod drill;
+pub mod restore;
 pub(crate) mod send;
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use axum::{Json, extract::State};
 use object_store::ObjectStore;
 use tidepool_objstore::naming::{Prefix, StreamKey, StreamKind};
-use tidepool_objstore::{S3Config, chain, list, restore};
+use tidepool_objstore::{S3Config, chain, list};
 use tidepool_wire::objstore::{
     ObjectStoreAnswer, ObjectStoreOperation, ObjectStoreRequest, StoreAccess, StoredStream,
 };
@@ -81,7 +83,7 @@ async fn listed(
             name: l.name.clone(),
         };
         let manifest = if l.complete {
-            Some(restore::read_manifest(store, &key).await?)
+            Some(tidepool_objstore::restore::read_manifest(store, &key).await?)
         } else {
             None
         };

@@ -38,7 +38,7 @@ use crate::{
     zfs_ops::{self, NodeZfs},
 };
 use tidepool_wire::bookkeeping::Bookkeeping;
-use tidepool_wire::objstore::{ObjectStoreRequest, SendToObjectStore};
+use tidepool_wire::objstore::{ObjectStoreRequest, RestoreDrill, SendToObjectStore};
 use tidepool_wire::operation::{DestroySnapshots, InventoryRequest, TakeSnapshots};
 use tidepool_wire::ssh::{RemoteRequest, SendToSsh};
 use tidepool_wire::transfer::{ListTransfers, PrepareReceive, SendToPeer};
@@ -273,6 +273,10 @@ pub fn router(state: Arc<AgentState>) -> Router {
             .route(
                 SendToObjectStore::PATH,
                 post(crate::objstore::send::send_to_object_store),
+            )
+            .route(
+                RestoreDrill::PATH,
+                post(crate::objstore::drill::restore_drill),
             );
     }
     let mut routes = routes.route_layer(middleware::from_fn_with_state(

@@ -54,3 +54,6 @@ pub const GROUP: &str = "tidepool.dev";
 /// The ZFS user property that records which object owns a snapshot ([`Owner`]:
 /// `<Kind>/<namespace>/<name>`). It counts only where set locally on the snapshot.
 pub const OWNER_PROPERTY: &str = "tidepool.dev:owner";
+/// The ZFS user property a restore drill sets locally on its scratch dataset as it receives
+/// it (the drill's owner): the only mark that lets Tidepool destroy a dataset.
+pub const DRILL_PROPERTY: &str = "tidepool.dev:drill";

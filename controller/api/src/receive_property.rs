@@ -23,8 +23,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::OWNER_PROPERTY;
 use crate::values::{PropertyName, PropertyValue, ValueError};
+use crate::{DRILL_PROPERTY, OWNER_PROPERTY};
 
 /// Properties under this prefix are Tidepool's alone.
 pub const RESERVED_PREFIX: &str = "tidepool.dev:";
@@ -32,7 +32,7 @@ pub const RESERVED_PREFIX: &str = "tidepool.dev:";
 /// Tidepool's own properties: `zfs receive` always gets `-x` for each, so a stream never
 /// sets them on a replica (an owner that arrived in a stream would otherwise look like a
 /// claim to the target's retention).
-pub const RESERVED_PROPERTIES: &[&str] = &[OWNER_PROPERTY];
+pub const RESERVED_PROPERTIES: &[&str] = &[OWNER_PROPERTY, DRILL_PROPERTY];
 
 /// The longest value a policy may set, in characters (the schema's `maxLength` counts
 /// characters; 1024 of them are at most 4096 bytes, well inside [`PropertyValue`]'s limit).

@@ -91,3 +91,50 @@ pub enum Error {
     #[error("writing the restored stream failed: {0}")]
     Sink(#[source] io::Error),
 }
+
+/// What an error says about the stored stream itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// An object the stream needs is not in the store.
+    Missing,
+    /// An object is there but not what its manifest says.
+    Corrupt,
+    /// Nothing is known to be wrong with the stream (the store could not be reached, the
+    /// writer failed, the request was invalid).
+    None,
+}
+
+impl Error {
+    /// Whether the stream in the store is damaged, and how.
+    pub fn damage(&self) -> Damage {
+        match self {
+            Error::ManifestMissing { .. } => Damage::Missing,
+            Error::Store { source, .. }
+                if matches!(source, object_store::Error::NotFound { .. }) =>
+            {
+                Damage::Missing
+            }
+            Error::ManifestInvalid { .. }
+            | Error::ManifestMismatch { .. }
+            | Error::ChunkSize { .. }
+            | Error::ChunkChecksum { .. }
+            | Error::Decrypt { .. }
+            | Error::DecryptStream { .. }
+            | Error::StreamSize { .. } => Damage::Corrupt,
+            _ => Damage::None,
+        }
+    }
+
+    /// The object the error concerns, when it names one.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            Error::Store { object, .. }
+            | Error::ManifestInvalid { object, .. }
+            | Error::UnsupportedFormat { object, .. }
+            | Error::ManifestMismatch { object, .. }
+            | Error::ChunkSize { object, .. }
+            | Error::ChunkChecksum { object, .. } => Some(object),
+            _ => None,
+        }
+    }
+}

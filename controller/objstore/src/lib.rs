@@ -26,7 +26,7 @@ pub mod store;
 pub mod upload;
 
 pub use chain::{ChainPolicy, Chains, FullEvery, IncrementalBase, ListedStream, NextStream};
-pub use error::Error;
+pub use error::{Damage, Error};
 pub use manifest::{Encryption, Manifest};
 pub use naming::{Prefix, StreamKey, StreamKind, StreamName};
 pub use store::S3Config;

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tidepool_api::{DatasetName, SnapshotShortName};
 
+use crate::operation::Owner;
 use crate::send::SendFlags;
 use crate::ssh::SecretText;
 use crate::transfer::{TransferBinding, TransferStream};
@@ -118,6 +119,81 @@ pub enum ObjectStoreAnswer {
     Failed {
         message: String,
     },
+}
+
+/// A restore drill, run by the source agent: the newest complete chain of `dataset`
+/// fetched with every chunk's SHA-256 checked and received into `scratch`, each
+/// snapshot's GUID compared with its manifest, then the scratch destroyed. `scratch` must
+/// not exist, or carry this drill's mark (an earlier drill that did not finish). A chain
+/// encrypted with age is checked chunk by chunk only: agents hold no identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreDrill {
+    pub store: StoreAccess,
+    /// The source dataset whose streams these are.
+    pub dataset: DatasetName,
+    /// Where the chain is received; its last component starts with `tidepool-drill-`.
+    pub scratch: DatasetName,
+    /// Whose drill: set locally on the scratch as it is received, its only license to be
+    /// destroyed.
+    pub owner: Owner,
+}
+
+/// What a drill found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrillVerdict {
+    /// Every chunk matched its SHA-256 and every received snapshot its manifest's GUID.
+    Passed,
+    /// The store holds no complete chain of the dataset yet.
+    NothingStored,
+    /// An object the chain needs is gone (a chunk or a manifest).
+    ObjectMissing,
+    /// A chunk's size or SHA-256 differs from its manifest, or a manifest is unreadable.
+    ChunkCorrupt,
+    /// `zfs receive` refused the stream, or a received snapshot's GUID differs.
+    RestoreFailed,
+    /// The store could not be read (network, credentials).
+    StoreUnreachable,
+    /// The scratch dataset exists and is not this drill's, or is outside the agent's roots.
+    ScratchRefused,
+}
+
+impl DrillVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillVerdict::Passed => "RestoreDrillPassed",
+            DrillVerdict::NothingStored => "NothingStored",
+            DrillVerdict::ObjectMissing => "ObjectMissing",
+            DrillVerdict::ChunkCorrupt => "ChunkCorrupt",
+            DrillVerdict::RestoreFailed => "RestoreFailed",
+            DrillVerdict::StoreUnreachable => "TargetUnreachable",
+            DrillVerdict::ScratchRefused => "ScratchRefused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillReport {
+    pub verdict: DrillVerdict,
+    /// The chain's streams checked, full first.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// The chain's newest snapshot and its GUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotShortName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<u64>,
+    /// Stream bytes fetched.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Received into the scratch; false for an age-encrypted chain (checksums only).
+    #[serde(default)]
+    pub received: bool,
+    /// The object that is missing or corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    pub message: String,
 }
 
 #[cfg(test)]

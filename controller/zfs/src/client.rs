@@ -117,7 +117,7 @@ impl<E: Executor> Zfs<E> {
         &self.exec
     }
 
-    async fn run(&self, kind: CommandKind, argv: Argv) -> Result<Output, ZfsError> {
+    pub(crate) async fn run(&self, kind: CommandKind, argv: Argv) -> Result<Output, ZfsError> {
         run(&self.exec, &argv, Some(self.timeouts.of(kind))).await
     }
 
@@ -555,7 +555,10 @@ impl<E: Executor> Zfs<E> {
 
     /// Starts `zfs receive` and returns the sink to write the stream into.
     pub async fn receive(&self, options: &ReceiveOptions) -> Result<ReceiveSink, ZfsError> {
-        let argv = cmd::receive(options);
+        self.spawn_receive(cmd::receive(options)).await
+    }
+
+    pub(crate) async fn spawn_receive(&self, argv: Argv) -> Result<ReceiveSink, ZfsError> {
         tracing::debug!(%argv, "zfs: receive");
         let s = self
             .exec

@@ -12,7 +12,7 @@ use crate::parse::{ListParser, POOL_COLUMNS};
 use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken};
 use tidepool_wire::{ReceiveOptions, SendFlags};
 
-fn zfs() -> Argv {
+pub(crate) fn zfs() -> Argv {
     Argv::new("zfs")
 }
 

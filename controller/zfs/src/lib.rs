@@ -36,6 +36,7 @@ pub mod features;
 pub mod inventory;
 pub mod name;
 pub mod parse;
+pub mod scratch;
 pub mod ssh;
 pub mod stream;
 
@@ -53,6 +54,7 @@ pub use parse::{
     PoolHealth, PropertyEntry, PropertySource, ResumeTokenContents, SendEstimate, SendEstimateItem,
     Version, ZfsVersion,
 };
+pub use scratch::{SCRATCH_PREFIX, Scratch, ScratchRefused};
 pub use ssh::{SshDestination, SshExecutor};
 pub use stream::{Progress, ReceiveSink, SendStream, StreamLimits, StreamStalled, pipe};
 pub use tidepool_api::values::{HoldTag, PropertyName, PropertyValue, ResumeToken, ValueError};
