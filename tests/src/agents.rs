@@ -411,6 +411,22 @@ async fn launch(
         .context("starting the agent in the guest")
 }
 
+/// The text of `GET /metrics` at `addr` (plain HTTP on loopback), headers included.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw)
+        .await
+        .unwrap_or_else(|e| panic!("reading {addr}/metrics: {e}"));
+    raw
+}
+
 /// Sums the samples of `name` in a Prometheus text exposition (any labels).
 pub fn sum_samples(text: &str, name: &str) -> f64 {
     sum_samples_where(text, name, "")

@@ -273,6 +273,12 @@ pub async fn print_events(cp: &crate::control_plane::ControlPlane, ns: &str, nam
     }
 }
 
+/// A loopback address with a port free right now (for a controller's HTTP port).
+pub fn free_local_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Two simulated nodes in one VM for a replication scenario: node `<ns>-src` serves
 /// `<pool_a>/data`, node `<ns>-dst` serves `<pool_b>/replicas` (both datasets made, both
 /// granted to the release's namespace), and one controller replica with the chart's
@@ -326,10 +332,7 @@ impl Pair {
             vm,
             PinnedAgents::new(replica.agent_token.clone(), AGENT_CALL_TIMEOUT),
         );
-        let http = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
-        };
+        let http = free_local_addr();
         let controller = release
             .start_serving_with(&replica, Some(ns.clone()), agents as _, config, http)
             .await;

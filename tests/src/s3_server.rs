@@ -113,6 +113,55 @@ impl ObjectStoreServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `http://10.0.2.2:<port>`: the endpoint as the guest's agents reach it (QEMU's user
+    /// network maps the host's loopback there).
+    pub fn endpoint_from_guest(&self) -> String {
+        format!(
+            "http://{}:{}",
+            crate::zfs_vm::ZfsVm::HOST_FROM_GUEST,
+            self.port
+        )
+    }
+
+    /// Creates Secret `name` in `ns` with the bucket's keys, as an `objectStore` target's
+    /// `secretRef` names it.
+    pub async fn create_secret(&self, client: kube::Client, ns: &str, name: &str) -> Result<()> {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.to_owned());
+        s.data = Some(
+            [
+                ("accessKeyId", Self::ACCESS_KEY),
+                ("secretAccessKey", Self::SECRET_KEY),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+        );
+        kube::Api::<Secret>::namespaced(client, ns)
+            .create(&kube::api::PostParams::default(), &s)
+            .await
+            .with_context(|| format!("creating Secret {ns}/{name}"))?;
+        Ok(())
+    }
+
+    /// A policy's `target` for this bucket: `objectStore` with the guest's endpoint,
+    /// `prefix`, Secret `secret`, and the fields of `extra`.
+    pub fn target(
+        &self,
+        prefix: &str,
+        secret: &str,
+        extra: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut t = serde_json::json!({"endpoint": self.endpoint_from_guest(),
+            "bucket": Self::BUCKET, "prefix": prefix, "secretRef": {"name": secret}});
+        if let (Some(t), Some(extra)) = (t.as_object_mut(), extra.as_object()) {
+            t.extend(extra.clone());
+        }
+        serde_json::json!({ "objectStore": t })
+    }
+
     /// How tidepool-objstore reaches the bucket.
     pub fn s3(&self) -> S3Config {
         S3Config {

@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tidepool_api::{DatasetGrant, ZfsNode};
 use tidepool_reconciler::{ControllerConfig, LeaseConfig, PinnedAgents, ReconcilerConfig};
-use tidepool_tests::agents::sum_samples;
+use tidepool_tests::agents::{scrape, sum_samples};
 use tidepool_tests::kubelet::Kubelet;
 use tidepool_tests::release::*;
 
@@ -27,18 +27,10 @@ fn free_port() -> u16 {
 }
 
 async fn reconciles(metrics: std::net::SocketAddr) -> f64 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut tcp = tokio::net::TcpStream::connect(metrics)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    sum_samples(&raw, "tidepool_controller_reconciles_total")
+    sum_samples(
+        &scrape(metrics).await,
+        "tidepool_controller_reconciles_total",
+    )
 }
 
 /// The counter once it has not moved for 3 s (a loaded machine may still be working off

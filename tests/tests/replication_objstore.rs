@@ -17,10 +17,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use object_store::ObjectStore;
 use serde_json::json;
 use tidepool_api::condition::kind;
@@ -146,35 +144,9 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     let _controller = release
         .start_with(&replica, Some(ns.clone()), agents as _)
         .await;
-    // The guest reaches the host's loopback at 10.0.2.2.
-    let endpoint = server
-        .endpoint()
-        .replace("127.0.0.1", &ZfsVm::HOST_FROM_GUEST.to_string());
-    let secrets: Api<Secret> = Api::namespaced(cp.admin_client(), &ns);
-    let mut s = Secret::default();
-    s.metadata.name = Some("bucket".to_owned());
-    s.data = Some(
-        [
-            ("accessKeyId", ObjectStoreServer::ACCESS_KEY),
-            ("secretAccessKey", ObjectStoreServer::SECRET_KEY),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
-        .collect(),
-    );
-    ok(secrets
-        .create(&PostParams::default(), &s)
-        .await
-        .map_err(Into::into));
+    ok(server.create_secret(cp.admin_client(), &ns, "bucket").await);
     let policies: Api<ReplicationPolicy> = Api::namespaced(cp.admin_client(), &ns);
-    let target = |prefix: &str, extra: serde_json::Value| {
-        let mut t = json!({"endpoint": endpoint, "bucket": ObjectStoreServer::BUCKET,
-            "prefix": prefix, "secretRef": {"name": "bucket"}});
-        if let (Some(t), Some(extra)) = (t.as_object_mut(), extra.as_object()) {
-            t.extend(extra.clone());
-        }
-        json!({"objectStore": t})
-    };
+    let target = |prefix: &str, extra: serde_json::Value| server.target(prefix, "bucket", extra);
     eprintln!(
         "agent, controller and versitygw up after {:?}",
         started.elapsed()

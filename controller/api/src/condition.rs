@@ -62,6 +62,9 @@ pub mod kind {
     pub const DEGRADED: &str = "Degraded";
     /// The target has data the source lacks (replication only).
     pub const DIVERGED: &str = "Diverged";
+    /// The last restore drill restored the newest stored chain (replication to an object
+    /// store with `restoreDrill` only).
+    pub const VERIFIED: &str = "Verified";
 }
 
 /// Condition reasons (CamelCase, one word, stable: alerts and scripts match on them).

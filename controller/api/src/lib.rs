@@ -57,3 +57,5 @@ pub const OWNER_PROPERTY: &str = "tidepool.dev:owner";
 /// The ZFS user property a restore drill sets locally on its scratch dataset as it receives
 /// it (the drill's owner): the only mark that lets Tidepool destroy a dataset.
 pub const DRILL_PROPERTY: &str = "tidepool.dev:drill";
+/// The last name component of a restore drill's scratch dataset starts with this.
+pub const SCRATCH_PREFIX: &str = "tidepool-drill-";

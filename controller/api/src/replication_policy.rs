@@ -65,6 +65,7 @@ use crate::values::PropertyName;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.target.node) || self.target.node.nodeName != self.source.nodeName || (self.target.node.dataset != self.source.dataset && !self.target.node.dataset.startsWith(self.source.dataset + '/') && !self.source.dataset.startsWith(self.target.node.dataset + '/'))").message("on the source's own node, the target dataset must not be the source dataset, below it or above it"))]
+#[x_kube(validation = Rule::new("!has(self.restoreDrill) || has(self.target.objectStore)").message("restoreDrill checks object-store chains; node and ssh replicas are checked by GUID on every receive").field_path(".restoreDrill"))]
 #[x_kube(validation = Rule::new("!has(self.target.objectStore) || !has(self.retention) || (has(self.retention.keepLast) && !has(self.retention.keepWithin) && !has(self.retention.hourly) && !has(self.retention.daily) && !has(self.retention.weekly) && !has(self.retention.monthly) && !has(self.retention.yearly))").message("an objectStore target's retention counts whole chains: set keepLast (chains) only").field_path(".retention"))]
 pub struct ReplicationPolicySpec {
     /// What to replicate.
@@ -88,6 +89,37 @@ pub struct ReplicationPolicySpec {
     pub trigger: Option<Trigger>,
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Prove now and then that what the object store holds restores (objectStore targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_drill: Option<RestoreDrillPolicy>,
+}
+
+/// The shortest time between two restore drills: each fetches a whole chain.
+pub const MIN_DRILL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Scheduled restore drills: the newest stored chain received into a scratch dataset on
+/// the source node, GUIDs and checksums compared, the scratch destroyed; reported as the
+/// `Verified` condition, `status.lastDrill` and metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(drill_floor_rule()).message("restoreDrill.every must be at least 10s").field_path(".every"))]
+pub struct RestoreDrillPolicy {
+    /// Time between drills, e.g. `24h` or `7d`.
+    pub every: crate::duration::HumanDuration,
+    /// The dataset on the source node below which the scratch dataset
+    /// (`tidepool-drill-<id>`) is received and destroyed: the source dataset's parent
+    /// when left out. It must exist, lie within the agent's dataset roots, and the
+    /// namespace needs a grant to receive there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_parent: Option<DatasetName>,
+}
+
+fn drill_floor_rule() -> String {
+    format!(
+        "{} >= {}",
+        crate::duration::HumanDuration::cel_millis("self.every"),
+        MIN_DRILL_INTERVAL.as_millis()
+    )
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -443,6 +475,50 @@ pub struct ReplicationPolicyStatus {
     pub consecutive_failures: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The last restore drill (`spec.restoreDrill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<DrillStatus>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::bounds::lenient_optional_time"
+    )]
+    #[schemars(schema_with = "crate::bounds::optional_time")]
+    pub next_drill_time: Option<Time>,
+}
+
+/// What the last restore drill found.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillStatus {
+    #[serde(deserialize_with = "crate::bounds::lenient_time")]
+    #[schemars(schema_with = "crate::bounds::time")]
+    pub time: Time,
+    pub passed: bool,
+    /// `RestoreDrillPassed`, or why it failed (`ObjectMissing`, `ChunkCorrupt`,
+    /// `RestoreFailed`, ...), as the `Verified` condition's reason.
+    pub reason: String,
+    /// The newest snapshot of the chain checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The chain's streams checked, full first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
+    /// Received into a scratch dataset and matched by GUID; false when the chain is
+    /// encrypted with age and only its checksums could be checked.
+    #[serde(default)]
+    pub received: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::bounds::MAX_INT64))]
+    pub bytes: Option<i64>,
+    /// How long it took, e.g. `12.3s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// The object found missing or corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(default)]
+    pub message: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -109,11 +109,10 @@ impl Error {
     pub fn damage(&self) -> Damage {
         match self {
             Error::ManifestMissing { .. } => Damage::Missing,
-            Error::Store { source, .. }
-                if matches!(source, object_store::Error::NotFound { .. }) =>
-            {
-                Damage::Missing
-            }
+            Error::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            } => Damage::Missing,
             Error::ManifestInvalid { .. }
             | Error::ManifestMismatch { .. }
             | Error::ChunkSize { .. }

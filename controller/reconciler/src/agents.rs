@@ -13,7 +13,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tidepool_agent::{AgentClient, CallError, CertificateFingerprint, LeaderEpoch};
 use tidepool_api::ZfsNode;
-use tidepool_wire::objstore::{ObjectStoreAnswer, ObjectStoreRequest, SendToObjectStore};
+use tidepool_wire::objstore::{
+    DrillReport, ObjectStoreAnswer, ObjectStoreRequest, RestoreDrill, SendToObjectStore,
+};
 use tidepool_wire::ssh::SendToSsh;
 use tidepool_wire::transfer::{
     ListTransfers, PrepareReceive, PrepareReceiveAnswer, SendToPeer, SendToPeerAnswer,
@@ -214,6 +216,8 @@ pub enum TransferCall {
     SendObjectStore(Box<SendToObjectStore>),
     /// A listing or a retention on an object store, through the source agent.
     ObjectStore(Box<ObjectStoreRequest>),
+    /// A restore drill of an object-store chain on the source node.
+    Drill(Box<RestoreDrill>),
     /// The agent's transfers in flight, with their progress.
     List,
 }
@@ -224,6 +228,7 @@ pub enum TransferAnswer {
     Sent(SendToPeerAnswer),
     Listed(TransfersInFlight),
     Store(ObjectStoreAnswer),
+    Drilled(DrillReport),
 }
 
 /// The real transport: TLS pinned to the `ZfsNode`'s fingerprint, the controller's
@@ -323,6 +328,11 @@ impl Agents for PinnedAgents {
                     .call(&token, epoch, *r)
                     .await
                     .map(TransferAnswer::Store),
+                TransferCall::Drill(d) => client
+                    .with_timeout(self.send_timeout)
+                    .call(&token, epoch, *d)
+                    .await
+                    .map(TransferAnswer::Drilled),
                 TransferCall::List => client
                     .call(&token, epoch, ListTransfers {})
                     .await

@@ -39,6 +39,10 @@ pub struct Metrics {
     replication_bytes: IntCounterVec,
     replication_failures: IntGaugeVec,
     replication_duration: IntGaugeVec,
+    /// Per ReplicationPolicy with `restoreDrill`: 1 when its last drill passed, else 0.
+    drill_passed: IntGaugeVec,
+    drill_failures: IntCounterVec,
+    drill_last_success: IntGaugeVec,
 }
 
 /// Building the metrics failed (a name clash: a programming error caught by the tests).
@@ -139,8 +143,33 @@ impl Metrics {
             ),
             &per_object,
         )?;
+        let drill_passed = IntGaugeVec::new(
+            Opts::new(
+                "tidepool_replication_restore_drill_passed",
+                "1 when a ReplicationPolicy's last restore drill restored its newest stored \
+                 chain, 0 when it failed",
+            ),
+            &per_object,
+        )?;
+        let drill_failures = IntCounterVec::new(
+            Opts::new(
+                "tidepool_replication_restore_drill_failures_total",
+                "Restore drills of a ReplicationPolicy that failed",
+            ),
+            &per_object,
+        )?;
+        let drill_last_success = IntGaugeVec::new(
+            Opts::new(
+                "tidepool_replication_restore_drill_last_success_timestamp_seconds",
+                "When a ReplicationPolicy's last passing restore drill ended (Unix time)",
+            ),
+            &per_object,
+        )?;
         for c in [
             Box::new(replication_bytes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(drill_passed.clone()),
+            Box::new(drill_failures.clone()),
+            Box::new(drill_last_success.clone()),
             Box::new(replication_failures.clone()),
             Box::new(replication_duration.clone()),
             Box::new(reconciles.clone()),
@@ -175,6 +204,9 @@ impl Metrics {
             replication_bytes,
             replication_failures,
             replication_duration,
+            drill_passed,
+            drill_failures,
+            drill_last_success,
         })
     }
 
@@ -211,6 +243,21 @@ impl Metrics {
         }
     }
 
+    /// A ReplicationPolicy's restore drill that ended at `at`.
+    pub fn restore_drill(&self, namespace: &str, name: &str, passed: bool, at: jiff::Timestamp) {
+        let l = [namespace, name];
+        self.drill_passed
+            .with_label_values(&l)
+            .set(i64::from(passed));
+        if passed {
+            self.drill_last_success
+                .with_label_values(&l)
+                .set(at.as_second());
+        } else {
+            self.drill_failures.with_label_values(&l).inc();
+        }
+    }
+
     /// Drops the series of a ReplicationPolicy that no longer exists.
     pub fn forget_replication(&self, namespace: &str, name: &str) {
         let l = [namespace, name];
@@ -219,6 +266,9 @@ impl Metrics {
         let _ = self.replication_bytes.remove_label_values(&l);
         let _ = self.replication_failures.remove_label_values(&l);
         let _ = self.replication_duration.remove_label_values(&l);
+        let _ = self.drill_passed.remove_label_values(&l);
+        let _ = self.drill_failures.remove_label_values(&l);
+        let _ = self.drill_last_success.remove_label_values(&l);
     }
 
     /// The (namespace, name) pairs of ReplicationPolicies that have series.

@@ -15,6 +15,7 @@
 
 pub mod dataset;
 pub mod deletion;
+pub mod drill;
 pub mod object_store;
 pub mod progress;
 pub mod run;
@@ -113,7 +114,15 @@ pub async fn reconcile(
     let old = obj.status.clone().unwrap_or_default();
     let progress = ProgressReport::new(&ns, &name, &old);
     let outcome = evaluate(&obj, &ctx, epoch, &uid, &progress, now).await?;
-    let new = status::next(&old, &outcome, obj.metadata.generation, now);
+    let mut new = status::next(&old, &outcome, obj.metadata.generation, now);
+    let drilled = if drill::due(&obj, &outcome, &new, Timestamp::now()) {
+        let d = drill::run(&obj, &ctx, epoch, &ns, &uid).await?;
+        ctx.metrics.restore_drill(&ns, &name, d.passed, d.time.0);
+        Some(d)
+    } else {
+        None
+    };
+    drill::record(&mut new, &obj, drilled, Timestamp::now());
     if new != old || progress.written() {
         writes::apply_status::<ReplicationPolicy>(&ctx, &ns, &name, &new).await?;
         ctx.metrics.status_writes.inc();
@@ -155,6 +164,10 @@ pub async fn reconcile(
         }
         Outcome::Synced(sync) => sync.next.map_or(ctx.config.replication_poll, until),
     };
+    let wait = new
+        .next_drill_time
+        .as_ref()
+        .map_or(wait, |t| wait.min(until(t.0)));
     Ok(Action::requeue(
         wait.min(ctx.config.max_requeue) + Duration::from_millis(5),
     ))
@@ -447,13 +460,13 @@ async fn publish_transitions(
     old: &ReplicationPolicyStatus,
     new: &ReplicationPolicyStatus,
 ) {
-    for type_ in [kind::READY, kind::DIVERGED] {
+    for type_ in [kind::READY, kind::DIVERGED, kind::VERIFIED] {
         let (before, after) = (find(&old.conditions, type_), find(&new.conditions, type_));
         let Some(after) = after else { continue };
         if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
             continue;
         }
-        let good = (after.status == "True") == (type_ == kind::READY);
+        let good = (after.status == "True") == (type_ != kind::DIVERGED);
         if before.is_none() && good && type_ == kind::DIVERGED {
             continue;
         }

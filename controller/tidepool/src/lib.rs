@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller_cmd;
 pub mod crdgen;
 pub mod restore_cmd;
+pub mod restore_store_cmd;
 pub mod ssh_gate_cmd;
 
 use anyhow::{Context, bail};
@@ -17,6 +18,8 @@ const USAGE: &str = "usage: tidepool crdgen [--check] [DIR]
        tidepool ssh-gate --root DATASET...  (forced command on an ssh target's host)
        tidepool restore --from-ssh USER@HOST[:PORT] --key FILE --known-hosts FILE
                         --snapshot DATASET@SNAPSHOT --to NEW_DATASET
+       tidepool restore --from-store ENDPOINT --bucket B [--prefix P] --dataset SOURCE
+                        [--snapshot NAME] [--identity AGE_KEY_FILE] --to NEW_DATASET
        tidepool status  [-n NS | -A] [-o json|yaml]
        tidepool nodes   [-o json|yaml]
        tidepool run-now KIND/NAME [-n NS] [--wait] [--timeout 2m]
@@ -64,6 +67,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("agent") => agent_cmd::main(&args[1..]),
         Some("controller") => controller_cmd::run(&args[1..]),
         Some("ssh-gate") => ssh_gate_cmd::main(&args[1..]),
+        Some("restore") if args.iter().any(|a| a == "--from-store") => {
+            restore_store_cmd::main(&args[1..])
+        }
         Some("restore") => restore_cmd::main(&args[1..]),
         Some("--version" | "version") => {
             println!("tidepool {}", env!("CARGO_PKG_VERSION"));

@@ -379,7 +379,8 @@ pub fn send_resume(token: &ResumeToken, dry_run: bool) -> Argv {
     a
 }
 
-/// `zfs receive -s -u [-o prop=value]... [-x prop]... -x tidepool.dev:owner target`.
+/// `zfs receive -s -u [-o prop=value]... [-x prop]... -x tidepool.dev:owner -x
+/// tidepool.dev:drill target`.
 ///
 /// There is deliberately no `-F`: forcing a receive rolls the target back and destroys
 /// snapshots the source no longer has, which Tidepool must never do over data that exists
@@ -664,12 +665,23 @@ mod tests {
                 "atime",
                 "-x",
                 "tidepool.dev:owner",
+                "-x",
+                "tidepool.dev:drill",
                 "back/a"
             ]
         );
         assert_eq!(
             v(receive(&ReceiveOptions::new(ds("back/a")).not_resumable())),
-            ["zfs", "receive", "-u", "-x", "tidepool.dev:owner", "back/a"]
+            [
+                "zfs",
+                "receive",
+                "-u",
+                "-x",
+                "tidepool.dev:owner",
+                "-x",
+                "tidepool.dev:drill",
+                "back/a"
+            ]
         );
         assert_eq!(
             v(receive_abort(&ds("back/a"))),

@@ -8,6 +8,7 @@
 //! - it has no child dataset (its snapshots, all received by the drill, go with it; a
 //!   child would be someone else's data, and nothing recursive is ever run).
 
+pub use tidepool_api::SCRATCH_PREFIX;
 use tidepool_api::{DRILL_PROPERTY, DatasetName};
 
 use crate::client::{CommandKind, Zfs};
@@ -17,9 +18,6 @@ use crate::exec::{Argv, Executor};
 use crate::parse::PropertySource;
 use crate::stream::ReceiveSink;
 use crate::{PropertyName, PropertyValue, ReceiveOptions};
-
-/// A scratch dataset's last name component starts with this.
-pub const SCRATCH_PREFIX: &str = "tidepool-drill-";
 
 /// A dataset a drill may receive into and destroy, and the marker that proves it did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -358,7 +358,10 @@ async fn transfer(
                     return Err(failed(target, e.reason(), e.chain()));
                 }
                 Ok(
-                    TransferAnswer::Sent(_) | TransferAnswer::Listed(_) | TransferAnswer::Store(_),
+                    TransferAnswer::Sent(_)
+                    | TransferAnswer::Listed(_)
+                    | TransferAnswer::Store(_)
+                    | TransferAnswer::Drilled(_),
                 ) => {
                     return Err(failed(
                         target,
@@ -425,13 +428,16 @@ async fn transfer(
             });
             Err(f)
         }
-        Ok(TransferAnswer::Prepared(_) | TransferAnswer::Listed(_) | TransferAnswer::Store(_)) => {
-            Err(failed(
-                source,
-                crate::reasons::AGENT_REFUSED,
-                "the source answered a prepare to a send".into(),
-            ))
-        }
+        Ok(
+            TransferAnswer::Prepared(_)
+            | TransferAnswer::Listed(_)
+            | TransferAnswer::Store(_)
+            | TransferAnswer::Drilled(_),
+        ) => Err(failed(
+            source,
+            crate::reasons::AGENT_REFUSED,
+            "the source answered a prepare to a send".into(),
+        )),
         Err(e) => Err(failed(source, e.reason(), e.chain())),
     }
 }
