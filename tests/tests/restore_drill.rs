@@ -122,8 +122,6 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     sh(vm, &["zfs", "create", &app]).await;
     write_random(vm, &format!("/{app}/f1"), 2).await;
     snapshot(vm, &app, "s1").await;
-    write_random(vm, &format!("/{app}/f2"), 1).await;
-    snapshot(vm, &app, "s2").await;
     create_policy(
         &policies,
         "drilled",
@@ -134,7 +132,22 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
         }),
     )
     .await;
-    let first = drill_after(&policies, "drilled", jiff::Timestamp::UNIX_EPOCH, true).await;
+    // A sync sends the newest snapshot: s1 first, then s2 against it.
+    wait_for(&policies, "drilled", "s1 stored", || async {
+        let s = status(&policies, "drilled").await;
+        (s.last_common_snapshot.as_deref() == Some("s1")).then_some(())
+    })
+    .await;
+    write_random(vm, &format!("/{app}/f2"), 1).await;
+    snapshot(vm, &app, "s2").await;
+    trigger(&policies, "drilled", "s2").await;
+    wait_for(&policies, "drilled", "s2 stored", || async {
+        let s = status(&policies, "drilled").await;
+        (s.last_common_snapshot.as_deref() == Some("s2")).then_some(())
+    })
+    .await;
+    let synced = jiff::Timestamp::now();
+    let first = drill_after(&policies, "drilled", synced, true).await;
     eprintln!("first drill after {:?}: {first:?}", started.elapsed());
     assert!(first.received, "a plain chain is received: {first:?}");
     assert_eq!(first.reason, "RestoreDrillPassed");

@@ -1216,3 +1216,100 @@ async fn commands_run_in_the_c_locale_in_the_guest() {
     assert!(env.lines().any(|l| l == "LC_ALL=C"), "{env}");
     done("commands_run_in_the_c_locale_in_the_guest");
 }
+
+/// A restore drill's scratch dataset: received marked (`-o tidepool.dev:drill=…` set
+/// locally, never mounted), destroyed with its snapshots only while it carries this
+/// drill's mark locally and has no child; otherwise nothing is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_datasets_are_destroyed_only_when_marked_and_childless() {
+    use tidepool_zfs::{Scratch, ScratchRefused};
+    let vm = vm().await;
+    let z = vm_zfs(vm);
+    let (_, dst, s) = chain(vm, &z, "scr").await;
+    let pool = dst.as_str().split('/').next().unwrap().to_owned();
+    let mark = "ReplicationPolicy/ns/drill";
+    let scratch = Scratch::new(ds(&format!("{pool}/tidepool-drill-1")), mark).unwrap();
+    let receive_into = |req: SendRequest| {
+        let (z, scratch) = (&z, &scratch);
+        async move {
+            let send = z.send(&req).await.unwrap();
+            let sink = z.receive_scratch(scratch).await.unwrap();
+            pipe(send, sink).await.unwrap();
+        }
+    };
+    receive_into(SendRequest::full(s[0].clone())).await;
+    receive_into(SendRequest {
+        snapshot: s[1].clone(),
+        base: SendBase::Incremental(s[0].clone()),
+        flags: SendFlags::default(),
+    })
+    .await;
+    let d = scratch.dataset().as_str();
+    let got = z
+        .get(
+            &[
+                prop("tidepool.dev:drill"),
+                prop("canmount"),
+                prop("mounted"),
+            ],
+            &[scratch.dataset().clone()],
+        )
+        .await
+        .unwrap();
+    let of = |p: &str| got.iter().find(|e| e.property == p).unwrap().clone();
+    assert_eq!(
+        (
+            of("tidepool.dev:drill").value.as_str(),
+            &of("tidepool.dev:drill").source
+        ),
+        (mark, &PropertySource::Local)
+    );
+    assert_eq!(of("canmount").value, "off");
+    assert_eq!(of("mounted").value, "no");
+
+    // A child below it: refused, nothing destroyed.
+    let kid = ds(&format!("{d}/kid"));
+    z.create(&kid, false, &[]).await.unwrap();
+    assert!(matches!(
+        z.destroy_scratch(&scratch).await.unwrap(),
+        Err(ScratchRefused::HasChildren { .. })
+    ));
+    let inv = z.inventory(scratch.dataset(), &[]).await.unwrap();
+    assert!(inv.get(kid.as_str()).is_some() && inv.get(&format!("{d}@s2")).is_some());
+    sh(vm, &["zfs", "destroy", kid.as_str()]).await;
+
+    // Another drill's mark: refused.
+    let other = Scratch::new(scratch.dataset().clone(), "ReplicationPolicy/ns/other").unwrap();
+    assert!(matches!(
+        z.destroy_scratch(&other).await.unwrap(),
+        Err(ScratchRefused::NotMarked { .. })
+    ));
+    // Marked, childless: gone with its snapshots; a second destroy finds nothing.
+    assert_eq!(z.destroy_scratch(&scratch).await.unwrap(), Ok(true));
+    assert!(z.inventory(&ds(&pool), &[]).await.unwrap().get(d).is_none());
+    assert_eq!(z.destroy_scratch(&scratch).await.unwrap(), Ok(false));
+
+    // Someone's dataset with the scratch's name, and one that only inherits a mark: kept.
+    let made = Scratch::new(ds(&format!("{pool}/tidepool-drill-2")), mark).unwrap();
+    z.create(made.dataset(), false, &[]).await.unwrap();
+    let parent = ds(&format!("{pool}/marked"));
+    z.create(&parent, false, &[(prop("tidepool.dev:drill"), val(mark))])
+        .await
+        .unwrap();
+    let inherits = Scratch::new(ds(&format!("{parent}/tidepool-drill-3")), mark).unwrap();
+    z.create(inherits.dataset(), false, &[]).await.unwrap();
+    for s in [&made, &inherits] {
+        assert!(matches!(
+            z.destroy_scratch(s).await.unwrap(),
+            Err(ScratchRefused::NotMarked { .. })
+        ));
+        assert!(
+            z.inventory(s.dataset(), &[])
+                .await
+                .unwrap()
+                .get(s.dataset().as_str())
+                .is_some()
+        );
+    }
+    done("scratch_datasets_are_destroyed_only_when_marked_and_childless");
+}

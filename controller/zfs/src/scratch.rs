@@ -15,7 +15,7 @@ use crate::client::{CommandKind, Zfs};
 use crate::cmd::{Depth, ListRequest, ObjectTypes, zfs};
 use crate::error::ZfsError;
 use crate::exec::{Argv, Executor};
-use crate::parse::PropertySource;
+use crate::parse::{ListEntry, ObjectType, PropertyEntry, PropertySource};
 use crate::stream::ReceiveSink;
 use crate::{PropertyName, PropertyValue, ReceiveOptions};
 
@@ -110,14 +110,15 @@ impl<E: Executor> Zfs<E> {
         self.spawn_receive(receive_scratch(scratch)).await
     }
 
-    /// Whether the scratch dataset exists and carries this drill's mark: `Ok(None)` when
-    /// it does not exist, the refusal when it exists unmarked.
-    pub async fn scratch_state(
+    /// Destroys the scratch dataset and its snapshots, after checking on a fresh read that
+    /// it carries this drill's mark locally and has no child dataset ([`destroyable`]).
+    /// `Ok(Err(_))`: refused, nothing destroyed; `Ok(Ok(false))`: it did not exist.
+    pub async fn destroy_scratch(
         &self,
         scratch: &Scratch,
-    ) -> Result<Option<Result<(), ScratchRefused>>, ZfsError> {
+    ) -> Result<Result<bool, ScratchRefused>, ZfsError> {
         let prop = drill_property();
-        let entries = match self
+        let marks = match self
             .get(
                 std::slice::from_ref(&prop),
                 std::slice::from_ref(&scratch.dataset),
@@ -125,38 +126,9 @@ impl<E: Executor> Zfs<E> {
             .await
         {
             Ok(e) => e,
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(Ok(false)),
             Err(e) => return Err(e),
         };
-        let marked = entries
-            .iter()
-            .any(|e| e.source == PropertySource::Local && e.value == scratch.marker.as_str());
-        Ok(Some(if marked {
-            Ok(())
-        } else {
-            let found = entries
-                .first()
-                .map(|e| format!("{:?} ({:?})", e.value, e.source))
-                .unwrap_or_else(|| "unset".to_owned());
-            Err(ScratchRefused::NotMarked {
-                dataset: scratch.dataset.clone(),
-                found,
-            })
-        }))
-    }
-
-    /// Destroys the scratch dataset and its snapshots, after checking on a fresh read that
-    /// it carries this drill's mark locally and has no child dataset. `Ok(Err(_))`: refused,
-    /// nothing destroyed; `Ok(Ok(false))`: it did not exist.
-    pub async fn destroy_scratch(
-        &self,
-        scratch: &Scratch,
-    ) -> Result<Result<bool, ScratchRefused>, ZfsError> {
-        match self.scratch_state(scratch).await? {
-            None => return Ok(Ok(false)),
-            Some(Err(refused)) => return Ok(Err(refused)),
-            Some(Ok(())) => {}
-        }
         let below = ListRequest {
             roots: vec![scratch.dataset.clone()],
             types: ObjectTypes::ALL,
@@ -164,22 +136,10 @@ impl<E: Executor> Zfs<E> {
             user_props: Vec::new(),
         };
         let listed = self.list(&below).await?;
-        let children: Vec<String> = listed
-            .entries
-            .iter()
-            .map(|e| e.name.to_string())
-            .filter(|n| n.as_str() != scratch.dataset.as_str() && !n.contains(['@', '#']))
-            .collect();
-        if !children.is_empty() {
-            return Ok(Err(ScratchRefused::HasChildren {
-                dataset: scratch.dataset.clone(),
-                children: children.join(", "),
-            }));
-        }
-        let has_snapshots = listed
-            .entries
-            .iter()
-            .any(|e| e.name.to_string().contains('@'));
+        let has_snapshots = match destroyable(scratch, &marks, &listed.entries) {
+            Ok(s) => s,
+            Err(refused) => return Ok(Err(refused)),
+        };
         if has_snapshots {
             self.run(
                 CommandKind::Destroy,
@@ -191,6 +151,44 @@ impl<E: Executor> Zfs<E> {
             .await?;
         Ok(Ok(true))
     }
+}
+
+/// Whether the scratch may be destroyed, from its `zfs get tidepool.dev:drill` and its
+/// one-level listing: only with this drill's mark set locally and no child dataset.
+/// `Ok(true)` when it has snapshots (destroyed first).
+pub fn destroyable(
+    scratch: &Scratch,
+    marks: &[PropertyEntry],
+    below: &[ListEntry],
+) -> Result<bool, ScratchRefused> {
+    let marked = marks.iter().any(|e| {
+        e.name.as_str() == scratch.dataset.as_str()
+            && e.source == PropertySource::Local
+            && e.value == scratch.marker.as_str()
+    });
+    if !marked {
+        let found = marks
+            .first()
+            .map(|e| format!("{:?} ({:?})", e.value, e.source))
+            .unwrap_or_else(|| "unset".to_owned());
+        return Err(ScratchRefused::NotMarked {
+            dataset: scratch.dataset.clone(),
+            found,
+        });
+    }
+    let children: Vec<&str> = below
+        .iter()
+        .filter(|e| matches!(e.kind, ObjectType::Filesystem | ObjectType::Volume))
+        .map(|e| e.name.as_str())
+        .filter(|n| *n != scratch.dataset.as_str())
+        .collect();
+    if !children.is_empty() {
+        return Err(ScratchRefused::HasChildren {
+            dataset: scratch.dataset.clone(),
+            children: children.join(", "),
+        });
+    }
+    Ok(below.iter().any(|e| e.kind == ObjectType::Snapshot))
 }
 
 #[cfg(test)]
@@ -231,6 +229,66 @@ mod tests {
             "zfs receive -u -o canmount=off -o tidepool.dev:drill=ReplicationPolicy/a/b -x tidepool.dev:owner tank/tidepool-drill-1"
         );
         assert!(!argv.contains(" -F") && !argv.contains(" -s "));
+    }
+
+    fn get(line: &str) -> PropertyEntry {
+        crate::parse::parse_get_line(line).unwrap()
+    }
+
+    fn listed(lines: &[&str]) -> Vec<ListEntry> {
+        let p = crate::parse::ListParser::new(vec![]);
+        lines.iter().map(|l| p.parse_line(l).unwrap()).collect()
+    }
+
+    const MARK: &str = "ReplicationPolicy/ns/p";
+
+    #[test]
+    fn only_a_local_mark_of_this_drill_and_no_child_allow_a_destroy() {
+        let s = Scratch::new(ds("tank/tidepool-drill-1"), MARK).unwrap();
+        let own = get("tank/tidepool-drill-1\ttidepool.dev:drill\tReplicationPolicy/ns/p\tlocal");
+        let alone = listed(&["tank/tidepool-drill-1\tfilesystem\t1\t2\t3\t4\t5\t-"]);
+        let with_snap = listed(&[
+            "tank/tidepool-drill-1\tfilesystem\t1\t2\t3\t4\t5\t-",
+            "tank/tidepool-drill-1@s1\tsnapshot\t6\t2\t3\t4\t5\t-",
+        ]);
+        assert_eq!(
+            destroyable(&s, std::slice::from_ref(&own), &alone),
+            Ok(false)
+        );
+        assert_eq!(
+            destroyable(&s, std::slice::from_ref(&own), &with_snap),
+            Ok(true)
+        );
+        for mark in [
+            "tank/tidepool-drill-1\ttidepool.dev:drill\tReplicationPolicy/ns/p\tinherited from tank",
+            "tank/tidepool-drill-1\ttidepool.dev:drill\tReplicationPolicy/ns/q\tlocal",
+            "tank/tidepool-drill-1\ttidepool.dev:drill\tReplicationPolicy/ns/p\treceived",
+            "tank/tidepool-drill-1\ttidepool.dev:drill\t-\t-",
+            "tank/other\ttidepool.dev:drill\tReplicationPolicy/ns/p\tlocal",
+        ] {
+            assert!(
+                matches!(
+                    destroyable(&s, &[get(mark)], &alone),
+                    Err(ScratchRefused::NotMarked { .. })
+                ),
+                "{mark}"
+            );
+        }
+        assert!(matches!(
+            destroyable(&s, &[], &alone),
+            Err(ScratchRefused::NotMarked { .. })
+        ));
+        for child in [
+            "tank/tidepool-drill-1/kid\tfilesystem\t7\t2\t3\t4\t5\t-",
+            "tank/tidepool-drill-1/vol\tvolume\t7\t2\t3\t4\t5\t-",
+        ] {
+            let mut below = with_snap.clone();
+            below.extend(listed(&[child]));
+            assert!(matches!(
+                destroyable(&s, std::slice::from_ref(&own), &below),
+                Err(ScratchRefused::HasChildren { .. })
+            ));
+        }
     }
 
     #[test]

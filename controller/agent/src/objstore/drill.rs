@@ -182,8 +182,13 @@ fn failed(e: &RestoreError) -> DrillReport {
         | RestoreError::Zfs(_)
         | RestoreError::Name(_) => (DrillVerdict::RestoreFailed, None),
     };
+    // A missing object's error repeats the server's whole answer at every level.
+    let message = match (verdict, &object) {
+        (DrillVerdict::ObjectMissing, Some(o)) => format!("{o} is missing from the store"),
+        _ => error_chain(e),
+    };
     DrillReport {
         object,
-        ..report(verdict, error_chain(e))
+        ..report(verdict, message)
     }
 }

@@ -186,3 +186,6 @@ pub(crate) fn record(
     }
     s.next_drill_time = next_after(s.last_drill.as_ref(), drill.every.as_std()).map(Time);
 }
+
+#[cfg(test)]
+mod tests;
