@@ -8,8 +8,9 @@ use tidepool_api::condition::kind;
 use tidepool_api::replication_policy::{DrillStatus, ReplicationPolicyStatus};
 
 use super::super::status::Outcome;
-use super::{due, record, scratch_of};
+use super::{due, record, scratch_of, status_of};
 use crate::status::Blocker;
+use tidepool_wire::objstore::{DrillReport, DrillVerdict};
 
 fn policy(drill: serde_json::Value, target: serde_json::Value) -> ReplicationPolicy {
     let mut spec = json!({
@@ -165,4 +166,39 @@ fn a_drill_sets_verified_and_the_next_time_and_drills_off_clear_them() {
     record(&mut s, &off, None, now);
     assert!(s.last_drill.is_none() && s.next_drill_time.is_none());
     assert!(tidepool_api::condition::find(&s.conditions, kind::VERIFIED).is_none());
+}
+
+#[test]
+fn a_report_becomes_the_status_and_names_its_object_once() {
+    let report = |verdict, message: &str| DrillReport {
+        verdict,
+        streams: vec!["x-s1-full".into()],
+        snapshot: Some("s1".parse().unwrap()),
+        guid: Some(7),
+        bytes: 42,
+        received: true,
+        object: Some("pre/x-s1-full/chunk-000002".into()),
+        message: message.into(),
+    };
+    let (a, b) = (at("2026-12-04T12:00:00Z"), at("2026-12-04T12:00:02.5Z"));
+    let ok = status_of(report(DrillVerdict::Passed, "fine"), a, b);
+    assert!(ok.passed && ok.reason == "RestoreDrillPassed");
+    assert_eq!(
+        (ok.time.0, ok.bytes, ok.duration.as_deref()),
+        (b, Some(42), Some("2.5s"))
+    );
+    let bad = status_of(
+        report(
+            DrillVerdict::ChunkCorrupt,
+            "chunk pre/x-s1-full/chunk-000002 is corrupt",
+        ),
+        a,
+        b,
+    );
+    assert!(!bad.passed && bad.reason == "ChunkCorrupt");
+    let p = policy(json!({"every": "1h"}), store());
+    let mut s = stored(None);
+    record(&mut s, &p, Some(bad), b);
+    let v = tidepool_api::condition::find(&s.conditions, kind::VERIFIED).unwrap();
+    assert_eq!(v.message, "chunk pre/x-s1-full/chunk-000002 is corrupt");
 }

@@ -1,4 +1,7 @@
-//! Restore drills and `tidepool restore --from-store`, end to end: the real kube-apiserver
+//! Restores, end to end: restore drills and `tidepool restore --from-store` (the first
+//! test), and a node target's replica brought back by a policy the other way (the second).
+//!
+//! The first test: the real kube-apiserver
 //! with the chart's RBAC, one `tidepool agent` (the source node) in the OpenZFS VM,
 //! versitygw on the host, one controller with the chart's identity serving `/metrics`.
 //!
@@ -336,4 +339,69 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     assert!(sealed_drill.message.contains("age"), "{sealed_drill:?}");
     eprintln!("done after {:?}", started.elapsed());
     ok(vm.destroy_pool(&pool).await);
+}
+
+/// A node target's replica restores through a second policy the other way
+/// (docs/restore.md): the replica as the source, a new dataset on the first node as the
+/// target; the restored copy has the source's GUIDs and files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_replica_restores_through_a_policy_the_other_way() {
+    let started = Instant::now();
+    let release = Release::install("back").await;
+    let cp = release.cp;
+    let vm = ok(ZfsVm::shared().await);
+    let ns = release.ns.clone();
+    let pair = Pair::start(&release, vm, "bk").await;
+    let source = format!("{}/data/db", pair.pool_a);
+    let replica = format!("{}/replicas/db", pair.pool_b);
+    let restored = format!("{}/data/db-restored", pair.pool_a);
+    sh(vm, &["zfs", "create", &source]).await;
+    write_random(vm, &format!("/{source}/one"), 2).await;
+    snapshot(vm, &source, "s1").await;
+    write_random(vm, &format!("/{source}/two"), 1).await;
+    snapshot(vm, &source, "s2").await;
+    let policies: Api<ReplicationPolicy> = Api::namespaced(cp.admin_client(), &ns);
+    create_policy(
+        &policies,
+        "db-to-b",
+        json!({
+            "source": {"nodeName": pair.spec_a.node, "dataset": source},
+            "target": {"node": {"nodeName": pair.spec_b.node, "dataset": replica}},
+        }),
+    )
+    .await;
+    let ready = |name: &'static str| {
+        let policies = policies.clone();
+        async move {
+            wait_for(&policies, name, "Ready with s2 in common", || async {
+                let s = status(&policies, name).await;
+                (s.last_common_snapshot.as_deref() == Some("s2")
+                    && condition(&s, kind::READY).map(|c| c.0) == Some("True".into()))
+                .then_some(())
+            })
+            .await
+        }
+    };
+    ready("db-to-b").await;
+    eprintln!("replicated after {:?}", started.elapsed());
+    create_policy(
+        &policies,
+        "db-restore",
+        json!({
+            "source": {"nodeName": pair.spec_b.node, "dataset": replica},
+            "target": {"node": {"nodeName": pair.spec_a.node, "dataset": restored}},
+        }),
+    )
+    .await;
+    ready("db-restore").await;
+    eprintln!("restored after {:?}", started.elapsed());
+    assert_eq!(guids(vm, &restored).await, guids(vm, &source).await);
+    for f in ["one", "two"] {
+        assert_eq!(
+            checksum(vm, &restored, f).await,
+            checksum(vm, &source, f).await
+        );
+    }
+    ok(vm.destroy_pool(&pair.pool_a).await);
+    ok(vm.destroy_pool(&pair.pool_b).await);
 }
