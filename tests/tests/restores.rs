@@ -37,6 +37,9 @@ use tidepool_tests::s3_server::ObjectStoreServer;
 use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 
+/// The VM forwards two agents' ports: the tests take them one after the other.
+static AGENT_SLOTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn snapshot(vm: &ZfsVm, dataset: &str, short: &str) {
     // Stream keys carry the creation time to the second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -86,6 +89,7 @@ async fn checksum(vm: &ZfsVm, dataset: &str, file: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
+    let _slots = AGENT_SLOTS.lock().await;
     let started = Instant::now();
     let release = Release::install("drill").await;
     let cp = release.cp;
@@ -346,6 +350,7 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
 /// target; the restored copy has the source's GUIDs and files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_replica_restores_through_a_policy_the_other_way() {
+    let _slots = AGENT_SLOTS.lock().await;
     let started = Instant::now();
     let release = Release::install("back").await;
     let cp = release.cp;
