@@ -411,20 +411,36 @@ async fn launch(
         .context("starting the agent in the guest")
 }
 
-/// The text of `GET /metrics` at `addr` (plain HTTP on loopback), headers included.
-pub async fn scrape(addr: std::net::SocketAddr) -> String {
+/// `GET path` at `addr` (plain HTTP on loopback) with an optional bearer token: the
+/// status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut tcp = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: c\r\n{auth}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut raw = String::new();
     tcp.read_to_string(&mut raw)
         .await
-        .unwrap_or_else(|e| panic!("reading {addr}/metrics: {e}"));
-    raw
+        .unwrap_or_else(|e| panic!("reading {addr}{path}: {e}"));
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (code, body)
+}
+
+/// The text of `GET /metrics` at `addr`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    http_get(addr, "/metrics", None).await.1
 }
 
 /// Sums the samples of `name` in a Prometheus text exposition (any labels).

@@ -29,7 +29,7 @@ use tidepool_api::ReplicationPolicy;
 use tidepool_api::condition::kind;
 use tidepool_api::replication_policy::DrillStatus;
 use tidepool_reconciler::PinnedAgents;
-use tidepool_tests::agents::{scrape, sum_samples, tidepool_binary_in_guest};
+use tidepool_tests::agents::{http_get, scrape, sum_samples, tidepool_binary_in_guest};
 use tidepool_tests::guest_peers::GuestPeers;
 use tidepool_tests::release::*;
 use tidepool_tests::replicas::*;
@@ -184,6 +184,30 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
         sum_samples(&metrics, "tidepool_replication_restore_drill_passed"),
         1.0,
         "{metrics}"
+    );
+    // explain reads the same listing: s2 is the newest stored, nothing left to upload.
+    let (code, body) = http_get(
+        http,
+        &format!("/explain/v1/namespaces/{ns}/replicationpolicies/drilled"),
+        Some(replica.identity.token()),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let explained: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    eprintln!("explain: {explained:#}");
+    let view = &explained["replication"];
+    assert_eq!(
+        view["target"]["node"],
+        format!("s3:{}/e2e/drill", ObjectStoreServer::BUCKET)
+    );
+    assert_eq!(view["lastCommon"]["name"], "s2", "{explained:#}");
+    assert!(explained.get("blocked").is_none_or(|b| b.is_null()), "{explained:#}");
+    assert!(
+        view["steps"]
+            .as_array()
+            .is_none_or(|steps| steps.iter().all(|s| s["reason"] != "Upload")),
+        "{explained:#}"
     );
 
     // --- 2. tidepool restore --from-store, where the pool is.

@@ -17,7 +17,12 @@ use super::view::{
     Problem, ReplicationEnd, ReplicationExplanation, SendBase, Side, TargetRetention,
 };
 use crate::reconcile::{Context, ReconcileError};
+use crate::replication::object_store::{Store, plan_upload};
+use crate::replication::store_plan::StorePlan;
 use crate::replication::{Admitted, Parties, Replica, TargetPrune, admit, plan_once};
+use tidepool_plan::replication as planner;
+use tidepool_wire::bookkeeping::BookkeepingAction;
+use tidepool_wire::transfer::{IncrementalBase, TransferStream};
 
 pub(crate) async fn explain(
     ctx: &Context,
@@ -46,6 +51,13 @@ pub(crate) async fn explain(
                 spec.target.ssh.as_ref().map(|t| ReplicationEnd {
                     node: format!("ssh:{}@{}:{}", t.user, t.host, t.port),
                     dataset: t.dataset.clone(),
+                })
+            })
+            .or_else(|| {
+                // A store keys the streams by the source dataset's name.
+                spec.target.object_store.as_ref().map(|t| ReplicationEnd {
+                    node: format!("s3:{}/{}", t.bucket, t.prefix),
+                    dataset: spec.source.dataset.clone(),
                 })
             }),
         suspended: spec.suspend,
@@ -90,19 +102,26 @@ async fn dry_run(
         Ok(p) => p,
         Err(b) => return Ok(problem(b.reason, b.message)),
     };
-    if obj.spec.target.object_store.is_some() {
-        return Ok(problem(
-            crate::reasons::TARGET_KIND_UNSUPPORTED,
-            "explain does not show object-store plans yet; status.lastCommonSnapshot names the newest stored stream".into(),
-        ));
-    }
-    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
-    let resume_failed = ctx.replication_memory.resume_failed(&uid);
     // The root dataset's replica (a recursive policy's descendants are planned alike).
     let root = Replica {
         source: obj.spec.source.dataset.clone(),
         target: target.dataset().clone(),
     };
+    if let (Some(store), Some(target)) = (
+        Store::of(ctx, epoch, &parties),
+        obj.spec.target.object_store.as_ref(),
+    ) {
+        let (src, streams) = match store.read(&parties, &root).await {
+            Ok(r) => r,
+            Err(f) => return Ok(problem(f.reason, format!("{}: {}", f.node, f.message))),
+        };
+        let tag = planner::hold_tag(&parties.policy);
+        let (plan, blocked) = plan_upload(&obj.spec, &parties, &tag, &src, &streams, target);
+        describe_upload(&plan, out);
+        return Ok(blocked.and_then(|b| problem(b.code.as_str(), b.message)));
+    }
+    let uid = obj.uid().ok_or(ReconcileError::Incomplete("uid"))?;
+    let resume_failed = ctx.replication_memory.resume_failed(&uid);
     let planned = match plan_once(
         ctx,
         epoch,
@@ -152,6 +171,100 @@ pub(crate) fn describe(
             after_steps: !plan.steps.is_empty(),
             plan: DatasetPlan::of(&p.plan(target, plan), owner, None),
         });
+}
+
+/// An object store's next upload and the source bookkeeping before it, as `explain`
+/// shows them. The store's retention (whole chains) is decided by the agent on a fresh
+/// listing after the sync, so it is not shown. Pure.
+pub(crate) fn describe_upload(plan: &StorePlan, out: &mut ReplicationExplanation) {
+    out.last_common = plan.newest_stored.as_ref().map(common);
+    out.steps = plan.anchors.iter().map(anchor).collect();
+    if let Some(send) = &plan.send {
+        let action = match &send.stream {
+            TransferStream::Full { snapshot } => PlannedAction::FullSend {
+                snapshot: snapshot.clone(),
+            },
+            TransferStream::Incremental {
+                base,
+                to,
+                intermediates,
+            } => PlannedAction::IncrementalSend {
+                base: match base {
+                    IncrementalBase::Snapshot { name } => SendBase::Snapshot(name.clone()),
+                    IncrementalBase::Bookmark { name } => SendBase::Bookmark(name.clone()),
+                },
+                to: to.clone(),
+                intermediates: *intermediates,
+            },
+            TransferStream::Resume { .. } => PlannedAction::ResumeSend { to_guid: None },
+        };
+        out.steps.push(PlannedStep {
+            action,
+            reason: "Upload".into(),
+            message: send.why.clone(),
+            then: Vec::new(),
+        });
+    }
+}
+
+/// A source-side hold, release or bookmark of an object-store sync.
+fn anchor(a: &BookkeepingAction) -> PlannedStep {
+    let (action, message) = match a {
+        BookkeepingAction::Hold { snapshot, tag } => (
+            PlannedAction::Hold {
+                side: Side::Source,
+                snapshot: snapshot.snapshot.clone(),
+                tag: tag.clone(),
+            },
+            "the store cannot hold: the source keeps what the next incremental needs",
+        ),
+        BookkeepingAction::Release { snapshot, tag } => (
+            PlannedAction::Release {
+                side: Side::Source,
+                snapshot: snapshot.snapshot.clone(),
+                tag: tag.clone(),
+            },
+            "no stored chain needs it any more",
+        ),
+        BookkeepingAction::Bookmark { snapshot, bookmark } => (
+            PlannedAction::Bookmark {
+                snapshot: snapshot.snapshot.clone(),
+                bookmark: bookmark.clone(),
+            },
+            "an incremental can be sent from the bookmark if the snapshot goes",
+        ),
+        BookkeepingAction::DestroyBookmark { bookmark, .. } => (
+            PlannedAction::DestroyBookmark {
+                bookmark: bookmark.clone(),
+            },
+            "superseded",
+        ),
+        BookkeepingAction::Claim { snapshots } => (
+            PlannedAction::Claim {
+                snapshots: snapshots.iter().map(|r| r.snapshot.clone()).collect(),
+            },
+            "",
+        ),
+        BookkeepingAction::RotateAside { from, to } => (
+            PlannedAction::RotateAside {
+                from: from.clone(),
+                to: to.clone(),
+            },
+            "",
+        ),
+        BookkeepingAction::AbortReceive { target } => (
+            PlannedAction::AbortReceive {
+                dataset: target.clone(),
+            },
+            "",
+        ),
+    };
+    PlannedStep {
+        action,
+        reason: "ProtectStoredBase".into(),
+        message: message.into(),
+        then: Vec::new(),
+    }
 }
 
 fn common(c: &Common) -> CommonSnapshot {

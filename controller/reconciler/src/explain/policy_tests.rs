@@ -247,3 +247,80 @@ fn the_view_reads_back_from_its_json() {
     let back: ReplicationExplanation = serde_json::from_value(json).unwrap();
     assert_eq!(back, e);
 }
+
+/// An object-store policy's dry run: the sync's own `store_plan` over a listing with one
+/// full stream, shown through `describe_upload`: the base protected on the source first,
+/// then the incremental upload against the chain's full.
+#[test]
+fn an_object_store_policy_shows_its_next_upload_and_the_source_anchors() {
+    use tidepool_objstore::chain::{ChainPolicy, FullEvery, IncrementalBase};
+    use tidepool_wire::objstore::StoredStream;
+
+    use crate::replication::store_plan::{self, StoreInput};
+
+    let full = StoredStream {
+        key: "20261201T010000Z-tidepool_s1_db-full".into(),
+        time: "2026-12-01T01:00:00Z".parse().unwrap(),
+        snapshot: snap(1).name,
+        parent: None,
+        guid: Some(snap(1).guid),
+        parent_guid: None,
+        stored_bytes: 10,
+    };
+    let src = inventory("tank/db", (1..=2).map(snap).collect());
+    let tag = planner::hold_tag(POLICY);
+    let plan = store_plan::plan(
+        &StoreInput {
+            source: &src,
+            streams: std::slice::from_ref(&full),
+            chain: ChainPolicy {
+                full_every: FullEvery::Streams(std::num::NonZeroUsize::new(7).unwrap()),
+                incremental_from: IncrementalBase::LastFull,
+            },
+            selects: &|_| true,
+            policy: POLICY,
+            tag: &tag,
+        },
+        "2026-12-02T00:00:00Z".parse().unwrap(),
+    );
+    let mut out = ReplicationExplanation {
+        source: ReplicationEnd {
+            node: "a".into(),
+            dataset: src.dataset.clone(),
+        },
+        target: None,
+        suspended: false,
+        last_common: None,
+        divergence: None,
+        steps: Vec::new(),
+        target_retention: None,
+    };
+    describe_upload(&plan, &mut out);
+    assert_eq!(
+        out.last_common.as_ref().map(|c| (c.name.as_str(), c.guid)),
+        Some(("tidepool_s1_db", 0xa001))
+    );
+    let (last, anchors) = out.steps.split_last().unwrap();
+    assert_eq!(
+        last.action,
+        PlannedAction::IncrementalSend {
+            base: SendBase::Snapshot("tank/db@tidepool_s1_db".parse().unwrap()),
+            to: "tank/db@tidepool_s2_db".parse().unwrap(),
+            intermediates: false,
+        }
+    );
+    assert_eq!(last.reason, "Upload");
+    assert!(!last.message.is_empty());
+    assert!(
+        anchors.iter().any(|s| matches!(&s.action,
+            PlannedAction::Hold { side: Side::Source, snapshot, .. }
+                if snapshot.as_str() == "tank/db@tidepool_s1_db")),
+        "{anchors:#?}"
+    );
+    assert!(
+        anchors
+            .iter()
+            .all(|s| s.reason == "ProtectStoredBase" && !s.message.is_empty()),
+        "{anchors:#?}"
+    );
+}

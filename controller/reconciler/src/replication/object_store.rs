@@ -10,7 +10,9 @@
 //! builds on it, and the next sync uploads that stream again).
 
 use jiff::{SignedDuration, Timestamp};
-use tidepool_api::replication_policy::{IncrementalsAgainst, ObjectStoreTarget};
+use tidepool_agent::LeaderEpoch;
+use tidepool_api::replication_policy::{IncrementalsAgainst, ObjectStoreTarget, ReplicationPolicySpec};
+use tidepool_api::values::HoldTag;
 use tidepool_objstore::chain::{ChainPolicy, FullEvery, IncrementalBase};
 use tidepool_plan::DatasetInventory;
 use tidepool_plan::replication::{Blocked, BlockedCode, ReplicationPlan};
@@ -23,11 +25,13 @@ use tidepool_wire::transfer::{SendToPeerAnswer, StepId, TransferBinding};
 use tidepool_wire::{Request, Response, SendFlags, SnapshotRef};
 
 use super::dataset::{DatasetSync, EarlyFailure, PolicySync, Replica};
+use super::Parties;
 use super::run::{Ran, StepFailed, transfer_reason};
 use super::store_plan::{self, StoreInput, StorePlan, StoreSend};
 use super::{MAX_ROUNDS, TargetEnd};
 use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
 use crate::node_run::inventory;
+use crate::reconcile::Context;
 use crate::reasons;
 
 /// Streams per chain when `fullEvery` is left out.
@@ -61,8 +65,11 @@ pub fn chain_policy(target: &ObjectStoreTarget) -> ChainPolicy {
     }
 }
 
-/// Where one sync's calls go.
-struct Store<'a> {
+/// Where a policy's object-store calls go: through the source node's agent, which brings
+/// the store's keys to the store.
+pub(crate) struct Store<'a> {
+    ctx: &'a Context,
+    epoch: LeaderEpoch,
     via: &'a AgentEndpoint,
     access: &'a StoreAccess,
     label: &'a str,
@@ -76,21 +83,20 @@ impl PolicySync<'_> {
         replica: &Replica,
         target: &ObjectStoreTarget,
     ) -> DatasetSync {
-        let TargetEnd::ObjectStore { via, access, label } = &self.parties.target else {
+        let Some(store) = Store::of(self.ctx, self.epoch, self.parties) else {
             return DatasetSync::default();
         };
-        let store = Store { via, access, label };
         let mut out = DatasetSync::default();
         let mut up_to_date = false;
         for round in 0..=MAX_ROUNDS {
-            let (src, streams) = match self.read(&store, replica).await {
+            let (src, streams) = match store.read(self.parties, replica).await {
                 Ok(r) => r,
                 Err(f) => {
                     out.failure = Some(f.with(&out.ran));
                     break;
                 }
             };
-            let (plan, blocked) = self.store_plan(&src, &streams, target);
+            let (plan, blocked) = plan_upload(self.spec, self.parties, self.send.hold_tag, &src, &streams, target);
             out.target_newest = plan.newest_stored.as_ref().map(|c| c.creation);
             out.plan = Some(ReplicationPlan {
                 steps: Vec::new(),
@@ -131,103 +137,6 @@ impl PolicySync<'_> {
             }
         }
         out
-    }
-
-    fn store_plan(
-        &self,
-        src: &DatasetInventory,
-        streams: &[StoredStream],
-        target: &ObjectStoreTarget,
-    ) -> (StorePlan, Option<Blocked>) {
-        let selection = &self.spec.source.snapshots;
-        let owner = self.parties.selection_owner.as_ref();
-        let selects = |s: &tidepool_wire::SnapshotInfo| {
-            owner.is_none_or(|o| s.owner.as_ref() == Some(o))
-                && selection
-                    .name_prefix
-                    .as_deref()
-                    .is_none_or(|p| s.name.as_str().starts_with(p))
-        };
-        let plan = store_plan::plan(
-            &StoreInput {
-                source: src,
-                streams,
-                chain: chain_policy(target),
-                selects: &selects,
-                policy: &self.parties.policy,
-                tag: self.send.hold_tag,
-            },
-            Timestamp::now(),
-        );
-        // Plaintext of an encrypted source may reach the store only encrypted with age.
-        let blocked = (src.encrypted && !self.spec.send.raw && target.encryption.is_none())
-            .then(|| Blocked {
-                code: BlockedCode::PlaintextOfEncryptedSource,
-                message: format!(
-                    "source {} is encrypted, send.raw is false and the object store has no encryption.ageRecipient: the store would hold its plaintext",
-                    src.dataset
-                ),
-            });
-        (plan, blocked)
-    }
-
-    /// The source dataset's inventory and the store's streams of it.
-    async fn read(
-        &self,
-        store: &Store<'_>,
-        replica: &Replica,
-    ) -> Result<(DatasetInventory, Vec<StoredStream>), EarlyFailure> {
-        let source = self.parties.pair().source;
-        let (pool, listed) = futures::join!(
-            inventory(self.ctx, source, self.epoch, replica.source.pool()),
-            self.store_call(store, replica, ObjectStoreOperation::List)
-        );
-        let pool = pool.map_err(|p| EarlyFailure {
-            node: source.node.clone(),
-            reason: p.reason(),
-            message: p.message(),
-        })?;
-        let src = pool
-            .dataset(&replica.source)
-            .cloned()
-            .unwrap_or_else(|| DatasetInventory::absent(replica.source.clone()));
-        match listed? {
-            ObjectStoreAnswer::Listed { streams } => Ok((src, streams)),
-            other => Err(store.unexpected("Listed", &other)),
-        }
-    }
-
-    async fn store_call(
-        &self,
-        store: &Store<'_>,
-        replica: &Replica,
-        operation: ObjectStoreOperation,
-    ) -> Result<ObjectStoreAnswer, EarlyFailure> {
-        let request = ObjectStoreRequest {
-            store: store.access.clone(),
-            dataset: replica.source.clone(),
-            operation,
-        };
-        let call = TransferCall::ObjectStore(Box::new(request));
-        match self.ctx.agents.transfer(store.via, self.epoch, call).await {
-            Ok(TransferAnswer::Store(ObjectStoreAnswer::Failed { message })) => Err(EarlyFailure {
-                node: store.label.to_owned(),
-                reason: reasons::TARGET_UNREACHABLE,
-                message,
-            }),
-            Ok(TransferAnswer::Store(answer)) => Ok(answer),
-            Ok(_) => Err(EarlyFailure {
-                node: store.via.node.clone(),
-                reason: reasons::AGENT_REFUSED,
-                message: "the source agent answered an object-store call with something else"
-                    .into(),
-            }),
-            Err(e) => Err(EarlyFailure {
-                node: store.via.node.clone(),
-                reason: e.reason(),
-                message: e.chain(),
-            }),
-        }
     }
 
     /// Source-side holds, bookmarks and releases in one call.
@@ -373,8 +282,8 @@ impl PolicySync<'_> {
         keep: i32,
     ) -> Result<u32, EarlyFailure> {
         let keep_chains = u32::try_from(keep).unwrap_or(1).max(1);
-        match self
-            .store_call(store, replica, ObjectStoreOperation::Expire { keep_chains })
+        match store
+            .call(replica, ObjectStoreOperation::Expire { keep_chains })
             .await?
         {
             ObjectStoreAnswer::Expired { deleted } => {
@@ -388,7 +297,123 @@ impl PolicySync<'_> {
     }
 }
 
-impl Store<'_> {
+/// The next upload of one dataset and the source bookkeeping around it
+/// ([`store_plan::plan`] with the policy's selection and chain policy), or why nothing
+/// may be uploaded. Pure; the sync and `explain` both call it.
+pub(crate) fn plan_upload(
+    spec: &ReplicationPolicySpec,
+    parties: &Parties,
+    hold_tag: &HoldTag,
+    src: &DatasetInventory,
+    streams: &[StoredStream],
+    target: &ObjectStoreTarget,
+) -> (StorePlan, Option<Blocked>) {
+    let selection = &spec.source.snapshots;
+    let owner = parties.selection_owner.as_ref();
+    let selects = |s: &tidepool_wire::SnapshotInfo| {
+        owner.is_none_or(|o| s.owner.as_ref() == Some(o))
+            && selection
+                .name_prefix
+                .as_deref()
+                .is_none_or(|p| s.name.as_str().starts_with(p))
+    };
+    let plan = store_plan::plan(
+        &StoreInput {
+            source: src,
+            streams,
+            chain: chain_policy(target),
+            selects: &selects,
+            policy: &parties.policy,
+            tag: hold_tag,
+        },
+        Timestamp::now(),
+    );
+    // Plaintext of an encrypted source may reach the store only encrypted with age.
+    let blocked = (src.encrypted && !spec.send.raw && target.encryption.is_none()).then(|| {
+        Blocked {
+            code: BlockedCode::PlaintextOfEncryptedSource,
+            message: format!(
+                "source {} is encrypted, send.raw is false and the object store has no encryption.ageRecipient: the store would hold its plaintext",
+                src.dataset
+            ),
+        }
+    });
+    (plan, blocked)
+}
+
+impl<'a> Store<'a> {
+    /// The store of an `objectStore` target; `None` for another kind.
+    pub(crate) fn of(ctx: &'a Context, epoch: LeaderEpoch, parties: &'a Parties) -> Option<Self> {
+        match &parties.target {
+            TargetEnd::ObjectStore { via, access, label } => Some(Store {
+                ctx,
+                epoch,
+                via,
+                access,
+                label,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The source dataset's inventory and the store's streams of it.
+    pub(crate) async fn read(
+        &self,
+        parties: &Parties,
+        replica: &Replica,
+    ) -> Result<(DatasetInventory, Vec<StoredStream>), EarlyFailure> {
+        let source = parties.pair().source;
+        let (pool, listed) = futures::join!(
+            inventory(self.ctx, source, self.epoch, replica.source.pool()),
+            self.call(replica, ObjectStoreOperation::List)
+        );
+        let pool = pool.map_err(|p| EarlyFailure {
+            node: source.node.clone(),
+            reason: p.reason(),
+            message: p.message(),
+        })?;
+        let src = pool
+            .dataset(&replica.source)
+            .cloned()
+            .unwrap_or_else(|| DatasetInventory::absent(replica.source.clone()));
+        match listed? {
+            ObjectStoreAnswer::Listed { streams } => Ok((src, streams)),
+            other => Err(self.unexpected("Listed", &other)),
+        }
+    }
+
+    async fn call(
+        &self,
+        replica: &Replica,
+        operation: ObjectStoreOperation,
+    ) -> Result<ObjectStoreAnswer, EarlyFailure> {
+        let request = ObjectStoreRequest {
+            store: self.access.clone(),
+            dataset: replica.source.clone(),
+            operation,
+        };
+        let call = TransferCall::ObjectStore(Box::new(request));
+        match self.ctx.agents.transfer(self.via, self.epoch, call).await {
+            Ok(TransferAnswer::Store(ObjectStoreAnswer::Failed { message })) => Err(EarlyFailure {
+                node: self.label.to_owned(),
+                reason: reasons::TARGET_UNREACHABLE,
+                message,
+            }),
+            Ok(TransferAnswer::Store(answer)) => Ok(answer),
+            Ok(_) => Err(EarlyFailure {
+                node: self.via.node.clone(),
+                reason: reasons::AGENT_REFUSED,
+                message: "the source agent answered an object-store call with something else"
+                    .into(),
+            }),
+            Err(e) => Err(EarlyFailure {
+                node: self.via.node.clone(),
+                reason: e.reason(),
+                message: e.chain(),
+            }),
+        }
+    }
+
     fn unexpected(&self, asked: &str, got: &ObjectStoreAnswer) -> EarlyFailure {
         EarlyFailure {
             node: self.via.node.clone(),
