@@ -413,7 +413,11 @@ async fn launch(
 
 /// `GET path` at `addr` (plain HTTP on loopback) with an optional bearer token: the
 /// status code and the body.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut tcp = tokio::net::TcpStream::connect(addr)
         .await

@@ -192,6 +192,37 @@ pub async fn write_random(vm: &ZfsVm, path: &str, mib: u32) {
     .await;
 }
 
+/// Sets the policy's manual trigger to `token` (as the user): it syncs at once.
+pub async fn trigger(api: &Api<ReplicationPolicy>, name: &str, token: &str) {
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"trigger": {"manual": token}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("triggering {name}: {e}"));
+}
+
+/// `zfs snapshot dataset@short` after 1.1 s: object-store stream keys carry the creation
+/// time to the second, one snapshot per second keeps them apart.
+pub async fn snapshot_next_second(vm: &ZfsVm, dataset: &str, short: &str) {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sh(vm, &["zfs", "snapshot", &format!("{dataset}@{short}")]).await;
+}
+
+/// The SHA-256s of `files` in `dataset` (mounted first if it is not), in order.
+pub async fn checksums(vm: &ZfsVm, dataset: &str, files: &[&str]) -> Vec<String> {
+    if prop(vm, dataset, "mounted").await != "yes" {
+        sh(vm, &["zfs", "mount", dataset]).await;
+    }
+    let mut argv = vec!["sha256sum".to_owned()];
+    argv.extend(files.iter().map(|f| format!("/{dataset}/{f}")));
+    let out = sh(vm, &argv.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    out.lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Creates a ReplicationPolicy (as the user) from its name and spec.
 pub async fn create_policy(api: &Api<ReplicationPolicy>, name: &str, spec: serde_json::Value) {
     let ns = api.namespace().unwrap_or_default();

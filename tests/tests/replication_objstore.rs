@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use object_store::ObjectStore;
 use serde_json::json;
 use tidepool_api::condition::kind;
@@ -33,16 +33,6 @@ use tidepool_tests::zfs_vm::ZfsVm;
 use tokio::time::Instant;
 
 const MARKER: &str = "tidepool-plaintext-marker;";
-
-async fn trigger(api: &Api<ReplicationPolicy>, name: &str, token: &str) {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"trigger": {"manual": token}}})),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("triggering {name}: {e}"));
-}
 
 /// The stream directories of `dataset` (complete ones marked), oldest first.
 async fn keys(store: &Arc<dyn ObjectStore>, prefix: &str, dataset: &str) -> Vec<(String, bool)> {
@@ -99,25 +89,6 @@ async fn receive(
     }
 }
 
-async fn checksums(vm: &ZfsVm, dataset: &str, files: &[&str]) -> String {
-    if prop(vm, dataset, "mounted").await != "yes" {
-        sh(vm, &["zfs", "mount", dataset]).await;
-    }
-    let mut argv = vec!["sha256sum".to_owned()];
-    argv.extend(files.iter().map(|f| format!("/{dataset}/{f}")));
-    let out = sh(vm, &argv.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    out.lines()
-        .map(|l| l.split_whitespace().next().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-async fn snapshot(vm: &ZfsVm, dataset: &str, short: &str) {
-    // Keys carry the creation time to the second: one snapshot per second keeps them apart.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    sh(vm, &["zfs", "snapshot", &format!("{dataset}@{short}")]).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     let started = Instant::now();
@@ -156,7 +127,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     let app = format!("{root}/app");
     sh(vm, &["zfs", "create", &app]).await;
     write_random(vm, &format!("/{app}/f1"), 2).await;
-    snapshot(vm, &app, "s1").await;
+    snapshot_next_second(vm, &app, "s1").await;
     create_policy(
         &policies,
         "plain",
@@ -181,7 +152,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     eprintln!("full uploaded after {:?}", started.elapsed());
     let tag = format!("tidepool:{ns}/plain");
     write_random(vm, &format!("/{app}/s2"), 1).await;
-    snapshot(vm, &app, "s2").await;
+    snapshot_next_second(vm, &app, "s2").await;
     trigger(&policies, "plain", "t2").await;
     wait_for(&policies, "plain", "s2 against s1", || {
         stored(vec!["s1-full", "s2-inc-from-s1"])
@@ -204,7 +175,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     )
     .await;
     write_random(vm, &format!("/{app}/s3"), 1).await;
-    snapshot(vm, &app, "s3").await;
+    snapshot_next_second(vm, &app, "s3").await;
     trigger(&policies, "plain", "t3").await;
     let chain = wait_for(&policies, "plain", "two incrementals against s1", || {
         stored(vec!["s1-full", "s2-inc-from-s1", "s3-inc-from-s1"])
@@ -253,7 +224,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     // The chain holds 3 streams: the next one is a new full, and keepLast 1 (chains)
     // deletes the old chain whole.
     write_random(vm, &format!("/{app}/s4"), 1).await;
-    snapshot(vm, &app, "s4").await;
+    snapshot_next_second(vm, &app, "s4").await;
     trigger(&policies, "plain", "t4").await;
     let after = wait_for(
         &policies,
@@ -306,7 +277,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
         ],
     )
     .await;
-    snapshot(vm, &sealed, "e1").await;
+    snapshot_next_second(vm, &sealed, "e1").await;
     create_policy(
         &policies,
         "sealed",
@@ -351,7 +322,7 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
     let big = format!("{root}/big");
     sh(vm, &["zfs", "create", &big]).await;
     write_random(vm, &format!("/{big}/f"), 24).await;
-    snapshot(vm, &big, "b1").await;
+    snapshot_next_second(vm, &big, "b1").await;
     create_policy(
         &policies,
         "cut",

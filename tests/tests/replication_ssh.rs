@@ -52,16 +52,6 @@ async fn secret(api: &Api<Secret>, name: &str, key: &str, known_hosts: &str) {
         .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
 }
 
-async fn trigger(api: &Api<ReplicationPolicy>, name: &str, token: &str) {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"trigger": {"manual": token}}})),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("triggering {name}: {e}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_target_chain_resume_host_key_gate_and_release() {
     let started = Instant::now();

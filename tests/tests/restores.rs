@@ -19,11 +19,9 @@
 //! 5. Healing: a new full chain, and the next drill passes again.
 //! 6. An age-encrypted chain: the drill checks its checksums only (`received: false`).
 
-use std::time::Duration;
 
 use kube::Api;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidepool_api::ReplicationPolicy;
 use tidepool_api::condition::kind;
@@ -39,24 +37,6 @@ use tokio::time::Instant;
 
 /// The VM forwards two agents' ports: the tests take them one after the other.
 static AGENT_SLOTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn snapshot(vm: &ZfsVm, dataset: &str, short: &str) {
-    // Stream keys carry the creation time to the second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    sh(vm, &["zfs", "snapshot", &format!("{dataset}@{short}")]).await;
-}
-
-async fn trigger(api: &Api<ReplicationPolicy>, name: &str, token: &str) {
-    ok(api
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"trigger": {"manual": token}}})),
-        )
-        .await
-        .map(drop)
-        .map_err(Into::into));
-}
 
 /// Waits for a drill that ended after `after` and matches `passed`.
 async fn drill_after(
@@ -77,14 +57,6 @@ async fn drill_after(
         },
     )
     .await
-}
-
-async fn checksum(vm: &ZfsVm, dataset: &str, file: &str) -> String {
-    if prop(vm, dataset, "mounted").await != "yes" {
-        sh(vm, &["zfs", "mount", dataset]).await;
-    }
-    let out = sh(vm, &["sha256sum", &format!("/{dataset}/{file}")]).await;
-    out.split_whitespace().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +100,7 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     let app = format!("{root}/app");
     sh(vm, &["zfs", "create", &app]).await;
     write_random(vm, &format!("/{app}/f1"), 2).await;
-    snapshot(vm, &app, "s1").await;
+    snapshot_next_second(vm, &app, "s1").await;
     create_policy(
         &policies,
         "drilled",
@@ -146,7 +118,7 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     })
     .await;
     write_random(vm, &format!("/{app}/f2"), 1).await;
-    snapshot(vm, &app, "s2").await;
+    snapshot_next_second(vm, &app, "s2").await;
     trigger(&policies, "drilled", "s2").await;
     wait_for(&policies, "drilled", "s2 stored", || async {
         let s = status(&policies, "drilled").await;
@@ -202,7 +174,10 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
         format!("s3:{}/e2e/drill", ObjectStoreServer::BUCKET)
     );
     assert_eq!(view["lastCommon"]["name"], "s2", "{explained:#}");
-    assert!(explained.get("blocked").is_none_or(|b| b.is_null()), "{explained:#}");
+    assert!(
+        explained.get("blocked").is_none_or(|b| b.is_null()),
+        "{explained:#}"
+    );
     assert!(
         view["steps"]
             .as_array()
@@ -248,12 +223,10 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
         prop(vm, &format!("{restored}@s2"), "guid").await,
         prop(vm, &format!("{app}@s2"), "guid").await
     );
-    for f in ["f1", "f2"] {
-        assert_eq!(
-            checksum(vm, &restored, f).await,
-            checksum(vm, &app, f).await
-        );
-    }
+    assert_eq!(
+        checksums(vm, &restored, &["f1", "f2"]).await,
+        checksums(vm, &app, &["f1", "f2"]).await
+    );
     let mut again = vm.command(restore_argv(&restored));
     for (k, v) in keys {
         again.env(k, v);
@@ -338,7 +311,7 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     sh(vm, &["zfs", "destroy", &scratch]).await;
 
     // --- 5. Healing: s3 starts a new chain (fullEvery 2), and the drill passes on it.
-    snapshot(vm, &app, "s3").await;
+    snapshot_next_second(vm, &app, "s3").await;
     trigger(&policies, "drilled", "new-chain").await;
     let healed = drill_after(&policies, "drilled", refused.time.0, true).await;
     eprintln!("healed after {:?}: {healed:?}", started.elapsed());
@@ -350,7 +323,7 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     let sealed = format!("{root}/sealed");
     sh(vm, &["zfs", "create", &sealed]).await;
     write_random(vm, &format!("/{sealed}/f"), 1).await;
-    snapshot(vm, &sealed, "e1").await;
+    snapshot_next_second(vm, &sealed, "e1").await;
     create_policy(
         &policies,
         "sealed",
@@ -386,9 +359,9 @@ async fn a_node_replica_restores_through_a_policy_the_other_way() {
     let restored = format!("{}/data/db-restored", pair.pool_a);
     sh(vm, &["zfs", "create", &source]).await;
     write_random(vm, &format!("/{source}/one"), 2).await;
-    snapshot(vm, &source, "s1").await;
+    snapshot_next_second(vm, &source, "s1").await;
     write_random(vm, &format!("/{source}/two"), 1).await;
-    snapshot(vm, &source, "s2").await;
+    snapshot_next_second(vm, &source, "s2").await;
     let policies: Api<ReplicationPolicy> = Api::namespaced(cp.admin_client(), &ns);
     create_policy(
         &policies,
@@ -425,12 +398,10 @@ async fn a_node_replica_restores_through_a_policy_the_other_way() {
     ready("db-restore").await;
     eprintln!("restored after {:?}", started.elapsed());
     assert_eq!(guids(vm, &restored).await, guids(vm, &source).await);
-    for f in ["one", "two"] {
-        assert_eq!(
-            checksum(vm, &restored, f).await,
-            checksum(vm, &source, f).await
-        );
-    }
+    assert_eq!(
+        checksums(vm, &restored, &["one", "two"]).await,
+        checksums(vm, &source, &["one", "two"]).await
+    );
     ok(vm.destroy_pool(&pair.pool_a).await);
     ok(vm.destroy_pool(&pair.pool_b).await);
 }

@@ -60,6 +60,22 @@ fn inventory(dataset: &str, snapshots: Vec<SnapshotInfo>) -> DatasetInventory {
     inv
 }
 
+/// An explanation of `src` before the dry run fills it in.
+fn nothing_yet(src: &DatasetInventory) -> ReplicationExplanation {
+    ReplicationExplanation {
+        source: ReplicationEnd {
+            node: "a".into(),
+            dataset: src.dataset.clone(),
+        },
+        target: None,
+        suspended: false,
+        last_common: None,
+        divergence: None,
+        steps: Vec::new(),
+        target_retention: None,
+    }
+}
+
 /// What the dry run shows for these inventories: the reconcile's planner and target
 /// retention, through `describe`.
 fn explained(
@@ -84,18 +100,7 @@ fn explained(
     };
     let plan = planner::plan(&input, "2026-12-02T00:00:00Z".parse().unwrap());
     let prune = TargetPrune::of(&valid, POLICY, &owner);
-    let mut out = ReplicationExplanation {
-        source: ReplicationEnd {
-            node: "a".into(),
-            dataset: src.dataset.clone(),
-        },
-        target: None,
-        suspended: false,
-        last_common: None,
-        divergence: None,
-        steps: Vec::new(),
-        target_retention: None,
-    };
+    let mut out = nothing_yet(src);
     describe(&plan, prune.as_ref(), dst, &owner, &mut out);
     out
 }
@@ -283,18 +288,7 @@ fn an_object_store_policy_shows_its_next_upload_and_the_source_anchors() {
         },
         "2026-12-02T00:00:00Z".parse().unwrap(),
     );
-    let mut out = ReplicationExplanation {
-        source: ReplicationEnd {
-            node: "a".into(),
-            dataset: src.dataset.clone(),
-        },
-        target: None,
-        suspended: false,
-        last_common: None,
-        divergence: None,
-        steps: Vec::new(),
-        target_retention: None,
-    };
+    let mut out = nothing_yet(&src);
     describe_upload(&plan, &mut out);
     assert_eq!(
         out.last_common.as_ref().map(|c| (c.name.as_str(), c.guid)),

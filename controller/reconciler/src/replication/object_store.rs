@@ -11,7 +11,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 use tidepool_agent::LeaderEpoch;
-use tidepool_api::replication_policy::{IncrementalsAgainst, ObjectStoreTarget, ReplicationPolicySpec};
+use tidepool_api::replication_policy::{
+    IncrementalsAgainst, ObjectStoreTarget, ReplicationPolicySpec,
+};
 use tidepool_api::values::HoldTag;
 use tidepool_objstore::chain::{ChainPolicy, FullEvery, IncrementalBase};
 use tidepool_plan::DatasetInventory;
@@ -24,15 +26,15 @@ use tidepool_wire::objstore::{
 use tidepool_wire::transfer::{SendToPeerAnswer, StepId, TransferBinding};
 use tidepool_wire::{Request, Response, SendFlags, SnapshotRef};
 
-use super::dataset::{DatasetSync, EarlyFailure, PolicySync, Replica};
 use super::Parties;
+use super::dataset::{DatasetSync, EarlyFailure, PolicySync, Replica};
 use super::run::{Ran, StepFailed, transfer_reason};
 use super::store_plan::{self, StoreInput, StorePlan, StoreSend};
 use super::{MAX_ROUNDS, TargetEnd};
 use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
 use crate::node_run::inventory;
-use crate::reconcile::Context;
 use crate::reasons;
+use crate::reconcile::Context;
 
 /// Streams per chain when `fullEvery` is left out.
 pub const DEFAULT_FULL_EVERY: usize = 7;
@@ -96,7 +98,14 @@ impl PolicySync<'_> {
                     break;
                 }
             };
-            let (plan, blocked) = plan_upload(self.spec, self.parties, self.send.hold_tag, &src, &streams, target);
+            let (plan, blocked) = plan_upload(
+                self.spec,
+                self.parties,
+                self.send.hold_tag,
+                &src,
+                &streams,
+                target,
+            );
             out.target_newest = plan.newest_stored.as_ref().map(|c| c.creation);
             out.plan = Some(ReplicationPlan {
                 steps: Vec::new(),
