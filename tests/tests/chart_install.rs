@@ -434,6 +434,7 @@ async fn alerts_and_dashboard_use_only_metrics_the_binaries_export() {
             "TidepoolPoolNearlyFull",
             "TidepoolReplicationFailing",
             "TidepoolReplicationLagging",
+            "TidepoolRestoreDrillFailed",
             "TidepoolScheduleFailing",
             "TidepoolSnapshotsStale",
         ]
