@@ -240,6 +240,7 @@ fn options() -> UploadOptions {
         chunk_size: CHUNK,
         max_in_flight: 3,
         encrypt_to: None,
+        owner: None,
     }
 }
 
@@ -692,6 +693,7 @@ async fn multipart() -> Result<()> {
         chunk_size: chunk,
         max_in_flight: 2,
         encrypt_to: None,
+        owner: None,
     };
     let guids = Guids {
         snapshot: 7,

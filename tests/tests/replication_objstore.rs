@@ -13,6 +13,8 @@
 //!    the identity; with it, the GUID of the source.
 //! 3. An upload cut by killing the source agent midway leaves no manifest; once the agent
 //!    is back the next sync uploads the stream whole.
+//! 4. Deleting that policy with `deletionPolicy: Delete` deletes the streams it uploaded
+//!    (their manifests name it) and keeps one another uploader put under its prefix.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -366,7 +368,66 @@ async fn object_store_chain_restore_encryption_retention_and_a_cut_upload() {
         prop(vm, &format!("{back}@b1"), "guid").await,
         prop(vm, &format!("{big}@b1"), "guid").await
     );
-    eprintln!("re-sent after the cut, done after {:?}", started.elapsed());
+    eprintln!("re-sent after the cut after {:?}", started.elapsed());
+
+    // --- 4. `deletionPolicy: Delete`: the policy's streams go, another uploader's stay.
+    let foreign = StreamKey {
+        prefix: ok(Prefix::new("e2e/cut").map_err(Into::into)),
+        dataset: big.parse().unwrap_or_else(|e| panic!("{e}")),
+        name: ok(tidepool_objstore::StreamName::new(
+            "2026-01-01T00:00:00Z"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            "by-hand".parse().unwrap_or_else(|e| panic!("{e}")),
+            tidepool_objstore::StreamKind::Full,
+        )
+        .map_err(Into::into)),
+    };
+    let guids = tidepool_objstore::Guids {
+        snapshot: 7,
+        parent: None,
+    };
+    ok(tidepool_objstore::upload::upload(
+        &store,
+        &foreign,
+        guids,
+        &b"not ours"[..],
+        &tidepool_objstore::UploadOptions::default(),
+    )
+    .await
+    .map(drop)
+    .map_err(Into::into));
+    ok(policies
+        .patch(
+            "cut",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})),
+        )
+        .await
+        .map(drop)
+        .map_err(Into::into));
+    ok(policies
+        .delete("cut", &DeleteParams::default())
+        .await
+        .map(drop)
+        .map_err(Into::into));
+    let end = Instant::now() + WITHIN;
+    loop {
+        let left = complete(&keys(&store, "e2e/cut", &big).await);
+        if left == ["by-hand-full"] {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the Delete policy's streams stayed: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(hold_tags(vm, &format!("{big}@b1")).await.is_empty());
+    eprintln!(
+        "Delete removed the policy's streams after {:?}",
+        started.elapsed()
+    );
     ok(vm.destroy_pool(&pool).await);
 }
 

@@ -19,7 +19,6 @@
 //! 5. Healing: a new full chain, and the next drill passes again.
 //! 6. An age-encrypted chain: the drill checks its checksums only (`received: false`).
 
-
 use kube::Api;
 use kube::ResourceExt;
 use serde_json::json;

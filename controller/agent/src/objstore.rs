@@ -56,6 +56,9 @@ pub(crate) async fn object_store(
         ObjectStoreOperation::Expire { keep_chains } => {
             expire(&store, &prefix, &op.dataset, keep_chains).await
         }
+        ObjectStoreOperation::DeleteOwned { owner } => {
+            delete_owned(&store, &prefix, &op.dataset, owner.as_str()).await
+        }
     };
     Ok(Json(answer.unwrap_or_else(|e| ObjectStoreAnswer::Failed {
         message: e.to_string(),
@@ -127,6 +130,33 @@ async fn expire(
         };
         list::delete_stream(store, &key).await?;
         deleted.push(key.name.dir_name());
+    }
+    Ok(ObjectStoreAnswer::Expired { deleted })
+}
+
+/// Deletes the complete streams whose manifest names `owner`, newest first (so a deletion
+/// cut half way never leaves a stream whose parent is gone while it stays), each manifest
+/// first.
+async fn delete_owned(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Prefix,
+    dataset: &tidepool_api::DatasetName,
+    owner: &str,
+) -> Result<ObjectStoreAnswer, tidepool_objstore::Error> {
+    let mut listing = list::list_streams(store, prefix, dataset).await?;
+    listing.sort_by_key(|l| std::cmp::Reverse((l.name.time, l.name.dir_name())));
+    let mut deleted = Vec::new();
+    for l in listing.into_iter().filter(|l| l.complete) {
+        let key = StreamKey {
+            prefix: prefix.clone(),
+            dataset: dataset.clone(),
+            name: l.name,
+        };
+        let manifest = tidepool_objstore::restore::read_manifest(store, &key).await?;
+        if manifest.owner.as_deref() == Some(owner) {
+            list::delete_stream(store, &key).await?;
+            deleted.push(key.name.dir_name());
+        }
     }
     Ok(ObjectStoreAnswer::Expired { deleted })
 }

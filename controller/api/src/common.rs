@@ -162,7 +162,8 @@ pub enum DeletionPolicy {
     #[default]
     Retain,
     /// Destroy the snapshots this object created (never the newest common snapshot of a
-    /// replication that still exists, never held snapshots, never datasets).
+    /// replication that still exists, never held snapshots, never datasets); for an
+    /// object-store target, delete the streams whose manifests name this policy.
     Delete,
 }
 

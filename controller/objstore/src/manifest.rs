@@ -7,7 +7,9 @@ use crate::error::Error;
 use crate::naming::{StreamKey, StreamKind};
 
 /// The manifest format this version writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this version reads (1: without `owner`).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// `manifest.json` of one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +29,10 @@ pub struct Manifest {
     /// Bytes of the `zfs send` stream itself.
     pub stream_bytes: u64,
     pub encryption: Encryption,
+    /// Who uploaded the stream (`ReplicationPolicy/<namespace>/<name>`): only that policy's
+    /// deletion removes it. Absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A snapshot by name and GUID (the GUID is what `zfs receive` checks an incremental
@@ -70,7 +76,7 @@ impl Manifest {
             source,
         };
         let version: Version = serde_json::from_slice(bytes).map_err(invalid)?;
-        if version.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version.format_version) {
             return Err(Error::UnsupportedFormat {
                 object: object.to_owned(),
                 found: version.format_version,
@@ -190,6 +196,7 @@ mod tests {
             encryption: Encryption::Age {
                 recipient: "age1xyz".to_owned(),
             },
+            owner: Some("ReplicationPolicy/ns/p".to_owned()),
         }
     }
 
@@ -211,6 +218,22 @@ mod tests {
     }
 
     #[test]
+    fn reads_format_1_without_an_owner() {
+        let inc = key(StreamKind::Incremental {
+            parent: "s1".parse().expect("valid"),
+        });
+        let mut v1 = manifest();
+        v1.format_version = 1;
+        v1.owner = None;
+        let json = serde_json::to_string(&v1).expect("serializes");
+        assert!(!json.contains("owner"), "{json}");
+        assert_eq!(
+            Manifest::parse("m", json.as_bytes(), &inc).expect("parses"),
+            v1
+        );
+    }
+
+    #[test]
     fn refuses_what_does_not_match_or_is_newer() {
         let inc = key(StreamKind::Incremental {
             parent: "s1".parse().expect("valid"),
@@ -228,10 +251,10 @@ mod tests {
             Manifest::parse("m", json.as_bytes(), &inc),
             Err(Error::ManifestMismatch { .. })
         ));
-        let newer = r#"{"formatVersion": 2, "whatever": true}"#;
+        let newer = r#"{"formatVersion": 3, "whatever": true}"#;
         assert!(matches!(
             Manifest::parse("m", newer.as_bytes(), &inc),
-            Err(Error::UnsupportedFormat { found: 2, .. })
+            Err(Error::UnsupportedFormat { found: 3, .. })
         ));
         assert!(matches!(
             Manifest::parse("m", b"{", &inc),

@@ -55,6 +55,7 @@ fn options(chunk_size: u64) -> UploadOptions {
         chunk_size,
         max_in_flight: 2,
         encrypt_to: None,
+        owner: None,
     }
 }
 

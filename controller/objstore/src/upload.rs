@@ -36,6 +36,8 @@ pub struct UploadOptions {
     pub max_in_flight: usize,
     /// Encrypt to this age recipient (for sources not already sent raw-encrypted).
     pub encrypt_to: Option<age::x25519::Recipient>,
+    /// Recorded in the manifest: whose stream it is (only its owner's deletion removes it).
+    pub owner: Option<String>,
 }
 
 impl Default for UploadOptions {
@@ -44,6 +46,7 @@ impl Default for UploadOptions {
             chunk_size: 64 << 20,
             max_in_flight: 4,
             encrypt_to: None,
+            owner: None,
         }
     }
 }
@@ -57,6 +60,7 @@ impl std::fmt::Debug for UploadOptions {
                 "encrypt_to",
                 &self.encrypt_to.as_ref().map(ToString::to_string),
             )
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -165,6 +169,7 @@ where
         chunks: chunks.done.clone(),
         stream_bytes,
         encryption,
+        owner: options.owner.clone(),
     };
     Ok(Staged { chunks, manifest })
 }

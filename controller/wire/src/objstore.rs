@@ -84,6 +84,10 @@ pub enum ObjectStoreOperation {
     /// fresh listing (orphans older than the oldest kept full and unfinished uploads older
     /// than the newest complete stream go too). Never a stream something kept needs.
     Expire { keep_chains: u32 },
+    /// Deletes every complete stream whose manifest names `owner` as its uploader (a
+    /// policy deleted with `deletionPolicy: Delete`); streams of other owners, of none
+    /// (format 1) and unfinished uploads stay. Answered with `Expired`.
+    DeleteOwned { owner: Owner },
 }
 
 /// One stream directory in the store.

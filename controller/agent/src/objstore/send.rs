@@ -112,6 +112,7 @@ fn prepare(op: &SendToObjectStore) -> Result<(StreamKey, Guids, UploadOptions), 
         .map_err(|e| format!("the age recipient: {e}"))?;
     let options = UploadOptions {
         encrypt_to,
+        owner: Some(op.binding.owner.to_string()),
         ..UploadOptions::default()
     };
     let guids = Guids {

@@ -108,7 +108,7 @@ async fn dry_run(
         target: target.dataset().clone(),
     };
     if let (Some(store), Some(target)) = (
-        Store::of(ctx, epoch, &parties),
+        Store::of(ctx, epoch, &parties.target),
         obj.spec.target.object_store.as_ref(),
     ) {
         let (src, streams) = match store.read(&parties, &root).await {

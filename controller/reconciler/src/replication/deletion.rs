@@ -28,6 +28,7 @@ use tidepool_wire::{
 };
 
 use super::dataset::{Replica, replicas};
+use super::object_store::Store;
 use super::run::Ends;
 use super::{TargetEnd, TargetRef, endpoint, permitted, policy_owner, status};
 use crate::agents::AgentError;
@@ -59,6 +60,8 @@ struct LetGo {
     released: usize,
     bookmarks: usize,
     destroyed: usize,
+    /// Object-store streams deleted.
+    objects: usize,
 }
 
 pub async fn handle(
@@ -97,12 +100,16 @@ pub async fn handle(
     let owner = policy_owner(&ns, &name).map_err(|_| ReconcileError::Incomplete("owner"))?;
     match let_go(obj, ctx, epoch, &owner).await {
         Ok(n) => {
-            if n.released + n.bookmarks + n.destroyed > 0 {
+            if n.released + n.bookmarks + n.destroyed + n.objects > 0 {
                 let note = format!(
                     "released {} hold(s), destroyed {} bookmark(s){}",
                     n.released,
                     n.bookmarks,
-                    if obj.spec.deletion_policy == DeletionPolicy::Delete {
+                    if obj.spec.deletion_policy == DeletionPolicy::Delete
+                        && obj.spec.target.object_store.is_some()
+                    {
+                        format!(" and deleted {} stored stream(s)", n.objects)
+                    } else if obj.spec.deletion_policy == DeletionPolicy::Delete {
                         format!(" and {} replicated snapshot(s)", n.destroyed)
                     } else {
                         "; the replica is kept (deletionPolicy Retain)".to_owned()
@@ -179,8 +186,8 @@ async fn let_go(
     let src_pool = inventory(ctx, &src_agent, epoch, source.dataset.pool())
         .await
         .map_err(|p| format!("node {}: {}", src_agent.node, p.message()))?;
-    // An object store keeps no holds or claims: only the source has something to let go
-    // (its objects stay, whatever `deletionPolicy` says).
+    // An object store keeps no holds or claims: the source has the holds and bookmarks to
+    // let go; `Delete` also deletes the streams whose manifests name this policy.
     let dst_pool = match &dst {
         TargetEnd::ObjectStore { .. } => None,
         _ => Some(
@@ -233,6 +240,16 @@ async fn let_go(
                 return Err(AgentError::unexpected(ends.node(side), "Bookkeeping", &other).chain());
             }
             Err(e) => return Err(e.chain()),
+        }
+    }
+    if obj.spec.deletion_policy == DeletionPolicy::Delete
+        && let Some(store) = Store::of(ctx, epoch, &dst)
+    {
+        for Replica { source, .. } in &list {
+            out.objects += store
+                .delete_owned(source, owner)
+                .await
+                .map_err(|f| format!("{}: {}", f.node, f.message))?;
         }
     }
     if !destroy.is_empty() {

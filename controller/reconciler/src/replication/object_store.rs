@@ -15,6 +15,7 @@ use tidepool_api::replication_policy::{
     IncrementalsAgainst, ObjectStoreTarget, ReplicationPolicySpec,
 };
 use tidepool_api::values::HoldTag;
+use tidepool_api::{DatasetName, Owner};
 use tidepool_objstore::chain::{ChainPolicy, FullEvery, IncrementalBase};
 use tidepool_plan::DatasetInventory;
 use tidepool_plan::replication::{Blocked, BlockedCode, ReplicationPlan};
@@ -85,7 +86,7 @@ impl PolicySync<'_> {
         replica: &Replica,
         target: &ObjectStoreTarget,
     ) -> DatasetSync {
-        let Some(store) = Store::of(self.ctx, self.epoch, self.parties) else {
+        let Some(store) = Store::of(self.ctx, self.epoch, &self.parties.target) else {
             return DatasetSync::default();
         };
         let mut out = DatasetSync::default();
@@ -292,7 +293,10 @@ impl PolicySync<'_> {
     ) -> Result<u32, EarlyFailure> {
         let keep_chains = u32::try_from(keep).unwrap_or(1).max(1);
         match store
-            .call(replica, ObjectStoreOperation::Expire { keep_chains })
+            .call(
+                &replica.source,
+                ObjectStoreOperation::Expire { keep_chains },
+            )
             .await?
         {
             ObjectStoreAnswer::Expired { deleted } => {
@@ -352,8 +356,8 @@ pub(crate) fn plan_upload(
 
 impl<'a> Store<'a> {
     /// The store of an `objectStore` target; `None` for another kind.
-    pub(crate) fn of(ctx: &'a Context, epoch: LeaderEpoch, parties: &'a Parties) -> Option<Self> {
-        match &parties.target {
+    pub(crate) fn of(ctx: &'a Context, epoch: LeaderEpoch, target: &'a TargetEnd) -> Option<Self> {
+        match target {
             TargetEnd::ObjectStore { via, access, label } => Some(Store {
                 ctx,
                 epoch,
@@ -374,7 +378,7 @@ impl<'a> Store<'a> {
         let source = parties.pair().source;
         let (pool, listed) = futures::join!(
             inventory(self.ctx, source, self.epoch, replica.source.pool()),
-            self.call(replica, ObjectStoreOperation::List)
+            self.call(&replica.source, ObjectStoreOperation::List)
         );
         let pool = pool.map_err(|p| EarlyFailure {
             node: source.node.clone(),
@@ -391,14 +395,30 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Deletes the streams of `dataset` whose manifests name `owner` (a policy deleted
+    /// with `deletionPolicy: Delete`); how many.
+    pub(crate) async fn delete_owned(
+        &self,
+        dataset: &DatasetName,
+        owner: &Owner,
+    ) -> Result<usize, EarlyFailure> {
+        let operation = ObjectStoreOperation::DeleteOwned {
+            owner: owner.clone(),
+        };
+        match self.call(dataset, operation).await? {
+            ObjectStoreAnswer::Expired { deleted } => Ok(deleted.len()),
+            other => Err(self.unexpected("Expired", &other)),
+        }
+    }
+
     async fn call(
         &self,
-        replica: &Replica,
+        dataset: &DatasetName,
         operation: ObjectStoreOperation,
     ) -> Result<ObjectStoreAnswer, EarlyFailure> {
         let request = ObjectStoreRequest {
             store: self.access.clone(),
-            dataset: replica.source.clone(),
+            dataset: dataset.clone(),
             operation,
         };
         let call = TransferCall::ObjectStore(Box::new(request));
