@@ -18,6 +18,7 @@
 //!    (`ScratchRefused`) and the dataset and its file stay.
 //! 5. Healing: a new full chain, and the next drill passes again.
 //! 6. An age-encrypted chain: the drill checks its checksums only (`received: false`).
+//! 7. A ZFS-encrypted source sent raw: the drill receives it without a key.
 
 use kube::Api;
 use kube::ResourceExt;
@@ -337,6 +338,49 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     let sealed_drill = drill_after(&policies, "sealed", jiff::Timestamp::UNIX_EPOCH, true).await;
     assert!(!sealed_drill.received, "{sealed_drill:?}");
     assert!(sealed_drill.message.contains("age"), "{sealed_drill:?}");
+
+    // --- 7. A ZFS-encrypted source sent raw: received locked, no key needed, matched.
+    let key_file = format!("/run/tidepool-keys/{pool}.key");
+    sh(vm, &["mkdir", "-p", "-m", "0700", "/run/tidepool-keys"]).await;
+    let written = ok(vm
+        .command(["dd", &format!("of={key_file}"), "status=none"])
+        .output_with_stdin(b"tidepool-drill-passphrase")
+        .await);
+    assert!(written.status.success(), "{}", written.stderr_lossy());
+    let locked = format!("{root}/locked");
+    sh(
+        vm,
+        &[
+            "zfs",
+            "create",
+            "-o",
+            "encryption=on",
+            "-o",
+            "keyformat=passphrase",
+            "-o",
+            &format!("keylocation=file://{key_file}"),
+            &locked,
+        ],
+    )
+    .await;
+    write_random(vm, &format!("/{locked}/f"), 1).await;
+    snapshot_next_second(vm, &locked, "k1").await;
+    create_policy(
+        &policies,
+        "locked",
+        json!({
+            "source": {"nodeName": spec.node, "dataset": locked},
+            "target": server.target("e2e/locked", "bucket", json!({})),
+            "restoreDrill": {"every": "10s"},
+        }),
+    )
+    .await;
+    let raw_drill = drill_after(&policies, "locked", jiff::Timestamp::UNIX_EPOCH, true).await;
+    assert!(
+        raw_drill.received,
+        "a raw stream is received: {raw_drill:?}"
+    );
+    assert_eq!(raw_drill.snapshot.as_deref(), Some("k1"));
     eprintln!("done after {:?}", started.elapsed());
     ok(vm.destroy_pool(&pool).await);
 }
