@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use tidepool_agent::objstore::restore::{Destination, StoredChain, restore_chain, restore_path};
+use tidepool_agent::objstore::restore::{
+    Destination, RestoreError, StoredChain, restore_chain, restore_path,
+};
 use tidepool_api::names::{DatasetName, SnapshotShortName};
 use tidepool_objstore::{Prefix, S3Config};
 use tidepool_zfs::{LocalExecutor, Zfs};
@@ -113,7 +115,7 @@ async fn restore(a: Args) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let zfs = Zfs::new(LocalExecutor::new());
-    let restored = restore_chain(
+    let restored = match restore_chain(
         &zfs,
         &chain,
         &path,
@@ -121,7 +123,28 @@ async fn restore(a: Args) -> anyhow::Result<()> {
         &Destination::New(&a.to),
     )
     .await
-    .with_context(|| format!("restoring into {}", a.to))?;
+    {
+        Ok(r) => r,
+        Err(e @ RestoreError::Exists { .. }) => return Err(e.into()),
+        Err(e) => {
+            // Streams received before the one that failed stay: say so.
+            let guid: tidepool_zfs::PropertyName = "guid".parse()?;
+            let left = zfs.get_one(&guid, &a.to).await.is_ok();
+            let hint = if left {
+                format!(
+                    "; {} holds the streams received before the failure (destroy it before trying again)",
+                    a.to
+                )
+            } else {
+                String::new()
+            };
+            bail!(
+                "restoring into {}: {:#}{hint}",
+                a.to,
+                anyhow::Error::from(e)
+            );
+        }
+    };
     println!(
         "restored {}@{} into {}@{} (guid {}): {} stream(s), {} bytes in {:.1} s, every chunk's \
          SHA-256 and every GUID checked; received unmounted (zfs mount {} to read it)",
