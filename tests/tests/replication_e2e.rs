@@ -293,6 +293,13 @@ async fn a_policy_replicates_a_chain_protects_its_base_survives_an_outage_and_ha
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Reconciles of one policy run one at a time: once the status says Suspended, a sync
+    // that was in flight when the patch landed has ended (bookkeeping included).
+    wait_for(&policies, "db-to-b", "the suspension observed", || async {
+        let s = status(&policies, "db-to-b").await;
+        (condition(&s, kind::READY).map(|c| c.1) == Some("Suspended".into())).then_some(())
+    })
+    .await;
     // The replica stands still once a sync in flight has ended; then the schedule takes a
     // newer snapshot on the source. Expected from fresh zfs reads, compared with explain.
     let (e, common, newest) = wait_for(
