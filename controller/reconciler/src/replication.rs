@@ -116,9 +116,18 @@ pub async fn reconcile(
     let outcome = evaluate(&obj, &ctx, epoch, &uid, &progress, now).await?;
     let mut new = status::next(&old, &outcome, obj.metadata.generation, now);
     let drilled = if drill::due(&obj, &outcome, &new, Timestamp::now()) {
-        let d = drill::run(&obj, &ctx, epoch, &ns, &uid).await?;
-        ctx.metrics.restore_drill(&ns, &name, d.passed, d.time.0);
-        Some(d)
+        match drill::run(&obj, &ctx, epoch, &ns, &uid).await {
+            Ok(d) => {
+                ctx.metrics.restore_drill(&ns, &name, d.passed, d.time.0);
+                Some(d)
+            }
+            // The API server could not be asked (grants, labels): no verdict on the store;
+            // the drill is tried again after `retry`, and the sync's status still goes out.
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e, "the restore drill could not run");
+                None
+            }
+        }
     } else {
         None
     };
@@ -164,10 +173,12 @@ pub async fn reconcile(
         }
         Outcome::Synced(sync) => sync.next.map_or(ctx.config.replication_poll, until),
     };
-    let wait = new
-        .next_drill_time
-        .as_ref()
-        .map_or(wait, |t| wait.min(until(t.0)));
+    let wait = drill::requeue(
+        wait,
+        new.next_drill_time.as_ref().map(|t| until(t.0)),
+        &outcome,
+        ctx.config.retry,
+    );
     Ok(Action::requeue(
         wait.min(ctx.config.max_requeue) + Duration::from_millis(5),
     ))

@@ -51,6 +51,23 @@ fn next_after(last: Option<&DrillStatus>, every: std::time::Duration) -> Option<
     Some(last.time.0.checked_add(every).unwrap_or(Timestamp::MAX))
 }
 
+/// The reconcile's wait, woken for the next drill when one can run: never while the
+/// policy is blocked or suspended, and never sooner than `retry` (a drill that is overdue
+/// because it could not run must not spin the reconcile).
+pub(crate) fn requeue(
+    wait: std::time::Duration,
+    until_drill: Option<std::time::Duration>,
+    outcome: &Outcome,
+    retry: std::time::Duration,
+) -> std::time::Duration {
+    match until_drill {
+        Some(d) if !matches!(outcome, Outcome::Blocked(_) | Outcome::Suspended) => {
+            wait.min(d.max(retry))
+        }
+        _ => wait,
+    }
+}
+
 /// The scratch dataset of a policy: below `scratchParent`, else the source's parent (the
 /// pool's root dataset for a pool-root source).
 pub(crate) fn scratch_of(obj: &ReplicationPolicy, uid: &str) -> Result<DatasetName, String> {

@@ -8,7 +8,7 @@ use tidepool_api::condition::kind;
 use tidepool_api::replication_policy::{DrillStatus, ReplicationPolicyStatus};
 
 use super::super::status::Outcome;
-use super::{due, record, scratch_of, status_of};
+use super::{due, record, requeue, scratch_of, status_of};
 use crate::status::Blocker;
 use tidepool_wire::objstore::{DrillReport, DrillVerdict};
 
@@ -201,4 +201,21 @@ fn a_report_becomes_the_status_and_names_its_object_once() {
     record(&mut s, &p, Some(bad), b);
     let v = tidepool_api::condition::find(&s.conditions, kind::VERIFIED).unwrap();
     assert_eq!(v.message, "chunk pre/x-s1-full/chunk-000002 is corrupt");
+}
+
+#[test]
+fn an_overdue_drill_never_spins_the_reconcile() {
+    use std::time::Duration;
+    let (wait, retry) = (Duration::from_secs(300), Duration::from_secs(5));
+    let s = |n| Duration::from_secs(n);
+    assert_eq!(requeue(wait, Some(s(60)), &synced(), retry), s(60));
+    assert_eq!(requeue(wait, Some(s(0)), &synced(), retry), retry);
+    assert_eq!(requeue(wait, Some(s(900)), &synced(), retry), wait);
+    assert_eq!(requeue(wait, None, &synced(), retry), wait);
+    assert_eq!(requeue(wait, Some(s(0)), &Outcome::Suspended, retry), wait);
+    let blocked = Outcome::Blocked(Blocker {
+        reason: "NotPermitted",
+        message: String::new(),
+    });
+    assert_eq!(requeue(wait, Some(s(0)), &blocked, retry), wait);
 }
