@@ -223,6 +223,36 @@ pub async fn checksums(vm: &ZfsVm, dataset: &str, files: &[&str]) -> Vec<String>
         .collect()
 }
 
+/// Creates `dataset` encrypted with `passphrase`, kept in the guest at
+/// `/run/tidepool-keys/<key>.key` (0700 directory); returns its `keylocation` (`file://…`).
+pub async fn create_encrypted(vm: &ZfsVm, dataset: &str, key: &str, passphrase: &[u8]) -> String {
+    let key_dir = "/run/tidepool-keys";
+    let key_file = format!("{key_dir}/{key}.key");
+    sh(vm, &["mkdir", "-p", "-m", "0700", key_dir]).await;
+    let written = ok(vm
+        .command(["dd", &format!("of={key_file}"), "status=none"])
+        .output_with_stdin(passphrase)
+        .await);
+    assert!(written.status.success(), "{}", written.stderr_lossy());
+    let keylocation = format!("file://{key_file}");
+    sh(
+        vm,
+        &[
+            "zfs",
+            "create",
+            "-o",
+            "encryption=on",
+            "-o",
+            "keyformat=passphrase",
+            "-o",
+            &format!("keylocation={keylocation}"),
+            dataset,
+        ],
+    )
+    .await;
+    keylocation
+}
+
 /// Creates a ReplicationPolicy (as the user) from its name and spec.
 pub async fn create_policy(api: &Api<ReplicationPolicy>, name: &str, spec: serde_json::Value) {
     let ns = api.namespace().unwrap_or_default();

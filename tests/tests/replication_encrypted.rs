@@ -104,30 +104,7 @@ async fn an_encrypted_source_replicates_raw_and_never_as_plaintext() {
 
     // The key lives on the source's node only (the test later hands it to the target's
     // admin, who loads it by hand).
-    let key_dir = "/run/tidepool-keys";
-    let key_file = format!("{key_dir}/{pool_a}.key");
-    sh(vm, &["mkdir", "-p", "-m", "0700", key_dir]).await;
-    let written = ok(vm
-        .command(["dd", &format!("of={key_file}"), "status=none"])
-        .output_with_stdin(b"tidepool-e2e-passphrase")
-        .await);
-    assert!(written.status.success(), "{}", written.stderr_lossy());
-    let keylocation = format!("file://{key_file}");
-    sh(
-        vm,
-        &[
-            "zfs",
-            "create",
-            "-o",
-            "encryption=on",
-            "-o",
-            "keyformat=passphrase",
-            "-o",
-            &format!("keylocation={keylocation}"),
-            &source,
-        ],
-    )
-    .await;
+    let keylocation = create_encrypted(vm, &source, &pool_a, b"tidepool-e2e-passphrase").await;
     write_random(vm, &format!("/{source}/one"), 3).await;
     sh(vm, &["mkdir", &format!("/{source}/dir")]).await;
     write_random(vm, &format!("/{source}/dir/two"), 1).await;

@@ -340,29 +340,8 @@ async fn drills_verify_the_stored_chain_and_fail_when_an_object_is_lost() {
     assert!(sealed_drill.message.contains("age"), "{sealed_drill:?}");
 
     // --- 7. A ZFS-encrypted source sent raw: received locked, no key needed, matched.
-    let key_file = format!("/run/tidepool-keys/{pool}.key");
-    sh(vm, &["mkdir", "-p", "-m", "0700", "/run/tidepool-keys"]).await;
-    let written = ok(vm
-        .command(["dd", &format!("of={key_file}"), "status=none"])
-        .output_with_stdin(b"tidepool-drill-passphrase")
-        .await);
-    assert!(written.status.success(), "{}", written.stderr_lossy());
     let locked = format!("{root}/locked");
-    sh(
-        vm,
-        &[
-            "zfs",
-            "create",
-            "-o",
-            "encryption=on",
-            "-o",
-            "keyformat=passphrase",
-            "-o",
-            &format!("keylocation=file://{key_file}"),
-            &locked,
-        ],
-    )
-    .await;
+    create_encrypted(vm, &locked, &pool, b"tidepool-drill-passphrase").await;
     write_random(vm, &format!("/{locked}/f"), 1).await;
     snapshot_next_second(vm, &locked, "k1").await;
     create_policy(
