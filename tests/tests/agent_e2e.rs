@@ -291,6 +291,33 @@ async fn agents_in_the_vm_register_serve_and_refuse() {
     for line in owners.lines() {
         assert!(line.ends_with(&format!("\t{owner}\tlocal")), "{line}");
     }
+    // Taken by the agent's own libzfs_core ioctl (the default), not a `zfs snapshot`.
+    let by_ioctl = |body: &str| {
+        tidepool_tests::agents::sum_samples_where(
+            body,
+            "tidepool_agent_zfs_command_duration_seconds_count",
+            "command=\"lzc snapshot\"",
+        )
+    };
+    let (_, body) = ok(agent_a.probe("/metrics").await);
+    assert_eq!(by_ioctl(&body), 1.0, "{body}");
+    assert_eq!(
+        tidepool_tests::agents::sum_samples_where(
+            &body,
+            "tidepool_agent_zfs_command_duration_seconds_count",
+            "command=\"zfs snapshot\"",
+        ),
+        0.0
+    );
+    // The same set again: the ioctl's EEXIST is classified as `zfs snapshot`'s would be,
+    // and nothing of the set is taken twice.
+    match client.call(&token, EPOCH, take.clone()).await {
+        Ok(Response::Failed(OperationError::Zfs { kind, message })) => {
+            assert_eq!(kind, "AlreadyExists", "{message}");
+            assert!(message.contains(&s1) || message.contains(&s2), "{message}");
+        }
+        other => panic!("the same snapshot again: {other:?}"),
+    }
     let txgs = sh(
         vm,
         &[
@@ -341,6 +368,7 @@ async fn agents_in_the_vm_register_serve_and_refuse() {
             DestroySnapshots {
                 snapshots: doomed,
                 owner: owner.clone(),
+                keeping: Vec::new(),
             },
         )
         .await

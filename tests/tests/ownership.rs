@@ -112,16 +112,11 @@ async fn prune(z: &VmZfs, inv: &DatasetInventory, owner: &str) -> BTreeSet<Strin
     if plan.destroy.is_empty() {
         return BTreeSet::new();
     }
+    let (snapshots, keeping) = plan.destroy_request();
     let req = DestroySnapshots {
-        snapshots: plan
-            .destroy
-            .iter()
-            .map(|d| SnapshotRef {
-                snapshot: d.full_name(&inv.dataset).unwrap(),
-                guid: d.snapshot.guid,
-            })
-            .collect(),
+        snapshots,
         owner: owner.clone(),
+        keeping,
     };
     let done = z.destroy_owned(&req).await.unwrap();
     assert!(done.refused.is_empty(), "{:?}", done.refused);
@@ -256,6 +251,7 @@ async fn an_owner_set_on_the_dataset_or_received_in_a_stream_claims_nothing() {
                 },
             ],
             owner: owner_of(SCHEDULE),
+            keeping: Vec::new(),
         })
         .await
         .unwrap();
@@ -289,6 +285,71 @@ async fn an_owner_set_on_the_dataset_or_received_in_a_stream_claims_nothing() {
         names(&inventory(&z, &recv).await),
         set(&["tidepool_20251231T000000Z_db"])
     );
+    vm.destroy_pool(pool.as_str()).await.unwrap();
+}
+
+/// Retention's safety rule for a plan made from a view that has since changed (the
+/// controller plans from an inventory up to a few seconds old): a destroy is carried out
+/// only while every snapshot the plan keeps on that dataset is still there as the owner's.
+/// Here the plan is `keepLast: 2` over three owned snapshots; before the destroy arrives,
+/// someone destroys the newest. Carried out anyway, the destroy would leave one snapshot
+/// where retention promises two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_planned_from_a_view_that_no_longer_holds_destroys_nothing() {
+    let vm = vm().await;
+    let z = vm_zfs(vm);
+    let pool = new_pool(vm, "stale").await;
+    let data = ds(&format!("{pool}/data"));
+    sh(vm, &["zfs", "create", data.as_str()]).await;
+    let shorts = [
+        "tidepool_20260101T000000Z_db",
+        "tidepool_20260101T010000Z_db",
+        "tidepool_20260101T020000Z_db",
+    ];
+    for short in shorts {
+        take(&z, &format!("{data}@{short}"), SCHEDULE).await;
+    }
+    let owner = owner_of(SCHEDULE);
+    let retention = Retention {
+        keep_last: Some(2),
+        ..Retention::default()
+    };
+    let (tz, protections) = (TimeZone::UTC, Protections::new());
+    let rules = RetentionRules {
+        retention: &retention,
+        time_zone: &tz,
+        owner: &owner,
+        protections: &protections,
+    };
+    let view = inventory(&z, &data).await;
+    let (snapshots, keeping) = plan_dataset(&rules, &view).destroy_request();
+    assert_eq!(snapshots.len(), 1, "keepLast 2 of 3 lets the oldest go");
+    assert_eq!(keeping.len(), 2);
+
+    sh(vm, &["zfs", "destroy", &format!("{data}@{}", shorts[2])]).await;
+    let req = DestroySnapshots {
+        snapshots,
+        owner: owner.clone(),
+        keeping,
+    };
+    let done = z.destroy_owned(&req).await.unwrap();
+    assert!(done.destroyed.is_empty(), "{done:?}");
+    assert_eq!(
+        done.refused[0].reason,
+        RefusalReason::KeptGone {
+            kept: req.keeping[0].clone()
+        },
+        "the newest kept snapshot is the one gone"
+    );
+    assert_eq!(
+        names(&inventory(&z, &data).await),
+        set(&shorts[..2]),
+        "both survivors stay, from a fresh listing"
+    );
+
+    // Planned again from a fresh view, keepLast 2 over two destroys nothing.
+    let fresh = inventory(&z, &data).await;
+    assert!(plan_dataset(&rules, &fresh).destroy.is_empty());
     vm.destroy_pool(pool.as_str()).await.unwrap();
 }
 

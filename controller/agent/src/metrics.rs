@@ -87,6 +87,8 @@ pub const COMMANDS: &[&str] = &[
     "zfs version",
     "zpool list",
     "zpool get",
+    // Not a process: the agent's own `lzc_snapshot` (`zfs_ops::IOCTL_SNAPSHOT`).
+    "lzc snapshot",
 ];
 
 /// The bounded label of an argv: its program and first argument when known.

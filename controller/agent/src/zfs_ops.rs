@@ -10,6 +10,7 @@ use axum::{Json, extract::State};
 use jiff::Timestamp;
 use tidepool_api::OWNER_PROPERTY;
 use tidepool_api::names::{DatasetName, PoolName, SnapshotName};
+use tidepool_lzc::{Lzc, LzcError};
 use tidepool_wire::operation::{
     DestroySnapshots, InventoryAnswer, InventoryRequest, OperationError, RequestError, Response,
     SetCreated, SnapshotRef, SnapshotsTaken, TakeSnapshots,
@@ -52,6 +53,9 @@ pub struct NodeZfs {
     /// Datasets whose snapshots the agent changed itself, for the next inventory. Apart
     /// from the cache so that a snapshot never waits for a long listing to mark them.
     dirty: std::sync::Mutex<HashSet<DatasetName>>,
+    /// Snapshots by libzfs_core's ioctl from this process, when loaded (see
+    /// [`NodeZfs::with_ioctl_snapshots`]); `zfs snapshot` otherwise.
+    lzc: Option<Arc<Lzc>>,
 }
 
 impl NodeZfs {
@@ -70,7 +74,15 @@ impl NodeZfs {
             pools,
             cache: Mutex::new(InventoryCache::new(incremental, full_every)),
             dirty: std::sync::Mutex::new(HashSet::new()),
+            lzc: None,
         }
+    }
+
+    /// Takes snapshots through `lzc` (the same atomic `lzc_snapshot` that `zfs snapshot`
+    /// makes, without starting a process), measured as the `lzc snapshot` command.
+    pub fn with_ioctl_snapshots(mut self, lzc: Arc<Lzc>) -> Self {
+        self.lzc = Some(lzc);
+        self
     }
 
     pub fn zfs(&self) -> &Zfs<MeteredExecutor> {
@@ -150,17 +162,20 @@ impl NodeZfs {
             Ok(p) => p,
             Err(e) => return invalid(e.to_string()),
         };
+        let properties = [(owner_property, owner)];
         let started = Timestamp::now();
-        let taken = self
-            .zfs
-            .snapshot(&snapshots, &[(owner_property, owner)])
-            .await;
+        let taken = match &self.lzc {
+            Some(lzc) => self.snapshot_by_ioctl(lzc, &snapshots, &properties).await,
+            None => {
+                (self.zfs.snapshot(&snapshots, &properties).await).map_err(|e| self.zfs_failed(&e))
+            }
+        };
         // Lateness ends when the snapshot exists, before the GUID read-back: the clock is
-        // read at this edge, the moment `zfs snapshot` returned.
+        // read at this edge, the moment the snapshot call returned.
         let done = Timestamp::now();
         self.mark_dirty(op.datasets.iter().cloned());
-        if let Err(e) = taken {
-            return self.zfs_failed(&e);
+        if let Err(failed) = taken {
+            return failed;
         }
         if let Some(slot) = op.slot {
             self.metrics.snapshot_done(slot, started, done);
@@ -172,6 +187,35 @@ impl NodeZfs {
             }),
             Err(message) => Response::Failed(OperationError::Unknown { message }),
         }
+    }
+
+    /// One `lzc_snapshot` off the async runtime (it blocks until its txg syncs), measured
+    /// and its failure classified like a `zfs snapshot`'s.
+    async fn snapshot_by_ioctl(
+        &self,
+        lzc: &Arc<Lzc>,
+        snapshots: &[SnapshotName],
+        properties: &[(PropertyName, PropertyValue)],
+    ) -> Result<(), Response> {
+        let timer = self
+            .metrics
+            .zfs_command_seconds
+            .with_label_values(&[IOCTL_SNAPSHOT])
+            .start_timer();
+        let (lzc, snaps, props) = (lzc.clone(), snapshots.to_vec(), properties.to_vec());
+        let result = tokio::task::spawn_blocking(move || lzc.snapshot(&snaps, &props)).await;
+        timer.observe_duration();
+        let error = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(join) => LzcError::Unavailable(format!("the snapshot task failed: {join}")),
+        };
+        let kind = ioctl_error_kind(&error).as_str();
+        self.metrics.zfs_errors.with_label_values(&[kind]).inc();
+        Err(Response::Failed(OperationError::Zfs {
+            kind: kind.to_owned(),
+            message: error.to_string(),
+        }))
     }
 
     /// The new snapshots' GUIDs, and the set's `createtxg` and `creation`, in one `zfs get`.
@@ -272,6 +316,25 @@ impl NodeZfs {
             Ok((unchanged, _)) => Response::Inventory(unchanged),
             Err(e) => self.inventory_failed(e),
         }
+    }
+}
+
+/// The metric label of a snapshot taken by ioctl.
+pub const IOCTL_SNAPSHOT: &str = "lzc snapshot";
+
+/// A failed `lzc_snapshot` in the kinds a failed `zfs snapshot` is classified into.
+fn ioctl_error_kind(e: &LzcError) -> ErrorKind {
+    // Linux errno values (asm-generic/errno-base.h, errno.h).
+    match e.errno() {
+        Some(17) => ErrorKind::AlreadyExists,
+        Some(2) => ErrorKind::NotFound,
+        Some(28 | 122) => ErrorKind::OutOfSpace,
+        Some(1 | 13) => ErrorKind::PermissionDenied,
+        Some(16) => ErrorKind::Busy,
+        Some(95) => ErrorKind::Unsupported,
+        Some(_) => ErrorKind::Other,
+        None if matches!(e, LzcError::Empty) => ErrorKind::InvalidRequest,
+        None => ErrorKind::Io,
     }
 }
 

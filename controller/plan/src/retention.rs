@@ -45,6 +45,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use tidepool_api::{DatasetName, NameError, Owner, Retention, SnapshotName};
+use tidepool_wire::operation::SnapshotRef;
 
 use crate::inventory::{DatasetInventory, SnapshotInfo};
 use periods::{OffsetCache, Period, periods};
@@ -137,6 +138,33 @@ pub struct DatasetRetention<'a> {
     pub keep: Vec<Keep<'a>>,
     /// Snapshots of other owners (or none), never considered.
     pub not_owned: usize,
+}
+
+impl DatasetRetention<'_> {
+    /// The plan as the agent's `DestroySnapshots` names it: the snapshots to destroy, and
+    /// those kept that justify them (`keeping`, which the agent checks again). Both empty
+    /// when nothing is destroyed.
+    pub fn destroy_request(&self) -> (Vec<SnapshotRef>, Vec<SnapshotRef>) {
+        if self.destroy.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let named = |s: &SnapshotInfo| {
+            self.dataset
+                .snapshot(&s.name)
+                .ok()
+                .map(|snapshot| SnapshotRef {
+                    snapshot,
+                    guid: s.guid,
+                })
+        };
+        (
+            self.destroy
+                .iter()
+                .filter_map(|d| named(d.snapshot))
+                .collect(),
+            self.keep.iter().filter_map(|k| named(k.snapshot)).collect(),
+        )
+    }
 }
 
 /// Plan retention for one dataset. `retention: None` in the spec means "keep everything":

@@ -21,6 +21,7 @@ use tidepool_api::{DeletionPolicy, SnapshotSchedule};
 use tidepool_wire::{DestroySnapshots, Request, Response};
 
 use crate::agents::AgentEndpoint;
+use crate::inventories::Freshness;
 use crate::owner::schedule_owner;
 use crate::reconcile::{self, Context, FINALIZER, NodeProblem, ReconcileError};
 use crate::status::{self, Blocker, Outcome};
@@ -98,7 +99,8 @@ pub async fn handle(
             let Some(pool) = pool.clone() else {
                 return Ok(0);
             };
-            let inventory = reconcile::inventory(ctx, &agent, epoch, pool).await?;
+            let inventory =
+                reconcile::inventory(ctx, &agent, epoch, pool, Freshness::AfterAsking).await?;
             let mine = work::all_owned(&inventory, &owner);
             if mine.is_empty() {
                 return Ok(0);
@@ -106,6 +108,8 @@ pub async fn handle(
             let request = Request::DestroySnapshots(DestroySnapshots {
                 snapshots: mine,
                 owner: owner.clone(),
+                // Deleting the object destroys all it owns: nothing is kept to check.
+                keeping: Vec::new(),
             });
             match ctx
                 .agents

@@ -1,27 +1,72 @@
 //! The controller's copy of each pool's inventory, per (node, pool).
 //!
-//! Every reconcile still asks the agent (the agent, not this cache, knows whether the
-//! pool changed), but it asks with the generation it holds, so an unchanged pool costs
-//! an `Unchanged` answer instead of the whole listing. Reconciles of many schedules on
-//! one pool share calls: a reconcile joins the next call that *starts after it asked*,
-//! never one already under way, so the inventory it uses is never older than its own
-//! request (after its own `TakeSnapshots`, retention must see the snapshot just taken).
-//! At most one call per pool is in flight; everyone who asked meanwhile shares the one
-//! after it.
+//! A request says how fresh a listing it needs ([`Freshness`]):
+//! - [`Freshness::AfterAsking`]: from a call that *starts after it asked*, never one already
+//!   under way (what replication, deletion and explain use: they act on holds, bases and
+//!   received state that only a listing shows).
+//! - [`Freshness::Within`]: a listing from a call that started at most that long ago, with
+//!   the controller's own takes and destroys on the pool since merged in ([`Edit`]). What a
+//!   schedule's run uses: a spec change or a prepared slot then decides without an agent
+//!   round trip, and a stale view cannot hurt, because the agent checks every command again
+//!   against a fresh read (names, GUIDs, ownership, and the snapshots a prune keeps:
+//!   `DestroySnapshots::keeping`). A listing used past half its age is refreshed in the
+//!   background, so a busy pool is never waited on.
+//!
+//! Calls are asked with the generation held, so an unchanged pool costs an `Unchanged`
+//! answer instead of the whole listing. At most one call per pool is in flight; everyone
+//! who needs a call meanwhile shares the next one (or the one under way, when it is fresh
+//! enough). A failure is shared the same way and never cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tidepool_agent::LeaderEpoch;
 use tidepool_api::PoolName;
 use tidepool_wire::{InventoryAnswer, InventoryGeneration, InventoryRequest, PoolInventory};
-use tidepool_wire::{Request, Response};
+use tidepool_wire::{Owner, Request, Response, SetCreated, SnapshotRef};
 use tokio::sync::watch;
 
 use crate::agents::{AgentEndpoint, AgentError, Agents};
+use crate::work;
 
 /// The answer one call gave, shared by everyone who waited for it.
 pub type Shared = Result<Arc<PoolInventory>, Arc<AgentError>>;
+
+/// How fresh a listing a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// From a call that starts after the request.
+    AfterAsking,
+    /// From a call that started at most this long ago, our own edits since merged in.
+    Within(Duration),
+}
+
+/// A change the controller itself made to a pool through its agent, merged into the
+/// listing held so that a listing from before it still shows it. Applying one twice, or to
+/// a listing that already shows it, changes nothing.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    Taken {
+        snapshots: Vec<SnapshotRef>,
+        created: SetCreated,
+        owner: Owner,
+    },
+    Destroyed(Vec<SnapshotRef>),
+}
+
+impl Edit {
+    fn apply(&self, inventory: &PoolInventory) -> PoolInventory {
+        match self {
+            Edit::Taken {
+                snapshots,
+                created,
+                owner,
+            } => work::with_taken(inventory, snapshots, *created, owner),
+            Edit::Destroyed(gone) => work::without(inventory, gone),
+        }
+    }
+}
 
 /// The last inventory a node's agent gave for a pool.
 #[derive(Debug, Clone)]
@@ -38,9 +83,27 @@ pub struct Cached {
 pub struct SlotState {
     started: u64,
     completed: u64,
-    in_flight: bool,
+    /// When the call in flight started.
+    in_flight: Option<Instant>,
     cached: Option<Cached>,
+    /// When the call that listed `cached` started; `None` once a failure, a change of
+    /// agent or a stale view spotted by a command says it no longer stands for the pool.
+    listed_at: Option<Instant>,
+    /// `cached` has our edits merged in, so its generation no longer describes it.
+    edited: bool,
+    /// Edits made while a call was in flight: its answer may predate them.
+    pending: Vec<Edit>,
     last: Option<Shared>,
+}
+
+/// What a request needs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The listing held is fresh enough; `refresh` when it is past half its age and no call
+    /// is under way (start one in the background).
+    Held { refresh: bool },
+    /// The answer of this call (or a later one).
+    Call(u64),
 }
 
 /// What a reconcile waiting for call number `need` does next.
@@ -55,43 +118,95 @@ pub enum Step {
 }
 
 impl SlotState {
-    /// The number of the first call that starts after now: the one a new request needs.
-    pub fn ask(&self) -> u64 {
-        self.started + 1
+    /// What a request made at `now` needs.
+    pub fn need(&self, freshness: Freshness, endpoint: &AgentEndpoint, now: Instant) -> Need {
+        let Freshness::Within(max_age) = freshness else {
+            return Need::Call(self.started + 1);
+        };
+        let young = |since: Instant| now.saturating_duration_since(since) <= max_age;
+        let held = self
+            .cached
+            .as_ref()
+            .is_some_and(|c| &c.endpoint == endpoint);
+        if let Some(listed) = self.listed_at.filter(|t| held && young(*t)) {
+            let refresh =
+                self.in_flight.is_none() && now.saturating_duration_since(listed) >= max_age / 2;
+            return Need::Held { refresh };
+        }
+        match self.in_flight {
+            Some(since) if young(since) => Need::Call(self.started),
+            _ => Need::Call(self.started + 1),
+        }
     }
 
-    /// Decides, and marks a call started when it says [`Step::Start`].
-    pub fn step(&mut self, need: u64, endpoint: &AgentEndpoint) -> Step {
+    /// The listing held (with our edits merged in).
+    pub fn held(&self) -> Option<Arc<PoolInventory>> {
+        self.cached.as_ref().map(|c| c.inventory.clone())
+    }
+
+    /// Decides, and marks a call started at `now` when it says [`Step::Start`].
+    pub fn step(&mut self, need: u64, endpoint: &AgentEndpoint, now: Instant) -> Step {
         if self.completed >= need
             && let Some(last) = &self.last
         {
             return Step::Use(last.clone());
         }
-        if self.in_flight {
+        if self.in_flight.is_some() {
             return Step::Wait;
         }
-        self.in_flight = true;
+        Step::Start(self.start(endpoint, now))
+    }
+
+    /// Marks a call started; the `since` to ask it with.
+    pub fn start(&mut self, endpoint: &AgentEndpoint, now: Instant) -> Option<InventoryGeneration> {
+        self.in_flight = Some(now);
         self.started += 1;
-        let since = self
-            .cached
+        self.cached
             .as_ref()
-            .filter(|c| &c.endpoint == endpoint)
-            .map(|c| c.generation);
-        Step::Start(since)
+            .filter(|c| &c.endpoint == endpoint && !self.edited)
+            .map(|c| c.generation)
     }
 
     /// Records the end of the call in flight.
     pub fn finish(&mut self, result: Result<Cached, AgentError>) {
-        self.in_flight = false;
+        let started = self.in_flight.take();
         self.completed = self.started;
+        let pending = std::mem::take(&mut self.pending);
         self.last = Some(match result {
-            Ok(c) => {
+            Ok(mut c) => {
+                for edit in &pending {
+                    c.inventory = Arc::new(edit.apply(&c.inventory));
+                }
+                self.edited = !pending.is_empty();
+                self.listed_at = started;
                 let inv = c.inventory.clone();
                 self.cached = Some(c);
                 Ok(inv)
             }
-            Err(e) => Err(Arc::new(e)),
+            Err(e) => {
+                self.listed_at = None;
+                Err(Arc::new(e))
+            }
         });
+    }
+
+    /// Merges an edit made through `endpoint` into the listing held.
+    pub fn edit(&mut self, endpoint: &AgentEndpoint, edit: Edit) {
+        match &mut self.cached {
+            Some(c) if &c.endpoint == endpoint => {
+                c.inventory = Arc::new(edit.apply(&c.inventory));
+                self.edited = true;
+            }
+            _ => self.listed_at = None,
+        }
+        if self.in_flight.is_some() {
+            self.pending.push(edit);
+        }
+    }
+
+    /// The listing held no longer stands for the pool: the next request calls the agent.
+    pub fn expire(&mut self) {
+        self.listed_at = None;
     }
 
     pub fn cached(&self) -> Option<&Cached> {
@@ -151,40 +266,46 @@ impl Inventories {
             .clone()
     }
 
-    /// The pool's inventory from a call that started after this was asked.
+    /// The pool's inventory, as fresh as `freshness` asks.
     pub async fn get(
         &self,
         agents: &Arc<dyn Agents>,
         agent: &AgentEndpoint,
         epoch: LeaderEpoch,
         pool: PoolName,
+        freshness: Freshness,
     ) -> Shared {
         let slot = self.slot(&agent.node, &pool);
-        let need = lock(&slot.state).ask();
+        let need = {
+            let mut state = lock(&slot.state);
+            let now = Instant::now();
+            match state.need(freshness, agent, now) {
+                Need::Call(n) => n,
+                Need::Held { refresh } => {
+                    let held = state.held();
+                    if refresh {
+                        let since = state.start(agent, now);
+                        spawn_call(&slot, agents, agent, epoch, &pool, since);
+                    }
+                    if let Some(inventory) = held {
+                        return Ok(inventory);
+                    }
+                    state.started + 1
+                }
+            }
+        };
         loop {
             let (step, mut done) = {
                 let mut state = lock(&slot.state);
                 // Subscribed under the lock: a call cannot finish unseen in between.
-                (state.step(need, agent), slot.done.subscribe())
+                (
+                    state.step(need, agent, Instant::now()),
+                    slot.done.subscribe(),
+                )
             };
             match step {
                 Step::Use(answer) => return answer,
-                Step::Start(since) => {
-                    // In a task of its own: a reconcile dropped midway (leadership lost)
-                    // must not leave the others waiting for a call nobody finishes.
-                    let (slot, agents, agent) = (slot.clone(), agents.clone(), agent.clone());
-                    let pool = pool.clone();
-                    tokio::spawn(async move {
-                        let held = lock(&slot.state).cached().cloned();
-                        let result = fetch(&*agents, &agent, epoch, pool, since, held).await;
-                        let number = {
-                            let mut state = lock(&slot.state);
-                            state.finish(result);
-                            state.completed
-                        };
-                        slot.done.send_replace(number);
-                    });
-                }
+                Step::Start(since) => spawn_call(&slot, agents, agent, epoch, &pool, since),
                 Step::Wait => {}
             }
             // The sender lives in `slot`, which we hold: `changed` cannot fail for lack
@@ -192,6 +313,40 @@ impl Inventories {
             let _ = done.changed().await;
         }
     }
+
+    /// Merges a take or destroy the controller made through `agent` into the listing held.
+    pub fn edit(&self, agent: &AgentEndpoint, pool: &PoolName, edit: Edit) {
+        lock(&self.slot(&agent.node, pool).state).edit(agent, edit);
+    }
+
+    /// The listing held for the pool no longer stands for it (a command found the pool
+    /// other than the listing said): the next request asks the agent.
+    pub fn expire(&self, agent: &AgentEndpoint, pool: &PoolName) {
+        lock(&self.slot(&agent.node, pool).state).expire();
+    }
+}
+
+/// Runs the call just marked started in a task of its own: a reconcile dropped midway
+/// (leadership lost) must not leave the others waiting for a call nobody finishes.
+fn spawn_call(
+    slot: &Arc<Slot>,
+    agents: &Arc<dyn Agents>,
+    agent: &AgentEndpoint,
+    epoch: LeaderEpoch,
+    pool: &PoolName,
+    since: Option<InventoryGeneration>,
+) {
+    let (slot, agents, agent, pool) = (slot.clone(), agents.clone(), agent.clone(), pool.clone());
+    tokio::spawn(async move {
+        let held = lock(&slot.state).cached().cloned();
+        let result = fetch(&*agents, &agent, epoch, pool, since, held).await;
+        let number = {
+            let mut state = lock(&slot.state);
+            state.finish(result);
+            state.completed
+        };
+        slot.done.send_replace(number);
+    });
 }
 
 fn lock(m: &Mutex<SlotState>) -> std::sync::MutexGuard<'_, SlotState> {

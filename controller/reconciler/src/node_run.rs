@@ -16,6 +16,7 @@ use tidepool_plan::schedule::{self, Run, ScheduleDecision, ScheduleInput};
 use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, TakeSnapshots};
 
 use crate::agents::{AgentEndpoint, AgentError};
+use crate::inventories::{Edit, Freshness};
 use crate::reconcile::{Context, publish};
 use crate::status::NodeRun;
 use crate::{reasons, work};
@@ -123,7 +124,8 @@ pub(crate) async fn run_node(
         .get(&kube::runtime::reflector::ObjectRef::new(node));
     let agent = AgentEndpoint::of(node, zfs_node.as_deref())?;
     let pool = plan.pool()?;
-    let mut inventory = inventory(ctx, &agent, epoch, pool.clone()).await?;
+    let fresh_enough = Freshness::Within(ctx.config.inventory_max_age);
+    let mut inventory = inventory(ctx, &agent, epoch, pool.clone(), fresh_enough).await?;
     let datasets = plan.datasets(&inventory, zfs_node.as_deref())?;
     let input = plan.schedule_input(&inventory, &datasets);
     let evaluate = |at| schedule::evaluate(&input, at).map_err(|e| NodeProblem::Spec(e.reason()));
@@ -161,8 +163,12 @@ pub(crate) async fn run_node(
                 owner: owner.clone(),
                 slot: r.slot,
             });
-            let answer = call(ctx, &agent, epoch, request).await?;
-            match answer {
+            let answer = call(ctx, &agent, epoch, request).await;
+            if answer.is_err() {
+                // Perhaps the view was wrong (a name taken meanwhile): list again next time.
+                ctx.inventories.expire(&agent, &pool);
+            }
+            match answer? {
                 Response::SnapshotsTaken(t) => {
                     if let Some(slot) = r.slot {
                         // Measured at this edge: when the agent's answer arrived.
@@ -176,9 +182,18 @@ pub(crate) async fn run_node(
                     // before it would leave keepLast + 1 on the node between runs.
                     inventory = match t.created {
                         Some(created) => {
+                            let edit = Edit::Taken {
+                                snapshots: t.snapshots.clone(),
+                                created,
+                                owner: owner.clone(),
+                            };
+                            ctx.inventories.edit(&agent, &pool, edit);
                             Arc::new(work::with_taken(&inventory, &t.snapshots, created, owner))
                         }
-                        None => self::inventory(ctx, &agent, epoch, pool.clone()).await?,
+                        None => {
+                            let fresh = Freshness::AfterAsking;
+                            self::inventory(ctx, &agent, epoch, pool.clone(), fresh).await?
+                        }
                     };
                 }
                 other => return Err(unexpected(&agent, "TakeSnapshots", &other)),
@@ -188,15 +203,29 @@ pub(crate) async fn run_node(
         answered = r.manual_token.clone();
     }
     if let Some((retention, tz)) = valid.retention() {
-        let destroy = work::prune(retention, tz, &inventory, &datasets, owner);
+        let (destroy, keeping) = work::prune(retention, tz, &inventory, &datasets, owner);
         if !destroy.is_empty() {
             let names: Vec<String> = destroy.iter().map(|d| d.snapshot.to_string()).collect();
             let request = Request::DestroySnapshots(DestroySnapshots {
                 snapshots: destroy,
                 owner: owner.clone(),
+                keeping,
             });
-            match call(ctx, &agent, epoch, request).await? {
+            let answer = call(ctx, &agent, epoch, request).await;
+            if answer.is_err() {
+                ctx.inventories.expire(&agent, &pool);
+            }
+            match answer? {
                 Response::SnapshotsDestroyed(d) => {
+                    ctx.inventories
+                        .edit(&agent, &pool, Edit::Destroyed(d.destroyed.clone()));
+                    if !d.refused.is_empty() {
+                        // The pool is not as the view said (gone, renamed, held, or a kept
+                        // snapshot gone): nothing wrong was destroyed; plan again from a
+                        // fresh listing next time.
+                        tracing::info!(node, refused = ?d.refused, "the agent refused destroys");
+                        ctx.inventories.expire(&agent, &pool);
+                    }
                     let n = d.destroyed.len();
                     ctx.metrics
                         .snapshots_destroyed
@@ -295,16 +324,17 @@ async fn call(
     Ok(ctx.agents.call(agent, epoch, request).await?)
 }
 
-/// The pool's inventory, from an agent call that started after this was asked (shared
-/// with other reconciles on the pool; `Unchanged` answers reuse the cached listing).
+/// The pool's inventory, as fresh as asked (shared with other reconciles on the pool; see
+/// [`crate::inventories`]).
 pub async fn inventory(
     ctx: &Context,
     agent: &AgentEndpoint,
     epoch: LeaderEpoch,
     pool: tidepool_api::PoolName,
+    freshness: Freshness,
 ) -> Result<Arc<PoolInventory>, NodeProblem> {
     ctx.inventories
-        .get(&ctx.agents, agent, epoch, pool)
+        .get(&ctx.agents, agent, epoch, pool, freshness)
         .await
         .map_err(|e| NodeProblem::Agent(AgentError::Shared(e)))
 }

@@ -49,6 +49,12 @@ pub struct ReconcilerConfig {
     /// decide), so that at the slot itself only the `zfs snapshot` is left to do. See
     /// `node_run::prepared`.
     pub prepare_lead: Duration,
+    /// How old a pool listing a schedule's run may decide from (with the controller's own
+    /// takes and destroys since merged in): a spec change or a prepared slot then needs no
+    /// agent round trip. Changes made outside Tidepool (a new child dataset, a snapshot
+    /// destroyed by hand) are seen at most this much later; the agent checks every command
+    /// against a fresh read whatever the view. See [`crate::inventories`].
+    pub inventory_max_age: Duration,
     /// How many objects are reconciled at once. Reconciles on one pool share one inventory
     /// call to its agent, so more at once costs the agents nothing more; too few, and a
     /// burst of changes (200 spec edits, 1,000 slots at :00) waits in line.
@@ -66,6 +72,7 @@ impl Default for ReconcilerConfig {
             retry: Duration::from_secs(10),
             status_min_interval: Duration::from_secs(5),
             prepare_lead: Duration::from_secs(2),
+            inventory_max_age: Duration::from_secs(5),
             concurrency: 256,
             replication_poll: Duration::from_secs(30),
         }

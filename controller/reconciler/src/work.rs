@@ -146,28 +146,23 @@ pub fn retention_plans<'a>(
         .collect()
 }
 
-/// What retention destroys on these datasets, oldest first per dataset.
+/// What retention destroys on these datasets (oldest first per dataset), and what it keeps
+/// on the datasets it destroys on: the request's `keeping`, which the agent checks again.
 pub fn prune(
     retention: &Retention,
     time_zone: &jiff::tz::TimeZone,
     inventory: &PoolInventory,
     datasets: &[DatasetName],
     owner: &Owner,
-) -> Vec<SnapshotRef> {
-    retention_plans(retention, time_zone, inventory, datasets, owner)
-        .iter()
-        .flat_map(|plan| {
-            plan.destroy.iter().filter_map(|destroy| {
-                destroy
-                    .full_name(plan.dataset)
-                    .ok()
-                    .map(|snapshot| SnapshotRef {
-                        snapshot,
-                        guid: destroy.snapshot.guid,
-                    })
-            })
-        })
-        .collect()
+) -> (Vec<SnapshotRef>, Vec<SnapshotRef>) {
+    let mut destroy = Vec::new();
+    let mut keeping = Vec::new();
+    for plan in retention_plans(retention, time_zone, inventory, datasets, owner) {
+        let (d, k) = plan.destroy_request();
+        destroy.extend(d);
+        keeping.extend(k);
+    }
+    (destroy, keeping)
 }
 
 /// `inventory` with a set the agent just took added, as a fresh listing would show it: the
@@ -194,6 +189,21 @@ pub fn with_taken(
                 owner: Some(owner.clone()),
                 held: false,
             });
+        }
+    }
+    out
+}
+
+/// `inventory` without these snapshots (matched by name and GUID), as a listing after
+/// their destroy would show it.
+pub fn without(inventory: &PoolInventory, gone: &[SnapshotRef]) -> PoolInventory {
+    let mut out = inventory.clone();
+    for g in gone {
+        let dataset = g.snapshot.dataset();
+        let short = g.snapshot.short();
+        if let Some(d) = out.datasets.iter_mut().find(|d| d.dataset == dataset) {
+            d.snapshots
+                .retain(|s| !(s.name == short && s.guid == g.guid));
         }
     }
     out

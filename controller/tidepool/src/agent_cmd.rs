@@ -77,13 +77,28 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     );
     let version = probe.zfs().version().await.context("zfs version")?;
     let incremental = version.effective() >= SNAPSHOTS_CHANGED_SINCE;
-    let node = Arc::new(NodeZfs::new(
+    let mut node = NodeZfs::new(
         exec,
         metrics.clone(),
         settings.pools.clone(),
         incremental,
         DEFAULT_FULL_EVERY,
-    ));
+    );
+    let snapshots_by = if settings.snapshots_by_ioctl {
+        match tidepool_lzc::Lzc::open() {
+            Ok(lzc) => {
+                node = node.with_ioctl_snapshots(Arc::new(lzc));
+                "ioctl"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshots fall back to the zfs command");
+                "command"
+            }
+        }
+    } else {
+        "command"
+    };
+    let node = Arc::new(node);
     let mut auth = AuthConfig::for_controller(settings.controller.clone());
     auth.audience = settings.audience.clone();
     let agent = RunningAgent::start_with_zfs(
@@ -105,6 +120,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         fingerprint = %agent.fingerprint(),
         zfs = %version.userland,
         incremental,
+        snapshots_by,
         "agent serving"
     );
 

@@ -87,6 +87,14 @@ pub struct SnapshotRef {
 pub struct DestroySnapshots {
     pub snapshots: Vec<SnapshotRef>,
     pub owner: Owner,
+    /// The owner's snapshots that the caller's plan keeps on the datasets it destroys on:
+    /// what justifies the destroys (retention lets the oldest go because these stay). When
+    /// one of them is gone, has another GUID or is no longer the owner's, the plan was made
+    /// from a view that no longer holds, and nothing on that dataset is destroyed
+    /// ([`RefusalReason::KeptGone`]). Empty: no such check (deleting an object destroys
+    /// all it owns, whatever else exists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keeping: Vec<SnapshotRef>,
 }
 
 impl DestroySnapshots {
@@ -215,6 +223,10 @@ pub enum RefusalReason {
     },
     /// Someone holds it (`zfs hold`); it stays until released.
     Held,
+    /// A snapshot the plan keeps on the same dataset (in [`DestroySnapshots::keeping`]) is
+    /// gone, has another GUID or is no longer the owner's: the plan that chose this one was
+    /// made from a stale view. Plan again from a fresh inventory.
+    KeptGone { kept: SnapshotRef },
 }
 
 /// The answer to [`InventoryRequest`].

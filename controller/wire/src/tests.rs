@@ -73,6 +73,7 @@ fn every_request_and_response_round_trips() {
         Request::DestroySnapshots(DestroySnapshots {
             snapshots: vec![snapshot_ref("tank/a@x", 1)],
             owner: owner("ReplicationPolicy/default/db-hourly"),
+            keeping: vec![snapshot_ref("tank/a@y", 2)],
         }),
         Request::Inventory(InventoryRequest {
             pool: "tank".parse().unwrap(),
@@ -169,6 +170,7 @@ fn unknown_fields_and_states_from_a_newer_peer_decode() {
         Request::DestroySnapshots(DestroySnapshots {
             snapshots: vec![snapshot_ref("tank/a@x", 1)],
             owner: owner("SnapshotSchedule/default/a"),
+            keeping: Vec::new(),
         })
     );
     let mut v = serde_json::to_value(pool_inventory()).unwrap();
@@ -256,6 +258,7 @@ fn requests_are_one_pool_and_name_nothing_twice() {
     let destroy = |snaps: &[&str]| DestroySnapshots {
         snapshots: snaps.iter().map(|s| snapshot_ref(s, 1)).collect(),
         owner: owner("SnapshotSchedule/default/a"),
+        keeping: Vec::new(),
     };
     assert_eq!(
         destroy(&["tank/a@x", "tank/b@x"]).check(),

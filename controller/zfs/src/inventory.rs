@@ -522,12 +522,17 @@ impl<E: Executor> Zfs<E> {
                 .find(|d| d.dataset == dataset);
             let mut go: Vec<SnapshotShortName> = Vec::new();
             let mut going: Vec<SnapshotRef> = Vec::new();
+            let kept_gone = kept_gone(fresh.as_ref(), &dataset, &req.keeping, &req.owner);
             for s in wanted {
                 let short = s.snapshot.short();
                 let found = fresh
                     .as_ref()
                     .and_then(|d| d.snapshots.iter().find(|x| x.name == short));
                 let refusal = match found {
+                    // Checked first: the plan itself no longer holds.
+                    _ if let Some(kept) = &kept_gone => {
+                        Some(RefusalReason::KeptGone { kept: kept.clone() })
+                    }
                     None => Some(RefusalReason::Gone),
                     Some(f) if f.guid != s.guid => {
                         Some(RefusalReason::GuidChanged { found: f.guid })
@@ -558,6 +563,29 @@ impl<E: Executor> Zfs<E> {
         }
         Ok(out)
     }
+}
+
+/// The first snapshot the caller's plan keeps on `dataset` that a fresh read no longer
+/// shows as the owner's with the same GUID: the destroys that plan chose on `dataset` rest
+/// on a view that no longer holds (see [`DestroySnapshots::keeping`]).
+pub fn kept_gone(
+    fresh: Option<&DatasetInventory>,
+    dataset: &DatasetName,
+    keeping: &[SnapshotRef],
+    owner: &Owner,
+) -> Option<SnapshotRef> {
+    keeping
+        .iter()
+        .filter(|k| &k.snapshot.dataset() == dataset)
+        .find(|k| {
+            let short = k.snapshot.short();
+            !fresh.is_some_and(|d| {
+                d.snapshots
+                    .iter()
+                    .any(|x| x.name == short && x.guid == k.guid && x.owner.as_ref() == Some(owner))
+            })
+        })
+        .cloned()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tidepool_wire::{PoolInventory, SetCreated, SnapshotRef};
 
 use super::view::{DatasetPlan, Explanation, NodeExplanation, PlannedSnapshot, Problem};
 use crate::agents::AgentEndpoint;
+use crate::inventories::Freshness;
 use crate::node_run::{NodePlan, NodeProblem, inventory};
 use crate::owner::schedule_owner;
 use crate::reconcile::{Context, ReconcileError, admissible};
@@ -102,7 +103,9 @@ pub(crate) async fn explain(
                 retention: None,
             };
             let fetched = match (AgentEndpoint::of(&node, zfs_node.as_deref()), plan.pool()) {
-                (Ok(agent), Ok(pool)) => inventory(ctx, &agent, epoch, pool).await,
+                (Ok(agent), Ok(pool)) => {
+                    inventory(ctx, &agent, epoch, pool, Freshness::AfterAsking).await
+                }
                 (Err(a), _) => Err(a.into()),
                 (_, Err(p)) => Err(p),
             };

@@ -140,7 +140,7 @@ fn a_due_run_is_counted_by_retention_exactly_as_a_run_counts_it() {
     let valid = obj.spec.validate().unwrap();
     let (retention, tz) = valid.retention().unwrap();
     let datasets = ["tank/db".parse().unwrap()];
-    let pruned = work::prune(retention, tz, &after, &datasets, &owner);
+    let (pruned, _) = work::prune(retention, tz, &after, &datasets, &owner);
     assert_eq!(names(&pruned, |r| &r.snapshot), shown);
 }
 

@@ -21,11 +21,12 @@ use tidepool_plan::replication::{
     self as planner, ReplicationInput, ReplicationPlan, ResumeFailure,
 };
 use tidepool_plan::retention::{self, DatasetRetention, Protections, RetentionRules};
-use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response, SnapshotRef};
+use tidepool_wire::{DestroySnapshots, PoolInventory, Request, Response};
 
 use super::run::{self, Ran, SendContext, StepFailed};
 use super::{MAX_ROUNDS, Parties, Remembered, TargetEnd};
 use crate::agents::{AgentEndpoint, AgentError};
+use crate::inventories::Freshness;
 use crate::node_run::inventory;
 use crate::reconcile::Context;
 
@@ -324,23 +325,14 @@ impl<'a> TargetPrune<'a> {
         dst: &DatasetInventory,
         plan: &ReplicationPlan,
     ) -> Result<u32, EarlyFailure> {
-        let snapshots: Vec<SnapshotRef> = self
-            .plan(dst, plan)
-            .destroy
-            .iter()
-            .filter_map(|d| {
-                Some(SnapshotRef {
-                    snapshot: d.full_name(&dst.dataset).ok()?,
-                    guid: d.snapshot.guid,
-                })
-            })
-            .collect();
+        let (snapshots, keeping) = self.plan(dst, plan).destroy_request();
         if snapshots.is_empty() {
             return Ok(0);
         }
         let request = Request::DestroySnapshots(DestroySnapshots {
             snapshots,
             owner: self.owner.clone(),
+            keeping,
         });
         let failed = |e: AgentError| EarlyFailure {
             node: target.node().to_owned(),
@@ -371,7 +363,7 @@ async fn read_pool(
     agent: &AgentEndpoint,
     dataset: &DatasetName,
 ) -> Result<Arc<PoolInventory>, EarlyFailure> {
-    inventory(ctx, agent, epoch, dataset.pool())
+    inventory(ctx, agent, epoch, dataset.pool(), Freshness::AfterAsking)
         .await
         .map_err(|p| EarlyFailure {
             node: agent.node.clone(),

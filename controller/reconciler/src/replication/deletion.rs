@@ -33,6 +33,7 @@ use super::run::Ends;
 use super::{TargetEnd, TargetRef, endpoint, permitted, policy_owner, status};
 use crate::agents::AgentError;
 use crate::deletion::give_up;
+use crate::inventories::Freshness;
 use crate::node_run::inventory;
 use crate::reconcile::{Context, ReconcileError};
 use crate::status::Blocker;
@@ -183,9 +184,15 @@ async fn let_go(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|b| b.message)?;
-    let src_pool = inventory(ctx, &src_agent, epoch, source.dataset.pool())
-        .await
-        .map_err(|p| format!("node {}: {}", src_agent.node, p.message()))?;
+    let src_pool = inventory(
+        ctx,
+        &src_agent,
+        epoch,
+        source.dataset.pool(),
+        Freshness::AfterAsking,
+    )
+    .await
+    .map_err(|p| format!("node {}: {}", src_agent.node, p.message()))?;
     // An object store keeps no holds or claims: the source has the holds and bookmarks to
     // let go; `Delete` also deletes the streams whose manifests name this policy.
     let dst_pool = match &dst {
@@ -256,6 +263,7 @@ async fn let_go(
         let request = Request::DestroySnapshots(DestroySnapshots {
             snapshots: destroy,
             owner: owner.clone(),
+            keeping: Vec::new(),
         });
         match dst.call(ctx, epoch, request).await {
             Ok(Response::SnapshotsDestroyed(d)) => {

@@ -33,6 +33,7 @@ use super::run::{Ran, StepFailed, transfer_reason};
 use super::store_plan::{self, StoreInput, StorePlan, StoreSend};
 use super::{MAX_ROUNDS, TargetEnd};
 use crate::agents::{AgentEndpoint, AgentError, TransferAnswer, TransferCall};
+use crate::inventories::Freshness;
 use crate::node_run::inventory;
 use crate::reasons;
 use crate::reconcile::Context;
@@ -377,7 +378,13 @@ impl<'a> Store<'a> {
     ) -> Result<(DatasetInventory, Vec<StoredStream>), EarlyFailure> {
         let source = parties.pair().source;
         let (pool, listed) = futures::join!(
-            inventory(self.ctx, source, self.epoch, replica.source.pool()),
+            inventory(
+                self.ctx,
+                source,
+                self.epoch,
+                replica.source.pool(),
+                Freshness::AfterAsking,
+            ),
             self.call(&replica.source, ObjectStoreOperation::List)
         );
         let pool = pool.map_err(|p| EarlyFailure {

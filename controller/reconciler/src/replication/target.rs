@@ -20,6 +20,7 @@ use tidepool_wire::ssh::{RemoteOperation, RemoteRequest, SecretText, SshAccess};
 use tidepool_wire::{InventoryAnswer, InventoryRequest, PoolInventory, Request, Response};
 
 use crate::agents::{AgentEndpoint, AgentError};
+use crate::inventories::Freshness;
 use crate::node_run::inventory;
 use crate::reconcile::{Context, ReconcileError};
 use crate::status::Blocker;
@@ -287,9 +288,11 @@ impl TargetEnd {
         dataset: &DatasetName,
     ) -> Result<Arc<PoolInventory>, (&'static str, String)> {
         match self {
-            Self::Agent(agent) => inventory(ctx, agent, epoch, dataset.pool())
-                .await
-                .map_err(|p| (p.reason(), p.message())),
+            Self::Agent(agent) => {
+                inventory(ctx, agent, epoch, dataset.pool(), Freshness::AfterAsking)
+                    .await
+                    .map_err(|p| (p.reason(), p.message()))
+            }
             Self::ObjectStore { .. } => Err((
                 crate::reasons::TARGET_KIND_UNSUPPORTED,
                 "an object store has no pool inventory; its listing is read instead".to_owned(),

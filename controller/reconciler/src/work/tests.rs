@@ -111,7 +111,7 @@ fn last_run_and_pruning_see_only_this_owner() {
         keep_last: Some(1),
         ..Retention::default()
     };
-    let destroy = prune(&keep_one, &jiff::tz::TimeZone::UTC, &inv, &datasets, &me);
+    let (destroy, keeping) = prune(&keep_one, &jiff::tz::TimeZone::UTC, &inv, &datasets, &me);
     let names: Vec<String> = destroy.iter().map(|r| r.snapshot.to_string()).collect();
     assert_eq!(
         names,
@@ -120,6 +120,9 @@ fn last_run_and_pruning_see_only_this_owner() {
             "tank/a@tidepool_20260101T010000Z_s"
         ]
     );
+    // The agent is told what justifies them: the newest, which stays.
+    let kept: Vec<String> = keeping.iter().map(|r| r.snapshot.to_string()).collect();
+    assert_eq!(kept, vec!["tank/a@tidepool_20260101T020000Z_s"]);
     assert_eq!(all_owned(&inv, &other).len(), 1);
     assert!(all_owned(&inv, &schedule_owner("ns", "nobody").unwrap()).is_empty());
 }
@@ -194,7 +197,7 @@ fn a_taken_set_joins_the_inventory_so_retention_counts_it() {
         keep_last: Some(1),
         ..Retention::default()
     };
-    let destroy = prune(
+    let (destroy, _) = prune(
         &keep_one,
         &jiff::tz::TimeZone::UTC,
         &after,

@@ -25,7 +25,12 @@ pub const USAGE: &str = "usage: tidepool agent [FLAGS]
   --metrics-listen ADDR            plain HTTP /metrics /healthz /readyz
                                    (TIDEPOOL_METRICS_LISTEN, 0.0.0.0:9090)
   --heartbeat DURATION             ZfsNode heartbeat interval (TIDEPOOL_HEARTBEAT, 1m)
-  --zfs-bin-dir DIR                where zfs and zpool are (TIDEPOOL_ZFS_BIN_DIR; default: PATH)";
+  --zfs-bin-dir DIR                where zfs and zpool are (TIDEPOOL_ZFS_BIN_DIR; default: PATH)
+  --snapshots-by ioctl|command     take snapshots through libzfs_core from the agent's own
+                                   process (ioctl: no zfs process start; falls back to the
+                                   command when the library is absent) or with `zfs snapshot`
+                                   (TIDEPOOL_SNAPSHOTS_BY; default ioctl, command when
+                                   --zfs-bin-dir is given)";
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,8 @@ pub struct AgentSettings {
     pub metrics_listen: SocketAddr,
     pub heartbeat: Duration,
     pub zfs_bin_dir: Option<PathBuf>,
+    /// Take snapshots through libzfs_core (`tidepool_lzc`) rather than `zfs snapshot`.
+    pub snapshots_by_ioctl: bool,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl ToString) -> ConfigError {
@@ -95,6 +102,7 @@ impl AgentSettings {
             "--metrics-listen",
             "--heartbeat",
             "--zfs-bin-dir",
+            "--snapshots-by",
         ];
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -199,6 +207,25 @@ impl AgentSettings {
             .parse::<HumanDuration>()
             .map_err(|e| invalid("--heartbeat", &heartbeat_text, e))?
             .as_std();
+        let zfs_bin_dir = one("--zfs-bin-dir", "TIDEPOOL_ZFS_BIN_DIR").map(PathBuf::from);
+        // A chosen zfs binary may be another OpenZFS than the system's libzfs_core.
+        let by_default = if zfs_bin_dir.is_some() {
+            "command"
+        } else {
+            "ioctl"
+        };
+        let snapshots_by = one("--snapshots-by", "TIDEPOOL_SNAPSHOTS_BY");
+        let snapshots_by_ioctl = match snapshots_by.as_deref().unwrap_or(by_default) {
+            "ioctl" => true,
+            "command" => false,
+            other => {
+                return Err(invalid(
+                    "--snapshots-by",
+                    other,
+                    "expected ioctl or command",
+                ));
+            }
+        };
         Ok(Self {
             node_name,
             roots: DatasetRoots::new(roots),
@@ -210,7 +237,8 @@ impl AgentSettings {
             kubeconfig: one("--kubeconfig", "KUBECONFIG").map(PathBuf::from),
             metrics_listen,
             heartbeat,
-            zfs_bin_dir: one("--zfs-bin-dir", "TIDEPOOL_ZFS_BIN_DIR").map(PathBuf::from),
+            zfs_bin_dir,
+            snapshots_by_ioctl,
         })
     }
 }
@@ -303,6 +331,32 @@ mod tests {
             e,
             Some(ConfigError::Missing {
                 flag: "--node-name"
+            })
+        ));
+    }
+
+    #[test]
+    fn snapshots_go_by_ioctl_unless_told_or_another_zfs_is_chosen() {
+        let base = [
+            ("NODE_NAME", "n"),
+            ("POD_IP", "10.0.0.1"),
+            ("TIDEPOOL_CONTROLLER_SA", "ns/ctl"),
+        ];
+        let by = |a: &[&str]| parse(a, &base).map(|s| s.snapshots_by_ioctl);
+        let ioctl = |a: &[&str]| by(a).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ioctl(&[]));
+        assert!(!ioctl(&["--snapshots-by", "command"]));
+        assert!(!ioctl(&["--zfs-bin-dir", "/opt/zfs/bin"]));
+        assert!(ioctl(&[
+            "--zfs-bin-dir",
+            "/opt/zfs/bin",
+            "--snapshots-by=ioctl"
+        ]));
+        assert!(matches!(
+            by(&["--snapshots-by", "sometimes"]),
+            Err(ConfigError::Invalid {
+                flag: "--snapshots-by",
+                ..
             })
         ));
     }

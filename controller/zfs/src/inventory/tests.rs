@@ -226,3 +226,51 @@ fn a_snapshot_listed_before_its_dataset_still_lands_in_it() {
     assert_eq!(datasets.len(), 1);
     assert!(datasets[0].encrypted && datasets[0].snapshots.len() == 1);
 }
+
+#[test]
+fn a_destroy_rests_on_every_kept_snapshot_still_being_the_owners() {
+    let owner: Owner = OWNER_A.parse().unwrap();
+    let (datasets, _) = build(&[
+        "tank/db@tidepool_20261122T093000Z_hourly\ttidepool.dev:owner\tSnapshotSchedule/default/db-hourly\tlocal",
+        "tank/db@tidepool_20261122T083000Z_hourly\ttidepool.dev:owner\tSnapshotSchedule/default/db-hourly\tlocal",
+    ]);
+    let db = &datasets[1];
+    let dataset: DatasetName = "tank/db".parse().unwrap();
+    let kept = |name: &str, guid| SnapshotRef {
+        snapshot: format!("tank/db@{name}").parse().unwrap(),
+        guid,
+    };
+    let newest = kept("tidepool_20261122T093000Z_hourly", 30);
+    assert_eq!(
+        kept_gone(Some(db), &dataset, std::slice::from_ref(&newest), &owner),
+        None
+    );
+    assert_eq!(kept_gone(Some(db), &dataset, &[], &owner), None);
+    // Gone, another GUID under the name, not the owner's: the plan no longer holds.
+    for stale in [
+        kept("tidepool_20261122T103000Z_hourly", 31),
+        kept("tidepool_20261122T093000Z_hourly", 99),
+        kept("before-upgrade", 20),
+    ] {
+        assert_eq!(
+            kept_gone(Some(db), &dataset, &[newest.clone(), stale.clone()], &owner),
+            Some(stale)
+        );
+    }
+    assert_eq!(
+        kept_gone(None, &dataset, std::slice::from_ref(&newest), &owner),
+        Some(newest.clone())
+    );
+    // Another owner's view of the same snapshot is not this owner's.
+    let other: Owner = "SnapshotSchedule/default/other".parse().unwrap();
+    assert_eq!(
+        kept_gone(Some(db), &dataset, std::slice::from_ref(&newest), &other),
+        Some(newest.clone())
+    );
+    // Kept snapshots of other datasets are judged there, not here.
+    let elsewhere = SnapshotRef {
+        snapshot: "tank/other@x".parse().unwrap(),
+        guid: 7,
+    };
+    assert_eq!(kept_gone(Some(db), &dataset, &[elsewhere], &owner), None);
+}
