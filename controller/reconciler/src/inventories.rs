@@ -275,6 +275,21 @@ impl Inventories {
         pool: PoolName,
         freshness: Freshness,
     ) -> Shared {
+        self.get_telling(agents, agent, epoch, pool, freshness)
+            .await
+            .0
+    }
+
+    /// [`Inventories::get`], and whether the answer is the listing held (from a call that
+    /// started before this request) rather than a call's.
+    pub async fn get_telling(
+        &self,
+        agents: &Arc<dyn Agents>,
+        agent: &AgentEndpoint,
+        epoch: LeaderEpoch,
+        pool: PoolName,
+        freshness: Freshness,
+    ) -> (Shared, bool) {
         let slot = self.slot(&agent.node, &pool);
         let need = {
             let mut state = lock(&slot.state);
@@ -288,7 +303,7 @@ impl Inventories {
                         spawn_call(&slot, agents, agent, epoch, &pool, since);
                     }
                     if let Some(inventory) = held {
-                        return Ok(inventory);
+                        return (Ok(inventory), true);
                     }
                     state.started + 1
                 }
@@ -304,7 +319,7 @@ impl Inventories {
                 )
             };
             match step {
-                Step::Use(answer) => return answer,
+                Step::Use(answer) => return (answer, false),
                 Step::Start(since) => spawn_call(&slot, agents, agent, epoch, &pool, since),
                 Step::Wait => {}
             }

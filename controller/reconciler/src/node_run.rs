@@ -109,6 +109,11 @@ impl NodePlan<'_> {
     }
 }
 
+/// One node's run, decided from the listing the controller holds when it is young enough.
+/// A run that fails on a held listing in a way a stale view explains (a dataset missing or
+/// created meanwhile, a name taken, the pool changed) is decided once more on a fresh
+/// listing before the failure is reported; nothing of the failed attempt was done (a take
+/// is atomic, a destroy checks each snapshot).
 pub(crate) async fn run_node(
     ctx: &Context,
     epoch: LeaderEpoch,
@@ -116,17 +121,71 @@ pub(crate) async fn run_node(
     node: &str,
     now: Timestamp,
 ) -> Result<NodeOutcome, NodeProblem> {
-    let NodePlan {
-        obj, valid, owner, ..
-    } = *plan;
+    let fresh_enough = Freshness::Within(ctx.config.inventory_max_age);
+    match run_node_from(ctx, epoch, plan, node, now, fresh_enough).await {
+        Err((problem, true)) if problem.may_come_from_a_stale_view() => {
+            tracing::debug!(node, %problem, "failed on the listing held; deciding again on a fresh one");
+            run_node_from(ctx, epoch, plan, node, now, Freshness::AfterAsking)
+                .await
+                .map_err(|(p, _)| p)
+        }
+        other => other.map_err(|(p, _)| p),
+    }
+}
+
+/// A node's run from a listing as fresh as asked; a failure says whether the listing was
+/// the one held.
+async fn run_node_from(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    plan: &NodePlan<'_>,
+    node: &str,
+    now: Timestamp,
+    freshness: Freshness,
+) -> Result<NodeOutcome, (NodeProblem, bool)> {
     let zfs_node = ctx
         .zfs_nodes
         .get(&kube::runtime::reflector::ObjectRef::new(node));
-    let agent = AgentEndpoint::of(node, zfs_node.as_deref())?;
-    let pool = plan.pool()?;
-    let fresh_enough = Freshness::Within(ctx.config.inventory_max_age);
-    let mut inventory = inventory(ctx, &agent, epoch, pool.clone(), fresh_enough).await?;
-    let datasets = plan.datasets(&inventory, zfs_node.as_deref())?;
+    let agent = AgentEndpoint::of(node, zfs_node.as_deref()).map_err(|e| (e.into(), false))?;
+    let pool = plan.pool().map_err(|p| (p, false))?;
+    let (listing, held) = ctx
+        .inventories
+        .get_telling(&ctx.agents, &agent, epoch, pool.clone(), freshness)
+        .await;
+    let inventory = listing.map_err(|e| (NodeProblem::Agent(AgentError::Shared(e)), false))?;
+    let on = On {
+        agent: &agent,
+        pool: &pool,
+        zfs_node: zfs_node.as_deref(),
+    };
+    let ran = run_on(ctx, epoch, plan, &on, inventory, now).await;
+    if ran.is_err() {
+        // Whatever failed, the next run lists again.
+        ctx.inventories.expire(&agent, &pool);
+    }
+    ran.map_err(|p| (p, held))
+}
+
+/// The node a run acts on: its agent, the schedule's pool there, its `ZfsNode`.
+struct On<'a> {
+    agent: &'a AgentEndpoint,
+    pool: &'a tidepool_api::PoolName,
+    zfs_node: Option<&'a ZfsNode>,
+}
+
+async fn run_on(
+    ctx: &Context,
+    epoch: LeaderEpoch,
+    plan: &NodePlan<'_>,
+    on: &On<'_>,
+    mut inventory: Arc<PoolInventory>,
+    now: Timestamp,
+) -> Result<NodeOutcome, NodeProblem> {
+    let NodePlan {
+        obj, valid, owner, ..
+    } = *plan;
+    let (agent, pool, node) = (on.agent, on.pool, on.agent.node.as_str());
+    let datasets = plan.datasets(&inventory, on.zfs_node)?;
     let input = plan.schedule_input(&inventory, &datasets);
     let evaluate = |at| schedule::evaluate(&input, at).map_err(|e| NodeProblem::Spec(e.reason()));
     let mut decision = evaluate(now)?;
@@ -163,12 +222,7 @@ pub(crate) async fn run_node(
                 owner: owner.clone(),
                 slot: r.slot,
             });
-            let answer = call(ctx, &agent, epoch, request).await;
-            if answer.is_err() {
-                // Perhaps the view was wrong (a name taken meanwhile): list again next time.
-                ctx.inventories.expire(&agent, &pool);
-            }
-            match answer? {
+            match call(ctx, agent, epoch, request).await? {
                 Response::SnapshotsTaken(t) => {
                     if let Some(slot) = r.slot {
                         // Measured at this edge: when the agent's answer arrived.
@@ -187,16 +241,16 @@ pub(crate) async fn run_node(
                                 created,
                                 owner: owner.clone(),
                             };
-                            ctx.inventories.edit(&agent, &pool, edit);
+                            ctx.inventories.edit(agent, pool, edit);
                             Arc::new(work::with_taken(&inventory, &t.snapshots, created, owner))
                         }
                         None => {
                             let fresh = Freshness::AfterAsking;
-                            self::inventory(ctx, &agent, epoch, pool.clone(), fresh).await?
+                            self::inventory(ctx, agent, epoch, pool.clone(), fresh).await?
                         }
                     };
                 }
-                other => return Err(unexpected(&agent, "TakeSnapshots", &other)),
+                other => return Err(unexpected(agent, "TakeSnapshots", &other)),
             }
         }
         run.newest = Some((short.to_string(), now));
@@ -211,20 +265,16 @@ pub(crate) async fn run_node(
                 owner: owner.clone(),
                 keeping,
             });
-            let answer = call(ctx, &agent, epoch, request).await;
-            if answer.is_err() {
-                ctx.inventories.expire(&agent, &pool);
-            }
-            match answer? {
+            match call(ctx, agent, epoch, request).await? {
                 Response::SnapshotsDestroyed(d) => {
                     ctx.inventories
-                        .edit(&agent, &pool, Edit::Destroyed(d.destroyed.clone()));
+                        .edit(agent, pool, Edit::Destroyed(d.destroyed.clone()));
                     if !d.refused.is_empty() {
                         // The pool is not as the view said (gone, renamed, held, or a kept
                         // snapshot gone): nothing wrong was destroyed; plan again from a
                         // fresh listing next time.
                         tracing::info!(node, refused = ?d.refused, "the agent refused destroys");
-                        ctx.inventories.expire(&agent, &pool);
+                        ctx.inventories.expire(agent, pool);
                     }
                     let n = d.destroyed.len();
                     ctx.metrics
@@ -247,7 +297,7 @@ pub(crate) async fn run_node(
                         .await;
                     }
                 }
-                other => return Err(unexpected(&agent, "DestroySnapshots", &other)),
+                other => return Err(unexpected(agent, "DestroySnapshots", &other)),
             }
         }
     }
@@ -293,6 +343,19 @@ pub enum NodeProblem {
 }
 
 impl NodeProblem {
+    /// Whether a listing that no longer holds could explain this failure, so that deciding
+    /// again on a fresh one may succeed. An agent that cannot be reached is not: asking
+    /// again would only double the wait.
+    pub fn may_come_from_a_stale_view(&self) -> bool {
+        match self {
+            NodeProblem::Missing(_) | NodeProblem::OutsideRoots { .. } | NodeProblem::Pool(_) => {
+                true
+            }
+            NodeProblem::Agent(AgentError::Failed { .. }) => true,
+            NodeProblem::Agent(_) | NodeProblem::Spec(_) => false,
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             NodeProblem::Agent(e) => e.reason(),

@@ -72,7 +72,7 @@ impl Default for ReconcilerConfig {
             retry: Duration::from_secs(10),
             status_min_interval: Duration::from_secs(5),
             prepare_lead: Duration::from_secs(2),
-            inventory_max_age: Duration::from_secs(5),
+            inventory_max_age: Duration::from_secs(15),
             concurrency: 256,
             replication_poll: Duration::from_secs(30),
         }
