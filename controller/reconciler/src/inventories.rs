@@ -6,11 +6,18 @@
 //!   received state that only a listing shows).
 //! - [`Freshness::Within`]: a listing from a call that started at most that long ago, with
 //!   the controller's own takes and destroys on the pool since merged in ([`Edit`]). What a
-//!   schedule's run uses: a spec change or a prepared slot then decides without an agent
-//!   round trip, and a stale view cannot hurt, because the agent checks every command again
-//!   against a fresh read (names, GUIDs, ownership, and the snapshots a prune keeps:
-//!   `DestroySnapshots::keeping`). A listing used past half its age is refreshed in the
-//!   background, so a busy pool is never waited on.
+//!   schedule's run that takes a snapshot uses.
+//! - [`Freshness::Held`]: the listing held, however old, with the same edits merged in.
+//!   What a schedule's run starts from: a spec change or a run that only prunes and
+//!   reports then needs no agent round trip; a run that turns out to take a snapshot on a
+//!   listing older than `Within` allows is decided again on a younger one
+//!   (`node_run::run_node`), so a recursive snapshot never misses a child that was listed
+//!   long ago.
+//!
+//! A stale view cannot hurt: the agent checks every command again against a fresh read
+//! (names, GUIDs, ownership, and the snapshots a prune keeps: `DestroySnapshots::keeping`).
+//! A listing used past its refresh age is refreshed in the background, so a busy pool is
+//! never waited on.
 //!
 //! Calls are asked with the generation held, so an unchanged pool costs an `Unchanged`
 //! answer instead of the whole listing. At most one call per pool is in flight; everyone
@@ -40,6 +47,9 @@ pub enum Freshness {
     AfterAsking,
     /// From a call that started at most this long ago, our own edits since merged in.
     Within(Duration),
+    /// The listing held however old (unless a failure expired it), refreshed in the
+    /// background once older than `refresh_after`: for a decision that takes nothing.
+    Held { refresh_after: Duration },
 }
 
 /// A change the controller itself made to a pool through its agent, merged into the
@@ -120,23 +130,32 @@ pub enum Step {
 impl SlotState {
     /// What a request made at `now` needs.
     pub fn need(&self, freshness: Freshness, endpoint: &AgentEndpoint, now: Instant) -> Need {
-        let Freshness::Within(max_age) = freshness else {
-            return Need::Call(self.started + 1);
+        let (max_age, refresh_after) = match freshness {
+            Freshness::AfterAsking => return Need::Call(self.started + 1),
+            Freshness::Within(max_age) => (Some(max_age), max_age / 2),
+            Freshness::Held { refresh_after } => (None, refresh_after),
         };
-        let young = |since: Instant| now.saturating_duration_since(since) <= max_age;
+        let young =
+            |since: Instant| max_age.is_none_or(|m| now.saturating_duration_since(since) <= m);
         let held = self
             .cached
             .as_ref()
             .is_some_and(|c| &c.endpoint == endpoint);
         if let Some(listed) = self.listed_at.filter(|t| held && young(*t)) {
             let refresh =
-                self.in_flight.is_none() && now.saturating_duration_since(listed) >= max_age / 2;
+                self.in_flight.is_none() && now.saturating_duration_since(listed) >= refresh_after;
             return Need::Held { refresh };
         }
         match self.in_flight {
             Some(since) if young(since) => Need::Call(self.started),
             _ => Need::Call(self.started + 1),
         }
+    }
+
+    /// How old the listing held is (from the start of the call that listed it), unless it
+    /// no longer stands for the pool.
+    pub fn held_age(&self, now: Instant) -> Option<Duration> {
+        self.listed_at.map(|t| now.saturating_duration_since(t))
     }
 
     /// The listing held (with our edits merged in).
@@ -280,8 +299,8 @@ impl Inventories {
             .0
     }
 
-    /// [`Inventories::get`], and whether the answer is the listing held (from a call that
-    /// started before this request) rather than a call's.
+    /// [`Inventories::get`], and the age of the answer when it is the listing held (from a
+    /// call that started before this request) rather than a call's.
     pub async fn get_telling(
         &self,
         agents: &Arc<dyn Agents>,
@@ -289,7 +308,7 @@ impl Inventories {
         epoch: LeaderEpoch,
         pool: PoolName,
         freshness: Freshness,
-    ) -> (Shared, bool) {
+    ) -> (Shared, Option<Duration>) {
         let slot = self.slot(&agent.node, &pool);
         let need = {
             let mut state = lock(&slot.state);
@@ -298,12 +317,13 @@ impl Inventories {
                 Need::Call(n) => n,
                 Need::Held { refresh } => {
                     let held = state.held();
+                    let age = state.held_age(now);
                     if refresh {
                         let since = state.start(agent, now);
                         spawn_call(&slot, agents, agent, epoch, &pool, since);
                     }
                     if let Some(inventory) = held {
-                        return (Ok(inventory), true);
+                        return (Ok(inventory), age);
                     }
                     state.started + 1
                 }
@@ -319,7 +339,7 @@ impl Inventories {
                 )
             };
             match step {
-                Step::Use(answer) => return (answer, false),
+                Step::Use(answer) => return (answer, None),
                 Step::Start(since) => spawn_call(&slot, agents, agent, epoch, &pool, since),
                 Step::Wait => {}
             }

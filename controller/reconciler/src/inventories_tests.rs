@@ -361,3 +361,30 @@ async fn requests_within_an_age_share_one_call_and_then_call_nobody_until_half_a
     assert_eq!(get(cache.clone()).await.unwrap(), 2);
     assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_request_for_the_listing_held_takes_it_at_any_age_until_a_failure_expires_it() {
+    let ep = endpoint("a:1");
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let held = Freshness::Held {
+        refresh_after: Duration::from_secs(10),
+    };
+    let mut s = SlotState::default();
+    // Nothing held: a call, which later requests join whatever its age.
+    let first = call_of(s.need(held, &ep, t0));
+    assert!(matches!(s.step(first, &ep, t0), Step::Start(None)));
+    assert_eq!(s.need(held, &ep, at(3600)), Need::Call(first));
+    s.finish(Ok(cached(3)));
+    assert_eq!(s.need(held, &ep, at(5)), Need::Held { refresh: false });
+    assert_eq!(s.need(held, &ep, at(3600)), Need::Held { refresh: true });
+    assert_eq!(s.held_age(at(3600)), Some(Duration::from_secs(3600)));
+    // Not while a refresh is under way.
+    s.start(&ep, at(3600));
+    assert_eq!(s.need(held, &ep, at(3601)), Need::Held { refresh: false });
+    s.finish(Ok(cached(4)));
+    assert_eq!(s.held_age(at(3601)), Some(Duration::from_secs(1)));
+    s.expire();
+    assert_eq!(s.held_age(at(3601)), None);
+    assert!(matches!(s.need(held, &ep, at(3601)), Need::Call(_)));
+}

@@ -109,11 +109,12 @@ impl NodePlan<'_> {
     }
 }
 
-/// One node's run, decided from the listing the controller holds when it is young enough.
-/// A run that fails on a held listing in a way a stale view explains (a dataset missing or
-/// created meanwhile, a name taken, the pool changed) is decided once more on a fresh
-/// listing before the failure is reported; nothing of the failed attempt was done (a take
-/// is atomic, a destroy checks each snapshot).
+/// One node's run, decided from the listing the controller holds. A run that would take a
+/// snapshot on a listing older than `inventory_max_age` is decided again on a younger one;
+/// a run that fails on the listing held in a way a stale view explains (a dataset missing
+/// or created meanwhile, a name taken, the pool changed) is decided once more on a fresh
+/// listing before the failure is reported. Nothing of a failed attempt was done (a take is
+/// atomic, a destroy checks each snapshot).
 pub(crate) async fn run_node(
     ctx: &Context,
     epoch: LeaderEpoch,
@@ -121,16 +122,25 @@ pub(crate) async fn run_node(
     node: &str,
     now: Timestamp,
 ) -> Result<NodeOutcome, NodeProblem> {
-    let fresh_enough = Freshness::Within(ctx.config.inventory_max_age);
-    match run_node_from(ctx, epoch, plan, node, now, fresh_enough).await {
+    let max_age = ctx.config.inventory_max_age;
+    let held = Freshness::Held {
+        refresh_after: max_age / 2,
+    };
+    match run_node_from(ctx, epoch, plan, node, now, held).await {
+        Err((NodeProblem::ListingTooOld, _)) => {
+            let within = Freshness::Within(max_age);
+            again(run_node_from(ctx, epoch, plan, node, now, within).await)
+        }
         Err((problem, true)) if problem.may_come_from_a_stale_view() => {
             tracing::debug!(node, %problem, "failed on the listing held; deciding again on a fresh one");
-            run_node_from(ctx, epoch, plan, node, now, Freshness::AfterAsking)
-                .await
-                .map_err(|(p, _)| p)
+            again(run_node_from(ctx, epoch, plan, node, now, Freshness::AfterAsking).await)
         }
         other => other.map_err(|(p, _)| p),
     }
+}
+
+fn again(ran: Result<NodeOutcome, (NodeProblem, bool)>) -> Result<NodeOutcome, NodeProblem> {
+    ran.map_err(|(p, _)| p)
 }
 
 /// A node's run from a listing as fresh as asked; a failure says whether the listing was
@@ -148,7 +158,7 @@ async fn run_node_from(
         .get(&kube::runtime::reflector::ObjectRef::new(node));
     let agent = AgentEndpoint::of(node, zfs_node.as_deref()).map_err(|e| (e.into(), false))?;
     let pool = plan.pool().map_err(|p| (p, false))?;
-    let (listing, held) = ctx
+    let (listing, held_age) = ctx
         .inventories
         .get_telling(&ctx.agents, &agent, epoch, pool.clone(), freshness)
         .await;
@@ -157,13 +167,16 @@ async fn run_node_from(
         agent: &agent,
         pool: &pool,
         zfs_node: zfs_node.as_deref(),
+        too_old_to_take: held_age.is_some_and(|age| age > ctx.config.inventory_max_age),
     };
     let ran = run_on(ctx, epoch, plan, &on, inventory, now).await;
-    if ran.is_err() {
+    if let Err(p) = &ran
+        && !matches!(p, NodeProblem::ListingTooOld)
+    {
         // Whatever failed, the next run lists again.
         ctx.inventories.expire(&agent, &pool);
     }
-    ran.map_err(|p| (p, held))
+    ran.map_err(|p| (p, held_age.is_some()))
 }
 
 /// The node a run acts on: its agent, the schedule's pool there, its `ZfsNode`.
@@ -171,6 +184,8 @@ struct On<'a> {
     agent: &'a AgentEndpoint,
     pool: &'a tidepool_api::PoolName,
     zfs_node: Option<&'a ZfsNode>,
+    /// The listing is too old to take a snapshot from (see [`run_node`]).
+    too_old_to_take: bool,
 }
 
 async fn run_on(
@@ -189,11 +204,18 @@ async fn run_on(
     let input = plan.schedule_input(&inventory, &datasets);
     let evaluate = |at| schedule::evaluate(&input, at).map_err(|e| NodeProblem::Spec(e.reason()));
     let mut decision = evaluate(now)?;
+    let takes = |d: &ScheduleDecision| d.run.is_some() && !d.suspended;
+    if takes(&decision) && on.too_old_to_take {
+        return Err(NodeProblem::ListingTooOld);
+    }
     let mut now = now;
     // Woken early for a slot (the requeue's `prepare_lead`): the inventory is read and the
     // run decided, so at the slot only the snapshot is left to take.
     if let Some(slot) = prepared(&decision, now, ctx.config.prepare_lead) {
         let at_slot = evaluate(slot)?;
+        if takes(&at_slot) && on.too_old_to_take {
+            return Err(NodeProblem::ListingTooOld);
+        }
         if at_slot.run.is_some() {
             wait_until(slot).await;
             // Leadership may have passed while waiting: the new leader takes the slot.
@@ -259,7 +281,6 @@ async fn run_on(
     if let Some((retention, tz)) = valid.retention() {
         let (destroy, keeping) = work::prune(retention, tz, &inventory, &datasets, owner);
         if !destroy.is_empty() {
-            let names: Vec<String> = destroy.iter().map(|d| d.snapshot.to_string()).collect();
             let request = Request::DestroySnapshots(DestroySnapshots {
                 snapshots: destroy,
                 owner: owner.clone(),
@@ -283,6 +304,9 @@ async fn run_on(
                     run.pruned = n;
                     run.owned = run.owned.saturating_sub(n);
                     if n > 0 {
+                        // What was destroyed, not what was asked: the agent may refuse some.
+                        let names: Vec<String> =
+                            d.destroyed.iter().map(|d| d.snapshot.to_string()).collect();
                         publish(
                             ctx,
                             obj,
@@ -340,6 +364,10 @@ pub enum NodeProblem {
     Pool(String),
     #[error("{0}")]
     Spec(&'static str),
+    /// The run would take a snapshot on a listing older than `inventory_max_age`: decided
+    /// again on a younger one, never reported.
+    #[error("the pool listing held is too old to take a snapshot from")]
+    ListingTooOld,
 }
 
 impl NodeProblem {
@@ -352,6 +380,7 @@ impl NodeProblem {
                 true
             }
             NodeProblem::Agent(AgentError::Failed { .. }) => true,
+            NodeProblem::ListingTooOld => true,
             NodeProblem::Agent(_) | NodeProblem::Spec(_) => false,
         }
     }
@@ -363,6 +392,8 @@ impl NodeProblem {
             NodeProblem::OutsideRoots { .. } => reasons::OUTSIDE_AGENT_ROOTS,
             NodeProblem::Pool(_) => reasons::POOL_UNAVAILABLE,
             NodeProblem::Spec(_) => reasons::INVALID_SCHEDULE,
+            // Never reported (see `run_node`); should it be, the agent was not asked.
+            NodeProblem::ListingTooOld => reasons::AGENT_UNAVAILABLE,
         }
     }
 
