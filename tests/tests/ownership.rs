@@ -289,8 +289,9 @@ async fn an_owner_set_on_the_dataset_or_received_in_a_stream_claims_nothing() {
 }
 
 /// Retention's safety rule for a plan made from a view that has since changed (the
-/// controller plans from an inventory up to a few seconds old): a destroy is carried out
-/// only while every snapshot the plan keeps on that dataset is still there as the owner's.
+/// controller plans from the listing it holds, which may be minutes old): a destroy is
+/// carried out only while every snapshot the plan keeps on that dataset is still there as
+/// the owner's.
 /// Here the plan is `keepLast: 2` over three owned snapshots; before the destroy arrives,
 /// someone destroys the newest. Carried out anyway, the destroy would leave one snapshot
 /// where retention promises two.
