@@ -341,6 +341,9 @@ impl<'a> TargetPrune<'a> {
         };
         match target.call(ctx, epoch, request).await {
             Ok(Response::SnapshotsDestroyed(d)) => {
+                if !d.refused.is_empty() {
+                    tracing::info!(node = target.node(), refused = ?d.refused, "the target refused destroys");
+                }
                 ctx.metrics
                     .snapshots_destroyed
                     .inc_by(d.destroyed.len() as u64);
