@@ -109,8 +109,8 @@ pub struct SlotState {
 /// What a request needs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Need {
-    /// The listing held is fresh enough; `refresh` when it is past half its age and no call
-    /// is under way (start one in the background).
+    /// The listing held is fresh enough; `refresh` when it is past its refresh age and no
+    /// call is under way (start one in the background).
     Held { refresh: bool },
     /// The answer of this call (or a later one).
     Call(u64),
